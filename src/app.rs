@@ -1,0 +1,502 @@
+//! The edges: command line, loading, and the serve lifecycle (build → run → drain).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow, bail};
+use arc_swap::ArcSwap;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::admin::{self, AdminState};
+use crate::catalog::{self, Inputs};
+use crate::dns::server::{self, TcpLimits};
+use crate::geo::GeoDb;
+use crate::health::HealthStatus;
+use crate::metrics;
+use crate::snapshot::compile::{self, Compiled};
+use crate::snapshot::publisher::{self, Update};
+use crate::snapshot::{Shared, Snapshot};
+use crate::source::file;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "meridian",
+    version,
+    about = "Authoritative DNS that answers with the nearest healthy cluster"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve DNS (UDP and TCP) and the admin API.
+    Serve(ServeArgs),
+    /// Validate zones, objects and configuration; exit non-zero naming file and line or object
+    /// and field.
+    Check(SourceArgs),
+    /// Show the answer a client gets for a name, and why.
+    Explain(ExplainArgs),
+    /// Drain a cluster out of every answer (a failover drill), via the admin API.
+    Drain(DrainArgs),
+    /// End a drain, via the admin API.
+    Undrain(AdminTarget),
+    /// Print the running server's state (JSON), via the admin API.
+    State(AdminTarget),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SourceArgs {
+    /// Directory of zone files (*.zone) and objects (*.yaml).
+    #[arg(long, default_value = "zones")]
+    pub zones: PathBuf,
+    /// GeoIP database (MaxMind DB: GeoIP2/GeoLite2/DB-IP City or Country); overrides the
+    /// configuration's `geoip`.
+    #[arg(long)]
+    pub geoip: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// DNS listen address (UDP and TCP).
+    #[arg(long, default_value = "127.0.0.1:5353")]
+    pub listen: SocketAddr,
+    /// Admin HTTP listen address.
+    #[arg(long, default_value = "127.0.0.1:9153")]
+    pub admin: SocketAddr,
+    /// Bearer token for the admin API; required when --admin is not loopback.
+    #[arg(long, env = "MERIDIAN_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// UDP worker threads (default: one per core).
+    #[arg(long)]
+    pub udp_workers: Option<usize>,
+    /// Most simultaneous DNS-over-TCP connections.
+    #[arg(long, default_value_t = 1024)]
+    pub tcp_max_connections: usize,
+    /// Most simultaneous DNS-over-TCP connections from one address.
+    #[arg(long, default_value_t = 64)]
+    pub tcp_max_per_source: usize,
+    /// Idle timeout of DNS-over-TCP connections (RFC 7766), e.g. 10s.
+    #[arg(long, default_value = "10s")]
+    pub tcp_idle_timeout: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ExplainArgs {
+    /// The name to ask about.
+    pub name: String,
+    /// Query type.
+    #[arg(long = "type", default_value = "A")]
+    pub qtype: String,
+    /// The client address (as it would arrive in ECS or as the source address).
+    #[arg(long)]
+    pub client: IpAddr,
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Ask a running server instead (live health and drains), e.g. http://127.0.0.1:9153.
+    #[arg(long)]
+    pub admin: Option<String>,
+    #[arg(long, env = "MERIDIAN_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct AdminTarget {
+    /// Cluster name (drain/undrain).
+    #[arg(required = false)]
+    pub cluster: Option<String>,
+    /// Admin API of the running server.
+    #[arg(long, default_value = "http://127.0.0.1:9153")]
+    pub admin: String,
+    #[arg(long, env = "MERIDIAN_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct DrainArgs {
+    /// Cluster to drain.
+    pub cluster: String,
+    /// Drain for this long, then end by itself (e.g. 10m); default: until undrained.
+    #[arg(long = "for")]
+    pub duration: Option<String>,
+    #[arg(long, default_value = "http://127.0.0.1:9153")]
+    pub admin: String,
+    #[arg(long, env = "MERIDIAN_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+}
+
+/// Everything loaded from the zones directory, validated.
+pub struct Loaded {
+    pub compiled: Compiled,
+    pub geo: Option<GeoDb>,
+    pub files: Vec<PathBuf>,
+}
+
+/// Loads, validates and compiles a zones directory. Errors are the lines `check` prints.
+pub fn load(args: &SourceArgs) -> Result<Loaded, Vec<String>> {
+    let (loaded, errors) = file::load_dir(&args.zones);
+    let mut errs: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    let settings = match &loaded.config {
+        Some(c) => match c.value.validate(&args.zones) {
+            Ok(s) => s,
+            Err(e) => {
+                errs.push(format!("{}: {e}", c.location));
+                Default::default()
+            }
+        },
+        None => Default::default(),
+    };
+    let geo_path = args.geoip.clone().or_else(|| settings.geoip.clone());
+    let geo = match &geo_path {
+        Some(p) => match GeoDb::open(p) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                errs.push(e.to_string());
+                None
+            }
+        },
+        None => None,
+    };
+    let inputs = Inputs {
+        zone_files: loaded.zone_files,
+        objects: loaded.objects,
+    };
+    let (cat, cat_errors) = catalog::build(&inputs, &settings);
+    errs.extend(cat_errors.iter().map(|e| e.to_string()));
+    if cat.zones.is_empty() && errs.is_empty() {
+        errs.push(format!(
+            "{}: no zones: add a *.zone file or a Domain object",
+            args.zones.display()
+        ));
+    }
+    if !errs.is_empty() {
+        return Err(errs);
+    }
+    let compiled = compile::compile(cat, settings).map_err(|e| vec![e.to_string()])?;
+    Ok(Loaded {
+        compiled,
+        geo,
+        files: loaded.files,
+    })
+}
+
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MERIDIAN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => b.init(),
+        LogFormat::Json => b.json().flatten_event(true).init(),
+    }
+}
+
+pub fn run(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::Check(args) => Ok(check(&args)),
+        Command::Serve(args) => {
+            init_logging(cli.log_format);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .worker_threads(2)
+                .build()?;
+            rt.block_on(serve(args))?;
+            Ok(0)
+        }
+        Command::Explain(args) => explain(args),
+        Command::Drain(a) => {
+            let mut url = format!(
+                "{}/api/v1/clusters/{}/drain",
+                a.admin.trim_end_matches('/'),
+                a.cluster
+            );
+            if let Some(d) = &a.duration {
+                crate::model::parse_duration(d).map_err(|e| anyhow!("--for: {e}"))?;
+                url.push_str(&format!("?for={d}"));
+            }
+            admin_call(reqwest::Method::POST, &url, a.admin_token.as_deref())
+        }
+        Command::Undrain(a) => {
+            let cluster = a
+                .cluster
+                .ok_or_else(|| anyhow!("undrain needs a cluster name"))?;
+            let url = format!(
+                "{}/api/v1/clusters/{cluster}/drain",
+                a.admin.trim_end_matches('/')
+            );
+            admin_call(reqwest::Method::DELETE, &url, a.admin_token.as_deref())
+        }
+        Command::State(a) => {
+            let url = format!("{}/api/v1/state", a.admin.trim_end_matches('/'));
+            admin_call(reqwest::Method::GET, &url, a.admin_token.as_deref())
+        }
+    }
+}
+
+fn admin_call(method: reqwest::Method, url: &str, token: Option<&str>) -> Result<i32> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let mut req = client.request(method, url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the admin API at {url}"))?;
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        let pretty = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| serde_json::to_string_pretty(&v).ok())
+            .unwrap_or(body);
+        if status.is_success() {
+            println!("{pretty}");
+            Ok(0)
+        } else {
+            eprintln!("{status}: {pretty}");
+            Ok(1)
+        }
+    })
+}
+
+fn check(args: &SourceArgs) -> i32 {
+    match load(args) {
+        Ok(l) => {
+            let c = &l.compiled;
+            println!(
+                "ok: {} files, {} zones, {} federated names, {} clusters, {} static names{}",
+                l.files.len(),
+                c.zones.len(),
+                c.dyns.len(),
+                c.clusters.len(),
+                c.nodes.len() - c.dyns.len(),
+                l.geo
+                    .as_ref()
+                    .map(|g| format!(", GeoIP {} ({})", g.path().display(), g.database_type()))
+                    .unwrap_or_default()
+            );
+            0
+        }
+        Err(errs) => {
+            for e in &errs {
+                eprintln!("error: {e}");
+            }
+            eprintln!("{} error(s)", errs.len());
+            1
+        }
+    }
+}
+
+fn explain(args: ExplainArgs) -> Result<i32> {
+    if let Some(admin) = &args.admin {
+        let url = format!(
+            "{}/api/v1/explain?name={}&type={}&client={}",
+            admin.trim_end_matches('/'),
+            args.name,
+            args.qtype,
+            args.client
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let e: crate::explain::Explanation = rt.block_on(async {
+            let mut req = reqwest::Client::new().get(&url);
+            if let Some(t) = &args.admin_token {
+                req = req.bearer_auth(t);
+            }
+            let resp = req.send().await.context("cannot reach the admin API")?;
+            if !resp.status().is_success() {
+                bail!(
+                    "{}: {}",
+                    resp.status(),
+                    resp.text().await.unwrap_or_default()
+                );
+            }
+            resp.json().await.context("unexpected explain response")
+        })?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&e)?);
+        } else {
+            print!("{e}");
+        }
+        return Ok(0);
+    }
+    let loaded = match load(&args.source) {
+        Ok(l) => l,
+        Err(errs) => {
+            for e in &errs {
+                eprintln!("error: {e}");
+            }
+            return Ok(1);
+        }
+    };
+    let snap = Snapshot::new(Arc::new(loaded.compiled), loaded.geo.map(Arc::new));
+    let e = crate::explain::explain(&snap, &args.name, &args.qtype, args.client)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&e)?);
+    } else {
+        print!("{e}");
+    }
+    Ok(0)
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let idle = crate::model::parse_duration(&args.tcp_idle_timeout)
+        .map_err(|e| anyhow!("--tcp-idle-timeout: {e}"))?;
+    if admin::needs_token(&args.admin) && args.admin_token.is_none() {
+        bail!(
+            "--admin {} is not a loopback address: set --admin-token (or MERIDIAN_ADMIN_TOKEN)",
+            args.admin
+        );
+    }
+    let started = Instant::now();
+    let loaded = match load(&args.source) {
+        Ok(l) => l,
+        Err(errs) => {
+            for e in &errs {
+                eprintln!("error: {e}");
+            }
+            bail!("{} error(s) in {}", errs.len(), args.source.zones.display());
+        }
+    };
+    tracing::info!(
+        zones = loaded.compiled.zones.len(),
+        names = loaded.compiled.dyns.len(),
+        clusters = loaded.compiled.clusters.len(),
+        geoip = ?loaded.geo.as_ref().map(|g| g.path().display().to_string()),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "loaded {}",
+        args.source.zones.display()
+    );
+    metrics::get()
+        .snapshot_names
+        .set(loaded.compiled.nodes.len() as i64);
+    let shared: Shared = Arc::new(ArcSwap::from_pointee(Snapshot::new(
+        Arc::new(loaded.compiled),
+        loaded.geo.map(Arc::new),
+    )));
+    let publisher = publisher::start(shared.clone());
+    let health = HealthStatus::default();
+    let ready = Arc::new(AtomicBool::new(false));
+
+    let workers = args.udp_workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let udp = server::bind_udp(args.listen, workers)
+        .with_context(|| format!("cannot bind DNS UDP on {}", args.listen))?;
+    let udp_addr = udp[0].local_addr()?;
+    let tcp = tokio::net::TcpListener::bind(udp_addr)
+        .await
+        .with_context(|| format!("cannot bind DNS TCP on {udp_addr}"))?;
+    let admin_listener = tokio::net::TcpListener::bind(args.admin)
+        .await
+        .with_context(|| format!("cannot bind admin API on {}", args.admin))?;
+    let admin_addr = admin_listener.local_addr()?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let udp_threads = server::spawn_udp_workers(udp, shared.clone(), stop.clone());
+    let tcp_task = tokio::spawn(server::serve_tcp(
+        tcp,
+        shared.clone(),
+        TcpLimits {
+            max_connections: args.tcp_max_connections,
+            max_per_source: args.tcp_max_per_source,
+            idle_timeout: idle,
+        },
+        shutdown_rx.clone(),
+    ));
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        AdminState {
+            shared: shared.clone(),
+            publisher: publisher.clone(),
+            ready: ready.clone(),
+            token: args.admin_token.clone(),
+            health: health.clone(),
+        },
+        shutdown_rx.clone(),
+    ));
+    ready.store(true, Ordering::Release);
+    tracing::info!(dns = %udp_addr, admin = %admin_addr, udp_workers = workers, "serving");
+
+    let reload_args = args.source.clone();
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => reload(&reload_args, &publisher).await,
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    tracing::info!("shutting down: no new queries, finishing in-flight TCP");
+    ready.store(false, Ordering::Release);
+    stop.store(true, Ordering::Relaxed);
+    let _ = shutdown_tx.send(true);
+    let _ = tcp_task.await;
+    let _ = admin_task.await;
+    for t in udp_threads {
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Reloads zones, configuration and GeoIP; on any error the running state stays.
+pub async fn reload(args: &SourceArgs, publisher: &publisher::PublisherHandle) {
+    let args2 = args.clone();
+    let result = tokio::task::spawn_blocking(move || load(&args2)).await;
+    let m = metrics::get();
+    match result {
+        Ok(Ok(l)) => {
+            m.reloads.with_label_values(&["ok"]).inc();
+            m.snapshot_names.set(l.compiled.nodes.len() as i64);
+            tracing::info!(
+                zones = l.compiled.zones.len(),
+                names = l.compiled.dyns.len(),
+                "reloaded {}",
+                args.zones.display()
+            );
+            publisher.send(Update::Catalog {
+                compiled: Arc::new(l.compiled),
+                geo: l.geo.map(Arc::new),
+            });
+        }
+        Ok(Err(errs)) => {
+            m.reloads.with_label_values(&["failed"]).inc();
+            m.source_errors
+                .with_label_values(&["file"])
+                .inc_by(errs.len() as u64);
+            for e in &errs {
+                tracing::error!(error = %e, "reload rejected; still serving the previous state");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "reload task failed"),
+    }
+}

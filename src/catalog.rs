@@ -1,0 +1,1258 @@
+//! The catalog: every source's objects and zone files merged into one validated, logical view —
+//! zones, static records, member clusters and the health-dependent ("dynamic") names that
+//! federated records imply under KubeFed's name scheme. Pure: no I/O, no clock.
+//!
+//! An object that does not validate is reported (file/object and field) and left out; the rest
+//! of the catalog is still built, so one bad object never takes down the others.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use hickory_proto::rr::rdata::{CNAME, NS, SOA};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::Serialize;
+
+use crate::config::{HealthDefaults, Settings};
+use crate::geo::{GeoPoint, tables};
+use crate::model::{self, AllDown, ClusterDNS, LoadBalancerStatus, Object, Policy, parse_duration};
+use crate::source::file::ZoneFile;
+use crate::source::{Located, SourceError};
+
+/// KubeFed's default `recordTTL`.
+pub const DEFAULT_RECORD_TTL: u32 = 180;
+/// external-dns' default TTL for endpoints without `recordTTL`.
+pub const DEFAULT_ENDPOINT_TTL: u32 = 300;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Cluster {
+    pub name: String,
+    pub region: Option<String>,
+    pub zones: Vec<String>,
+    pub location: Option<GeoPoint>,
+    /// Where the location came from: `annotation`, `region <name>`, or absent.
+    pub location_source: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Zone {
+    pub apex: Name,
+    pub soa: Record,
+    pub ns: Vec<Record>,
+    /// File or object that defined the zone.
+    pub origin: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProbeKind {
+    Http,
+    Https,
+    Tcp,
+    None,
+}
+
+impl FromStr for ProbeKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "http" => Ok(ProbeKind::Http),
+            "https" => Ok(ProbeKind::Https),
+            "tcp" => Ok(ProbeKind::Tcp),
+            "none" => Ok(ProbeKind::None),
+            o => Err(format!(
+                "unknown probe {o:?} (expected http, https, tcp or none)"
+            )),
+        }
+    }
+}
+
+/// How a record's targets are health-checked.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeSpec {
+    pub kind: ProbeKind,
+    pub port: u16,
+    pub path: String,
+    pub host: Option<String>,
+    #[serde(with = "duration_ms")]
+    pub interval: Duration,
+    #[serde(with = "duration_ms")]
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    /// Inclusive range of HTTP statuses that count as healthy.
+    pub expect_status: (u16, u16),
+    /// Substring the HTTP body must contain, if set.
+    pub expect_body: Option<String>,
+    /// Skip TLS certificate verification (HTTPS probes).
+    pub insecure: bool,
+}
+
+mod duration_ms {
+    use serde::Serializer;
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+}
+
+/// Behaviour from `meridian.io/*` annotations.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordOptions {
+    pub policy: Policy,
+    pub failover_order: Vec<String>,
+    pub weights: BTreeMap<String, u32>,
+    pub all_down: AllDown,
+    pub probe: ProbeSpec,
+}
+
+/// The role a dynamic name plays in KubeFed's scheme.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", tag = "scope", content = "value")]
+pub enum NameScope {
+    Global,
+    Region(String),
+    Zone(String),
+}
+
+/// One cluster's addresses for a dynamic name.
+#[derive(Clone, Debug, Serialize)]
+pub struct Target {
+    /// Index into `Catalog::clusters`.
+    pub cluster: usize,
+    pub addrs: Vec<IpAddr>,
+    /// Load-balancer hostnames (ELB style): answered by CNAME when the cluster has no address.
+    pub hostnames: Vec<String>,
+}
+
+/// A name whose answer depends on client location and health.
+#[derive(Clone, Debug, Serialize)]
+pub struct DynName {
+    #[serde(serialize_with = "ser_name")]
+    pub name: Name,
+    /// `Kind ns/name` of the object that implies this name.
+    pub object: String,
+    pub scope: NameScope,
+    pub ttl: u32,
+    pub options: RecordOptions,
+    pub targets: Vec<Target>,
+    /// CNAME target when no target here is healthy (region → global, zone → region).
+    #[serde(serialize_with = "ser_opt_name")]
+    pub fallback: Option<Name>,
+}
+
+fn ser_name<S: serde::Serializer>(n: &Name, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&n.to_string())
+}
+
+fn ser_opt_name<S: serde::Serializer>(n: &Option<Name>, s: S) -> Result<S::Ok, S::Error> {
+    match n {
+        Some(n) => s.serialize_some(&n.to_string()),
+        None => s.serialize_none(),
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Catalog {
+    pub zones: Vec<Zone>,
+    pub records: Vec<Record>,
+    pub dyn_names: Vec<DynName>,
+    pub clusters: Vec<Cluster>,
+}
+
+/// Everything the sources hand over.
+#[derive(Clone, Debug, Default)]
+pub struct Inputs {
+    pub zone_files: Vec<ZoneFile>,
+    pub objects: Vec<Located<Object>>,
+}
+
+struct Builder<'a> {
+    settings: &'a Settings,
+    cat: Catalog,
+    cluster_index: HashMap<String, usize>,
+    /// Lowercased owner names already used by dynamic names.
+    dyn_index: HashMap<Name, usize>,
+    errors: Vec<SourceError>,
+}
+
+/// Builds the catalog; returns it with every error found. Objects with errors are left out.
+pub fn build(inputs: &Inputs, settings: &Settings) -> (Catalog, Vec<SourceError>) {
+    let mut b = Builder {
+        settings,
+        cat: Catalog::default(),
+        cluster_index: HashMap::new(),
+        dyn_index: HashMap::new(),
+        errors: Vec::new(),
+    };
+    for zf in &inputs.zone_files {
+        b.add_zone_file(zf);
+    }
+    let mut domains: HashMap<String, Vec<(Option<String>, Name)>> = HashMap::new();
+    for o in &inputs.objects {
+        if let Object::Domain(d) = &o.value {
+            if let Some(name) = b.add_domain(&o.location, d) {
+                domains
+                    .entry(d.metadata.name.clone().unwrap_or_default())
+                    .or_default()
+                    .push((d.metadata.namespace.clone(), name));
+            }
+        }
+    }
+    for o in &inputs.objects {
+        if let Object::KubeFedCluster(c) = &o.value {
+            b.add_cluster(&o.location, c);
+        }
+    }
+    if let Some(dc) = &settings.default_cluster {
+        if !b.cluster_index.contains_key(dc) {
+            b.errors.push(SourceError::new(
+                "configuration",
+                format!("spec.defaultCluster: no KubeFedCluster named {dc:?}"),
+            ));
+        }
+    }
+    for o in &inputs.objects {
+        match &o.value {
+            Object::ServiceDNSRecord(r) => b.add_service_record(&o.location, r, &domains),
+            Object::IngressDNSRecord(r) => b.add_ingress_record(&o.location, r),
+            _ => {}
+        }
+    }
+    // Static endpoints last: they must not collide with names that records imply.
+    for o in &inputs.objects {
+        if let Object::DNSEndpoint(e) = &o.value {
+            b.add_endpoint(&o.location, e);
+        }
+    }
+    b.check_static_conflicts();
+    (b.cat, b.errors)
+}
+
+fn lower_fqdn(s: &str) -> Result<Name, String> {
+    let mut n = Name::from_ascii(s.trim()).map_err(|e| format!("invalid name {s:?}: {e}"))?;
+    n.set_fqdn(true);
+    Ok(n.to_lowercase())
+}
+
+/// A single DNS label (region and zone names, namespaces, service names).
+fn check_label(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not a DNS label (1-63 letters, digits, '-' or '_')"
+        ))
+    }
+}
+
+fn annotation<'m>(meta: &'m ObjectMeta, key: &str) -> Option<&'m str> {
+    meta.annotations
+        .as_ref()?
+        .get(&format!("{}{key}", model::ANNOTATION_PREFIX))
+        .map(|s| s.as_str())
+}
+
+fn ann_field(key: &str) -> String {
+    format!(
+        "metadata.annotations[\"{}{key}\"]",
+        model::ANNOTATION_PREFIX
+    )
+}
+
+/// Reads the `meridian.io/*` annotations of a record.
+pub fn record_options(meta: &ObjectMeta, h: &HealthDefaults) -> Result<RecordOptions, String> {
+    let field_err = |key: &str, e: String| format!("{}: {e}", ann_field(key));
+    let policy = match annotation(meta, "policy") {
+        Some(v) => v.parse().map_err(|e| field_err("policy", e))?,
+        None => Policy::Geo,
+    };
+    let all_down = match annotation(meta, "all-down") {
+        Some(v) => v.parse().map_err(|e| field_err("all-down", e))?,
+        None => AllDown::All,
+    };
+    let failover_order: Vec<String> = annotation(meta, "failover-order")
+        .map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut weights = BTreeMap::new();
+    if let Some(v) = annotation(meta, "weights") {
+        for part in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (c, w) = part
+                .split_once('=')
+                .ok_or_else(|| field_err("weights", format!("{part:?} is not cluster=weight")))?;
+            let w: u32 = w
+                .trim()
+                .parse()
+                .map_err(|_| field_err("weights", format!("weight {w:?} is not a whole number")))?;
+            weights.insert(c.trim().to_string(), w);
+        }
+    }
+    if policy == Policy::Weighted && weights.values().all(|w| *w == 0) && !weights.is_empty() {
+        return Err(field_err("weights", "every weight is 0".to_string()));
+    }
+    let kind: ProbeKind = match annotation(meta, "probe") {
+        Some(v) => v.parse().map_err(|e| field_err("probe", e))?,
+        None => h.probe.parse().map_err(|e| field_err("probe", e))?,
+    };
+    let default_port = match kind {
+        ProbeKind::Https => 443,
+        _ => 80,
+    };
+    let port = match annotation(meta, "probe-port") {
+        Some(v) => v
+            .trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| field_err("probe-port", format!("{v:?} is not a port")))?,
+        None => h.probe_port.unwrap_or(default_port),
+    };
+    let path = match annotation(meta, "probe-path") {
+        Some(p) if p.starts_with('/') => p.to_string(),
+        Some(p) => return Err(field_err("probe-path", format!("{p:?} must start with /"))),
+        None => h.probe_path.clone(),
+    };
+    let dur = |key: &str, default: Duration| -> Result<Duration, String> {
+        match annotation(meta, key) {
+            Some(v) => {
+                let d = parse_duration(v).map_err(|e| field_err(key, e))?;
+                if d < Duration::from_millis(10) {
+                    return Err(field_err(key, format!("{v:?} is too short")));
+                }
+                Ok(d)
+            }
+            None => Ok(default),
+        }
+    };
+    let count = |key: &str, default: u32| -> Result<u32, String> {
+        match annotation(meta, key) {
+            Some(v) => v
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=100).contains(n))
+                .ok_or_else(|| field_err(key, format!("{v:?} is not a number in 1..=100"))),
+            None => Ok(default),
+        }
+    };
+    let expect_status = match annotation(meta, "probe-expect-status") {
+        Some(v) => parse_status_range(v).map_err(|e| field_err("probe-expect-status", e))?,
+        None => (200, 399),
+    };
+    let insecure = match annotation(meta, "probe-insecure") {
+        Some("true") => true,
+        Some("false") | None => false,
+        Some(v) => {
+            return Err(field_err(
+                "probe-insecure",
+                format!("{v:?} is not true or false"),
+            ));
+        }
+    };
+    Ok(RecordOptions {
+        policy,
+        failover_order,
+        weights,
+        all_down,
+        probe: ProbeSpec {
+            kind,
+            port,
+            path,
+            host: annotation(meta, "probe-host").map(str::to_string),
+            interval: dur("probe-interval", h.interval)?,
+            timeout: dur("probe-timeout", h.timeout)?,
+            rise: count("rise", h.rise)?,
+            fall: count("fall", h.fall)?,
+            expect_status,
+            expect_body: annotation(meta, "probe-body").map(str::to_string),
+            insecure,
+        },
+    })
+}
+
+fn parse_status_range(v: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("{v:?} is not a status or range such as 200-299");
+    let (a, b) = match v.split_once('-') {
+        Some((a, b)) => (a.trim(), b.trim()),
+        None => (v.trim(), v.trim()),
+    };
+    let a: u16 = a.parse().map_err(|_| bad())?;
+    let b: u16 = b.parse().map_err(|_| bad())?;
+    if !(100..=599).contains(&a) || !(100..=599).contains(&b) || a > b {
+        return Err(bad());
+    }
+    Ok((a, b))
+}
+
+/// Splits load-balancer ingress entries into addresses and hostnames; `field` prefixes errors.
+fn lb_targets(lb: &LoadBalancerStatus, field: &str) -> Result<(Vec<IpAddr>, Vec<String>), String> {
+    let mut addrs = Vec::new();
+    let mut hosts = Vec::new();
+    for (j, ing) in lb.ingress.iter().enumerate() {
+        if let Some(ip) = ing.ip.as_deref().filter(|s| !s.is_empty()) {
+            let a: IpAddr = ip.trim().parse().map_err(|_| {
+                format!("{field}.loadBalancer.ingress[{j}].ip: {ip:?} is not an IP address")
+            })?;
+            if !addrs.contains(&a) {
+                addrs.push(a);
+            }
+        } else if let Some(h) = ing.hostname.as_deref().filter(|s| !s.is_empty()) {
+            lower_fqdn(h)
+                .map_err(|e| format!("{field}.loadBalancer.ingress[{j}].hostname: {e}"))?;
+            hosts.push(h.trim_end_matches('.').to_ascii_lowercase());
+        }
+    }
+    Ok((addrs, hosts))
+}
+
+impl Builder<'_> {
+    fn err(&mut self, location: &str, message: impl Into<String>) {
+        self.errors.push(SourceError::new(location, message));
+    }
+
+    fn zone_of(&self, name: &Name) -> Option<usize> {
+        // Longest apex that contains the name.
+        self.cat
+            .zones
+            .iter()
+            .enumerate()
+            .filter(|(_, z)| z.apex.zone_of(name))
+            .max_by_key(|(_, z)| z.apex.num_labels())
+            .map(|(i, _)| i)
+    }
+
+    fn add_zone_file(&mut self, zf: &ZoneFile) {
+        let loc = zf.path.display().to_string();
+        let apex = zf.origin.to_lowercase();
+        let mut soa = None;
+        let mut ns = Vec::new();
+        let mut records = Vec::new();
+        for r in &zf.records {
+            let mut r = r.clone();
+            r.name = r.name.to_lowercase();
+            if !apex.zone_of(&r.name) {
+                self.err(
+                    &loc,
+                    format!(
+                        "record {} {} is outside the zone {apex}",
+                        r.name,
+                        r.record_type()
+                    ),
+                );
+                return;
+            }
+            if r.dns_class != DNSClass::IN {
+                self.err(&loc, format!("record {}: only class IN is served", r.name));
+                return;
+            }
+            match r.record_type() {
+                RecordType::SOA if r.name == apex => soa = Some(r),
+                RecordType::SOA => {
+                    self.err(
+                        &loc,
+                        format!("SOA at {} is not at the zone apex {apex}", r.name),
+                    );
+                    return;
+                }
+                RecordType::NS if r.name == apex => ns.push(r),
+                _ => records.push(r),
+            }
+        }
+        let Some(soa) = soa else {
+            self.err(&loc, format!("zone {apex} has no SOA record at its apex"));
+            return;
+        };
+        if ns.is_empty() {
+            self.err(&loc, format!("zone {apex} has no NS records at its apex"));
+            return;
+        }
+        if let Some(z) = self.cat.zones.iter().find(|z| z.apex == apex) {
+            let other = z.origin.clone();
+            self.err(&loc, format!("zone {apex} is already defined by {other}"));
+            return;
+        }
+        self.cat.zones.push(Zone {
+            apex,
+            soa,
+            ns,
+            origin: loc,
+        });
+        self.cat.records.extend(records);
+    }
+
+    /// A Domain names a zone; one is synthesised unless a zone file already covers it.
+    fn add_domain(&mut self, loc: &str, d: &model::Domain) -> Option<Name> {
+        let apex = match lower_fqdn(&d.domain) {
+            Ok(n) if n.num_labels() > 0 => n,
+            Ok(_) => {
+                self.err(loc, "domain: the root cannot be served");
+                return None;
+            }
+            Err(e) => {
+                self.err(loc, format!("domain: {e}"));
+                return None;
+            }
+        };
+        if self.zone_of(&apex).is_some() {
+            return Some(apex);
+        }
+        let ns_name = match d.name_server.as_deref() {
+            Some(ns) => match lower_fqdn(ns) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.err(loc, format!("nameServer: {e}"));
+                    return None;
+                }
+            },
+            None => match Name::from_ascii("ns1").and_then(|n| n.append_domain(&apex)) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.err(loc, format!("domain: {e}"));
+                    return None;
+                }
+            },
+        };
+        let rname = Name::from_ascii("hostmaster")
+            .and_then(|n| n.append_domain(&apex))
+            .unwrap_or_else(|_| apex.clone());
+        let soa = Record::from_rdata(
+            apex.clone(),
+            3600,
+            RData::SOA(SOA::new(
+                ns_name.clone(),
+                rname,
+                1,
+                7200,
+                3600,
+                1_209_600,
+                60,
+            )),
+        );
+        let ns = vec![Record::from_rdata(
+            apex.clone(),
+            3600,
+            RData::NS(NS(ns_name)),
+        )];
+        self.cat.zones.push(Zone {
+            apex: apex.clone(),
+            soa,
+            ns,
+            origin: loc.to_string(),
+        });
+        Some(apex)
+    }
+
+    fn add_cluster(&mut self, loc: &str, c: &model::KubeFedCluster) {
+        let name = c.metadata.name.clone().unwrap_or_default();
+        if self.cluster_index.contains_key(&name) {
+            self.err(
+                loc,
+                format!("metadata.name: a KubeFedCluster {name:?} already exists"),
+            );
+            return;
+        }
+        let status = c.status.clone().unwrap_or_default();
+        if let Some(r) = &status.region {
+            if let Err(e) = check_label(r) {
+                self.err(loc, format!("status.region: {e}"));
+                return;
+            }
+        }
+        for (i, z) in status.zones.iter().enumerate() {
+            if let Err(e) = check_label(z) {
+                self.err(loc, format!("status.zones[{i}]: {e}"));
+                return;
+            }
+        }
+        let (location, source) = match annotation(&c.metadata, "location") {
+            Some(v) => match GeoPoint::parse(v) {
+                Ok(p) => (Some(p), Some("annotation".to_string())),
+                Err(e) => {
+                    self.err(loc, format!("{}: {e}", ann_field("location")));
+                    return;
+                }
+            },
+            None => region_location(status.region.as_deref()),
+        };
+        self.cluster_index
+            .insert(name.clone(), self.cat.clusters.len());
+        self.cat.clusters.push(Cluster {
+            name,
+            region: status.region,
+            zones: status.zones,
+            location,
+            location_source: source,
+        });
+    }
+
+    /// The cluster of a status entry; clusters not registered as KubeFedCluster are added with
+    /// the entry's region and zones (located by the built-in region table, if at all).
+    fn cluster_for(&mut self, entry: &ClusterDNS) -> usize {
+        if let Some(&i) = self.cluster_index.get(&entry.cluster) {
+            return i;
+        }
+        let (location, location_source) = region_location(entry.region.as_deref());
+        let i = self.cat.clusters.len();
+        self.cluster_index.insert(entry.cluster.clone(), i);
+        self.cat.clusters.push(Cluster {
+            name: entry.cluster.clone(),
+            region: entry.region.clone(),
+            zones: entry.zones.clone(),
+            location,
+            location_source,
+        });
+        i
+    }
+
+    fn options(&mut self, loc: &str, meta: &ObjectMeta) -> Option<RecordOptions> {
+        match record_options(meta, &self.settings.health) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                self.err(loc, e);
+                None
+            }
+        }
+    }
+
+    /// Registers dynamic names, all or none: a clash leaves the whole object out.
+    fn commit_dyn(&mut self, loc: &str, names: Vec<DynName>) -> bool {
+        let mut seen = HashSet::new();
+        for n in &names {
+            if let Some(&i) = self.dyn_index.get(&n.name) {
+                let other = self.cat.dyn_names[i].object.clone();
+                self.err(
+                    loc,
+                    format!("name {} is already served for {other}", n.name),
+                );
+                return false;
+            }
+            if !seen.insert(n.name.clone()) {
+                self.err(loc, format!("name {} is implied twice", n.name));
+                return false;
+            }
+        }
+        for n in names {
+            self.dyn_index
+                .insert(n.name.clone(), self.cat.dyn_names.len());
+            self.cat.dyn_names.push(n);
+        }
+        true
+    }
+
+    fn add_service_record(
+        &mut self,
+        loc: &str,
+        r: &model::ServiceDNSRecord,
+        domains: &HashMap<String, Vec<(Option<String>, Name)>>,
+    ) {
+        let object = format!(
+            "ServiceDNSRecord {}/{}",
+            r.metadata.namespace.as_deref().unwrap_or(""),
+            r.metadata.name.as_deref().unwrap_or("")
+        );
+        let ns = r
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_string());
+        let svc = r
+            .spec
+            .external_name
+            .clone()
+            .filter(|s| !s.is_empty())
+            .or_else(|| r.metadata.name.clone())
+            .unwrap_or_default();
+        let field = if r.spec.external_name.is_some() {
+            "spec.externalName"
+        } else {
+            "metadata.name"
+        };
+        if let Err(e) = check_label(&svc) {
+            return self.err(loc, format!("{field}: {e}"));
+        }
+        if let Err(e) = check_label(&ns) {
+            return self.err(loc, format!("metadata.namespace: {e}"));
+        }
+        let fed = r.spec.domain_ref.clone();
+        if let Err(e) = check_label(&fed) {
+            return self.err(loc, format!("spec.domainRef: {e}"));
+        }
+        let Some(candidates) = domains.get(&fed) else {
+            return self.err(loc, format!("spec.domainRef: no Domain named {fed:?}"));
+        };
+        // Prefer a Domain in the record's namespace; else the first by name.
+        let domain = candidates
+            .iter()
+            .find(|(n, _)| n.as_deref() == Some(ns.as_str()))
+            .unwrap_or(&candidates[0])
+            .1
+            .clone();
+        let Some(options) = self.options(loc, &r.metadata) else {
+            return;
+        };
+        let ttl = r.spec.record_ttl.unwrap_or(DEFAULT_RECORD_TTL);
+        let status = r.status.clone().unwrap_or_default();
+        let base = format!("{svc}.{ns}.{fed}.svc");
+        let mk = |suffix: &str| -> Result<Name, String> {
+            let s = if suffix.is_empty() {
+                format!("{base}.{domain}")
+            } else {
+                format!("{base}.{suffix}.{domain}")
+            };
+            lower_fqdn(&s)
+        };
+        let global = match mk("") {
+            Ok(n) => n,
+            Err(e) => return self.err(loc, format!("metadata.name: {e}")),
+        };
+        let mut targets: Vec<(Target, Option<String>, Vec<String>)> = Vec::new();
+        for (i, entry) in status.dns.iter().enumerate() {
+            let field = format!("status.dns[{i}]");
+            if let Some(reg) = &entry.region {
+                if let Err(e) = check_label(reg) {
+                    return self.err(loc, format!("{field}.region: {e}"));
+                }
+            }
+            for (j, z) in entry.zones.iter().enumerate() {
+                if let Err(e) = check_label(z) {
+                    return self.err(loc, format!("{field}.zones[{j}]: {e}"));
+                }
+            }
+            let (addrs, hostnames) = match lb_targets(&entry.load_balancer, &field) {
+                Ok(t) => t,
+                Err(e) => return self.err(loc, e),
+            };
+            if entry.cluster.is_empty() {
+                return self.err(loc, format!("{field}.cluster: missing"));
+            }
+            let cluster = self.cluster_for(entry);
+            targets.push((
+                Target {
+                    cluster,
+                    addrs,
+                    hostnames,
+                },
+                entry.region.clone(),
+                entry.zones.clone(),
+            ));
+        }
+        let mut names = vec![DynName {
+            name: global.clone(),
+            object: object.clone(),
+            scope: NameScope::Global,
+            ttl,
+            options: options.clone(),
+            targets: targets.iter().map(|t| t.0.clone()).collect(),
+            fallback: None,
+        }];
+        // Region and zone names, in first-seen order so the output is stable.
+        let mut regions: Vec<String> = Vec::new();
+        let mut zones: Vec<(String, String)> = Vec::new();
+        for (_, region, zs) in &targets {
+            if let Some(r) = region {
+                if !regions.contains(r) {
+                    regions.push(r.clone());
+                }
+                for z in zs {
+                    let key = (r.clone(), z.clone());
+                    if !zones.contains(&key) {
+                        zones.push(key);
+                    }
+                }
+            }
+        }
+        for reg in &regions {
+            let name = match mk(reg) {
+                Ok(n) => n,
+                Err(e) => return self.err(loc, format!("status.dns: region {reg}: {e}")),
+            };
+            names.push(DynName {
+                name,
+                object: object.clone(),
+                scope: NameScope::Region(reg.clone()),
+                ttl,
+                options: options.clone(),
+                targets: targets
+                    .iter()
+                    .filter(|t| t.1.as_ref() == Some(reg))
+                    .map(|t| t.0.clone())
+                    .collect(),
+                fallback: Some(global.clone()),
+            });
+        }
+        for (reg, z) in &zones {
+            let (name, region_name) = match (mk(&format!("{z}.{reg}")), mk(reg)) {
+                (Ok(n), Ok(r)) => (n, r),
+                (Err(e), _) | (_, Err(e)) => {
+                    return self.err(loc, format!("status.dns: zone {z}: {e}"));
+                }
+            };
+            names.push(DynName {
+                name,
+                object: object.clone(),
+                scope: NameScope::Zone(z.clone()),
+                ttl,
+                options: options.clone(),
+                targets: targets
+                    .iter()
+                    .filter(|t| t.1.as_ref() == Some(reg) && t.2.contains(z))
+                    .map(|t| t.0.clone())
+                    .collect(),
+                fallback: Some(region_name),
+            });
+        }
+        if self.zone_of(&global).is_none() {
+            return self.err(
+                loc,
+                format!("spec.domainRef: {domain} is not a served zone"),
+            );
+        }
+        let prefix_record = match r.spec.dns_prefix.as_deref().filter(|p| !p.is_empty()) {
+            Some(p) => match lower_fqdn(&format!("{p}.{domain}")) {
+                Ok(n) => Some(Record::from_rdata(
+                    n,
+                    ttl,
+                    RData::CNAME(CNAME(global.clone())),
+                )),
+                Err(e) => return self.err(loc, format!("spec.dnsPrefix: {e}")),
+            },
+            None => None,
+        };
+        if let Some(rec) = &prefix_record {
+            if self.dyn_index.contains_key(&rec.name) {
+                return self.err(
+                    loc,
+                    format!("spec.dnsPrefix: {} is already a served name", rec.name),
+                );
+            }
+        }
+        if self.commit_dyn(loc, names) {
+            self.cat.records.extend(prefix_record);
+        }
+    }
+
+    fn add_ingress_record(&mut self, loc: &str, r: &model::IngressDNSRecord) {
+        let object = format!(
+            "IngressDNSRecord {}/{}",
+            r.metadata.namespace.as_deref().unwrap_or(""),
+            r.metadata.name.as_deref().unwrap_or("")
+        );
+        let Some(options) = self.options(loc, &r.metadata) else {
+            return;
+        };
+        let ttl = r.spec.record_ttl.unwrap_or(DEFAULT_RECORD_TTL);
+        let mut targets = Vec::new();
+        for (i, entry) in r.status.iter().flat_map(|s| s.dns.iter()).enumerate() {
+            let field = format!("status.dns[{i}]");
+            let (addrs, hostnames) = match lb_targets(&entry.load_balancer, &field) {
+                Ok(t) => t,
+                Err(e) => return self.err(loc, e),
+            };
+            let cluster = self.cluster_for(&ClusterDNS {
+                cluster: entry.cluster.clone(),
+                ..Default::default()
+            });
+            targets.push(Target {
+                cluster,
+                addrs,
+                hostnames,
+            });
+        }
+        let mut names = Vec::new();
+        for (i, host) in r.spec.hosts.iter().enumerate() {
+            let name = match lower_fqdn(host) {
+                Ok(n) => n,
+                Err(e) => return self.err(loc, format!("spec.hosts[{i}]: {e}")),
+            };
+            if self.zone_of(&name).is_none() {
+                return self.err(
+                    loc,
+                    format!("spec.hosts[{i}]: {name} is outside every served zone"),
+                );
+            }
+            names.push(DynName {
+                name,
+                object: object.clone(),
+                scope: NameScope::Global,
+                ttl,
+                options: options.clone(),
+                targets: targets.clone(),
+                fallback: None,
+            });
+        }
+        self.commit_dyn(loc, names);
+    }
+
+    fn add_endpoint(&mut self, loc: &str, e: &model::DNSEndpoint) {
+        // DNSEndpoints that meridian itself derives from records (KubeFed's `service-<name>`)
+        // repeat what the record already serves.
+        let derived = e.metadata.owner_references.iter().flatten().any(|o| {
+            (o.kind == "ServiceDNSRecord" || o.kind == "IngressDNSRecord")
+                && o.api_version == model::GROUP_MULTICLUSTERDNS
+        });
+        if derived {
+            return;
+        }
+        let mut out = Vec::new();
+        for (i, ep) in e.spec.endpoints.iter().enumerate() {
+            let f = format!("spec.endpoints[{i}]");
+            let name = match lower_fqdn(&ep.dns_name) {
+                Ok(n) => n,
+                Err(err) => return self.err(loc, format!("{f}.dnsName: {err}")),
+            };
+            if self.zone_of(&name).is_none() {
+                return self.err(
+                    loc,
+                    format!("{f}.dnsName: {name} is outside every served zone"),
+                );
+            }
+            if self.dyn_index.contains_key(&name) {
+                return self.err(
+                    loc,
+                    format!("{f}.dnsName: {name} is already served for a federated record"),
+                );
+            }
+            let rtype = match RecordType::from_str(&ep.record_type.to_ascii_uppercase()) {
+                Ok(t) if !matches!(t, RecordType::SOA | RecordType::OPT | RecordType::ANY) => t,
+                _ => {
+                    return self.err(
+                        loc,
+                        format!(
+                            "{f}.recordType: {:?} is not a servable type",
+                            ep.record_type
+                        ),
+                    );
+                }
+            };
+            if ep.targets.is_empty() {
+                return self.err(loc, format!("{f}.targets: empty"));
+            }
+            let ttl = ep
+                .record_ttl
+                .filter(|t| *t > 0)
+                .unwrap_or(DEFAULT_ENDPOINT_TTL);
+            for (j, t) in ep.targets.iter().enumerate() {
+                // external-dns writes names without the final dot; make them absolute.
+                let text = match rtype {
+                    RecordType::CNAME | RecordType::NS | RecordType::PTR if !t.ends_with('.') => {
+                        format!("{t}.")
+                    }
+                    RecordType::TXT if !t.starts_with('"') => {
+                        format!("\"{}\"", t.replace('\\', "\\\\").replace('"', "\\\""))
+                    }
+                    _ => t.clone(),
+                };
+                match RData::try_from_str(rtype, &text) {
+                    Ok(rd) => out.push(Record::from_rdata(name.clone(), ttl, rd)),
+                    Err(err) => {
+                        return self.err(loc, format!("{f}.targets[{j}]: {t:?}: {err}"));
+                    }
+                }
+            }
+        }
+        self.cat.records.extend(out);
+    }
+
+    /// RFC 1034: a CNAME owner holds no other data; dynamic names hold none either.
+    fn check_static_conflicts(&mut self) {
+        let mut by_name: HashMap<&Name, (bool, bool)> = HashMap::new();
+        for r in &self.cat.records {
+            let e = by_name.entry(&r.name).or_default();
+            if r.record_type() == RecordType::CNAME {
+                e.0 = true;
+            } else {
+                e.1 = true;
+            }
+        }
+        let mut bad: Vec<Name> = by_name
+            .into_iter()
+            .filter(|(n, (cname, other))| {
+                (*cname && *other)
+                    || (*cname
+                        && self
+                            .zone_of(n)
+                            .is_some_and(|z| self.cat.zones[z].apex == **n))
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        bad.sort();
+        for n in bad {
+            self.err(
+                "records",
+                format!("{n}: a CNAME cannot sit beside other data"),
+            );
+            self.cat.records.retain(|r| r.name != n);
+        }
+    }
+}
+
+fn region_location(region: Option<&str>) -> (Option<GeoPoint>, Option<String>) {
+    match region.and_then(|r| tables::cloud_region(r).map(|p| (r, p))) {
+        Some((r, (lat, lon))) => (GeoPoint::new(lat, lon), Some(format!("region {r}"))),
+        None => (None, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::*;
+
+    fn meta(name: &str, ns: &str, ann: &[(&str, &str)]) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
+            annotations: (!ann.is_empty()).then(|| {
+                ann.iter()
+                    .map(|(k, v)| (format!("meridian.io/{k}"), v.to_string()))
+                    .collect()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn located(o: Object) -> Located<Object> {
+        Located {
+            location: format!("test ({})", o.display_name()),
+            value: o,
+        }
+    }
+
+    fn entry(cluster: &str, region: &str, zone: &str, ip: &str) -> ClusterDNS {
+        ClusterDNS {
+            cluster: cluster.into(),
+            region: Some(region.into()),
+            zones: vec![zone.into()],
+            load_balancer: LoadBalancerStatus {
+                ingress: vec![LoadBalancerIngress {
+                    ip: Some(ip.into()),
+                    hostname: None,
+                }],
+            },
+        }
+    }
+
+    fn service(dns: Vec<ClusterDNS>, spec_extra: impl FnOnce(&mut ServiceDNSRecordSpec)) -> Object {
+        let mut spec = ServiceDNSRecordSpec {
+            domain_ref: "fed".into(),
+            ..Default::default()
+        };
+        spec_extra(&mut spec);
+        Object::ServiceDNSRecord(ServiceDNSRecord {
+            metadata: meta("web", "shop", &[]),
+            spec,
+            status: Some(ServiceDNSRecordStatus { domain: None, dns }),
+        })
+    }
+
+    fn domain() -> Object {
+        Object::Domain(Domain {
+            metadata: meta("fed", "kube-federation-system", &[]),
+            domain: "gslb.example.com".into(),
+            name_server: Some("ns1.gslb.example.com".into()),
+        })
+    }
+
+    fn names(c: &Catalog) -> Vec<String> {
+        c.dyn_names
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} {} -> {}",
+                    d.name,
+                    d.targets.len(),
+                    d.fallback
+                        .as_ref()
+                        .map(|f| f.to_string())
+                        .unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn kubefed_name_scheme() {
+        let inputs = Inputs {
+            zone_files: vec![],
+            objects: vec![
+                located(domain()),
+                located(service(
+                    vec![
+                        entry("east", "us-east1", "us-east1-b", "192.0.2.1"),
+                        entry("west", "us-west1", "us-west1-a", "192.0.2.2"),
+                        entry("west2", "us-west1", "us-west1-b", "2001:db8::2"),
+                    ],
+                    |s| {
+                        s.dns_prefix = Some("www".into());
+                        s.record_ttl = Some(60);
+                    },
+                )),
+            ],
+        };
+        let (cat, errs) = build(&inputs, &Settings::default());
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(
+            names(&cat),
+            vec![
+                "web.shop.fed.svc.gslb.example.com. 3 -> ",
+                "web.shop.fed.svc.us-east1.gslb.example.com. 1 -> web.shop.fed.svc.gslb.example.com.",
+                "web.shop.fed.svc.us-west1.gslb.example.com. 2 -> web.shop.fed.svc.gslb.example.com.",
+                "web.shop.fed.svc.us-east1-b.us-east1.gslb.example.com. 1 -> web.shop.fed.svc.us-east1.gslb.example.com.",
+                "web.shop.fed.svc.us-west1-a.us-west1.gslb.example.com. 1 -> web.shop.fed.svc.us-west1.gslb.example.com.",
+                "web.shop.fed.svc.us-west1-b.us-west1.gslb.example.com. 1 -> web.shop.fed.svc.us-west1.gslb.example.com.",
+            ]
+        );
+        assert_eq!(cat.dyn_names[0].ttl, 60);
+        assert_eq!(cat.records.len(), 1);
+        assert_eq!(cat.records[0].name.to_string(), "www.gslb.example.com.");
+        // The synthesised zone from the Domain.
+        assert_eq!(cat.zones[0].apex.to_string(), "gslb.example.com.");
+        // Clusters without KubeFedCluster objects are located by the region table.
+        assert!(cat.clusters[0].location.is_some());
+    }
+
+    #[test]
+    fn external_name_replaces_service_name() {
+        let inputs = Inputs {
+            zone_files: vec![],
+            objects: vec![
+                located(domain()),
+                located(service(vec![entry("a", "r", "z", "192.0.2.1")], |s| {
+                    s.external_name = Some("shopfront".into());
+                })),
+            ],
+        };
+        let (cat, errs) = build(&inputs, &Settings::default());
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(
+            cat.dyn_names[0].name.to_string(),
+            "shopfront.shop.fed.svc.gslb.example.com."
+        );
+    }
+
+    #[test]
+    fn errors_name_object_and_field() {
+        let bad_ip = service(vec![entry("a", "r", "z", "192.0.2.300")], |_| {});
+        let bad_ref = service(vec![], |s| s.domain_ref = "nope".into());
+        let mut bad_ann = service(vec![], |_| {});
+        if let Object::ServiceDNSRecord(r) = &mut bad_ann {
+            r.metadata = meta("web2", "shop", &[("policy", "closest")]);
+        }
+        let inputs = Inputs {
+            zone_files: vec![],
+            objects: vec![
+                located(domain()),
+                located(bad_ip),
+                located(bad_ref),
+                located(bad_ann),
+            ],
+        };
+        let (cat, errs) = build(&inputs, &Settings::default());
+        let msgs: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            msgs,
+            vec![
+                "test (ServiceDNSRecord shop/web): status.dns[0].loadBalancer.ingress[0].ip: \"192.0.2.300\" is not an IP address",
+                "test (ServiceDNSRecord shop/web): spec.domainRef: no Domain named \"nope\"",
+                "test (ServiceDNSRecord shop/web2): metadata.annotations[\"meridian.io/policy\"]: unknown policy \"closest\" (expected geo, failover, weighted or all)",
+            ]
+        );
+        assert!(cat.dyn_names.is_empty());
+    }
+
+    #[test]
+    fn options_from_annotations() {
+        let m = meta(
+            "x",
+            "y",
+            &[
+                ("policy", "weighted"),
+                ("weights", "a=3, b=1"),
+                ("all-down", "servfail"),
+                ("probe", "tcp"),
+                ("probe-port", "8443"),
+                ("fall", "5"),
+                ("probe-interval", "500ms"),
+            ],
+        );
+        let o = record_options(&m, &HealthDefaults::default()).expect("valid");
+        assert_eq!(o.policy, Policy::Weighted);
+        assert_eq!(o.weights.get("a"), Some(&3));
+        assert_eq!(o.all_down, AllDown::Servfail);
+        assert_eq!(o.probe.kind, ProbeKind::Tcp);
+        assert_eq!(o.probe.port, 8443);
+        assert_eq!(o.probe.fall, 5);
+        assert_eq!(o.probe.rise, 2);
+        assert_eq!(o.probe.interval, Duration::from_millis(500));
+        let m = meta("x", "y", &[("probe-port", "0")]);
+        assert!(
+            record_options(&m, &HealthDefaults::default())
+                .unwrap_err()
+                .starts_with("metadata.annotations[\"meridian.io/probe-port\"]")
+        );
+    }
+
+    #[test]
+    fn endpoints_are_static_records_and_conflicts_are_refused() {
+        let ep = Object::DNSEndpoint(DNSEndpoint {
+            metadata: meta("ep", "shop", &[]),
+            spec: DNSEndpointSpec {
+                endpoints: vec![
+                    Endpoint {
+                        dns_name: "txt.gslb.example.com".into(),
+                        targets: vec!["hello world".into()],
+                        record_type: "TXT".into(),
+                        ..Default::default()
+                    },
+                    Endpoint {
+                        dns_name: "alias.gslb.example.com".into(),
+                        targets: vec!["web.shop.fed.svc.gslb.example.com".into()],
+                        record_type: "CNAME".into(),
+                        record_ttl: Some(30),
+                        ..Default::default()
+                    },
+                ],
+            },
+        });
+        let clash = Object::DNSEndpoint(DNSEndpoint {
+            metadata: meta("clash", "shop", &[]),
+            spec: DNSEndpointSpec {
+                endpoints: vec![Endpoint {
+                    dns_name: "web.shop.fed.svc.gslb.example.com".into(),
+                    targets: vec!["192.0.2.9".into()],
+                    record_type: "A".into(),
+                    ..Default::default()
+                }],
+            },
+        });
+        let inputs = Inputs {
+            zone_files: vec![],
+            objects: vec![
+                located(domain()),
+                located(service(vec![entry("a", "r", "z", "192.0.2.1")], |_| {})),
+                located(ep),
+                located(clash),
+            ],
+        };
+        let (cat, errs) = build(&inputs, &Settings::default());
+        assert_eq!(cat.records.len(), 2);
+        assert_eq!(cat.records[1].ttl, 30);
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].to_string().contains(
+            "spec.endpoints[0].dnsName: web.shop.fed.svc.gslb.example.com. is already served"
+        ));
+    }
+}

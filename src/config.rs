@@ -1,0 +1,238 @@
+//! Server configuration: the raw serde shape of a `MeridianConfig` document (one may sit among the
+//! YAML files in `zones/`) and its validated form. Errors name the field.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::model::parse_duration;
+
+#[derive(Debug, Error, PartialEq)]
+#[error("{field}: {message}")]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+fn err(field: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+/// `kind: MeridianConfig` document, `spec` part. Unknown fields are errors: a typo in a
+/// production config must not be silently ignored.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawConfig {
+    /// GeoIP database (MaxMind DB format), relative to the zones directory.
+    pub geoip: Option<String>,
+    /// Cap on the TTL of health-dependent answers, seconds.
+    #[serde(rename = "maxDynamicTTL")]
+    pub max_dynamic_ttl: Option<u32>,
+    /// Cluster whose location stands in for clients the GeoIP database cannot place.
+    pub default_cluster: Option<String>,
+    /// EDNS UDP payload size we advertise and honour at most.
+    pub udp_payload_size: Option<u16>,
+    /// Answers for CHAOS `version.bind` and `id.server`; absent means REFUSED.
+    pub version_bind: Option<String>,
+    pub id_server: Option<String>,
+    #[serde(default)]
+    pub health: RawHealth,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawHealth {
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub rise: Option<u32>,
+    pub fall: Option<u32>,
+    /// Default probe kind for records without `meridian.io/probe`: http, https, tcp or none.
+    pub probe: Option<String>,
+    pub probe_port: Option<u16>,
+    pub probe_path: Option<String>,
+    /// Whether a target counts as up before its first probe result.
+    pub up_until_first_result: Option<bool>,
+    /// Upper bound on probes in flight at once.
+    pub max_concurrent_probes: Option<usize>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    pub geoip: Option<PathBuf>,
+    pub max_dynamic_ttl: u32,
+    pub default_cluster: Option<String>,
+    pub udp_payload_size: u16,
+    pub version_bind: Option<String>,
+    pub id_server: Option<String>,
+    pub health: HealthDefaults,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct HealthDefaults {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    pub probe: String,
+    pub probe_port: Option<u16>,
+    pub probe_path: String,
+    pub up_until_first_result: bool,
+    pub max_concurrent_probes: usize,
+}
+
+impl Default for HealthDefaults {
+    fn default() -> Self {
+        HealthDefaults {
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            rise: 2,
+            fall: 3,
+            probe: "none".to_string(),
+            probe_port: None,
+            probe_path: "/".to_string(),
+            up_until_first_result: true,
+            max_concurrent_probes: 512,
+        }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            geoip: None,
+            max_dynamic_ttl: 30,
+            default_cluster: None,
+            udp_payload_size: 1232,
+            version_bind: None,
+            id_server: None,
+            health: HealthDefaults::default(),
+        }
+    }
+}
+
+pub const PROBE_KINDS: [&str; 4] = ["http", "https", "tcp", "none"];
+
+impl RawConfig {
+    /// Validates; relative paths are resolved against `base` (the zones directory).
+    pub fn validate(&self, base: &Path) -> Result<Settings, ConfigError> {
+        let mut s = Settings::default();
+        if let Some(g) = &self.geoip {
+            if g.trim().is_empty() {
+                return Err(err("spec.geoip", "must not be empty"));
+            }
+            s.geoip = Some(base.join(g));
+        }
+        if let Some(ttl) = self.max_dynamic_ttl {
+            if ttl == 0 {
+                return Err(err("spec.maxDynamicTTL", "must be at least 1 second"));
+            }
+            s.max_dynamic_ttl = ttl;
+        }
+        s.default_cluster = self.default_cluster.clone();
+        if let Some(p) = self.udp_payload_size {
+            if !(512..=4096).contains(&p) {
+                return Err(err(
+                    "spec.udpPayloadSize",
+                    format!("{p} is outside 512..=4096"),
+                ));
+            }
+            s.udp_payload_size = p;
+        }
+        s.version_bind = self.version_bind.clone();
+        s.id_server = self.id_server.clone();
+        let h = &self.health;
+        let d = &mut s.health;
+        if let Some(v) = &h.interval {
+            d.interval = parse_duration(v).map_err(|e| err("spec.health.interval", e))?;
+            if d.interval < Duration::from_millis(100) {
+                return Err(err("spec.health.interval", "must be at least 100ms"));
+            }
+        }
+        if let Some(v) = &h.timeout {
+            d.timeout = parse_duration(v).map_err(|e| err("spec.health.timeout", e))?;
+            if d.timeout.is_zero() {
+                return Err(err("spec.health.timeout", "must be positive"));
+            }
+        }
+        for (field, value, slot) in [
+            ("spec.health.rise", h.rise, &mut d.rise),
+            ("spec.health.fall", h.fall, &mut d.fall),
+        ] {
+            if let Some(v) = value {
+                if v == 0 || v > 100 {
+                    return Err(err(field, format!("{v} is outside 1..=100")));
+                }
+                *slot = v;
+            }
+        }
+        if let Some(p) = &h.probe {
+            if !PROBE_KINDS.contains(&p.as_str()) {
+                return Err(err(
+                    "spec.health.probe",
+                    format!("unknown probe {p:?} (expected http, https, tcp or none)"),
+                ));
+            }
+            d.probe = p.clone();
+        }
+        d.probe_port = h.probe_port;
+        if let Some(p) = &h.probe_path {
+            if !p.starts_with('/') {
+                return Err(err("spec.health.probePath", "must start with /"));
+            }
+            d.probe_path = p.clone();
+        }
+        if let Some(v) = h.up_until_first_result {
+            d.up_until_first_result = v;
+        }
+        if let Some(v) = h.max_concurrent_probes {
+            if v == 0 {
+                return Err(err("spec.health.maxConcurrentProbes", "must be positive"));
+            }
+            d.max_concurrent_probes = v;
+        }
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<Settings, String> {
+        let raw: RawConfig = serde_norway::from_str(yaml).map_err(|e| e.to_string())?;
+        raw.validate(Path::new("/z")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_and_paths() {
+        let s = parse("geoip: demo.mmdb\n").expect("valid");
+        assert_eq!(s.geoip, Some(PathBuf::from("/z/demo.mmdb")));
+        assert_eq!(s.max_dynamic_ttl, 30);
+        assert_eq!(s.health.fall, 3);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(
+            parse("maxDynamicTTL: 0\n").unwrap_err(),
+            "spec.maxDynamicTTL: must be at least 1 second"
+        );
+        assert!(
+            parse("health: {interval: 2 seconds}\n")
+                .unwrap_err()
+                .starts_with("spec.health.interval: invalid duration")
+        );
+        assert!(
+            parse("health: {probe: icmp}\n")
+                .unwrap_err()
+                .starts_with("spec.health.probe: unknown probe")
+        );
+        assert!(parse("udpPayloadSize: 100\n").unwrap_err().contains("512"));
+        assert!(parse("geiop: x\n").unwrap_err().contains("unknown field"));
+    }
+}

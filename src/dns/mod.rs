@@ -1,0 +1,5 @@
+//! The DNS front: wire parsing, answering, sockets.
+
+pub mod answer;
+pub mod server;
+pub mod wire;

@@ -1,0 +1,300 @@
+//! Sockets. UDP: one blocking worker thread per core on its own `SO_REUSEPORT` socket, each with
+//! reused buffers — receive, one snapshot load, answer, send; no async machinery, no allocation,
+//! no lock per query. TCP (RFC 7766): tokio, one task per connection, pipelined queries answered
+//! in order, idle timeout, a cap on connections in total and per source address.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+use super::answer::{self, Transport};
+use crate::metrics::{self, QueryCounters};
+use crate::snapshot::Shared;
+
+#[derive(Clone, Debug)]
+pub struct TcpLimits {
+    pub max_connections: usize,
+    pub max_per_source: usize,
+    pub idle_timeout: Duration,
+}
+
+impl Default for TcpLimits {
+    fn default() -> Self {
+        TcpLimits {
+            max_connections: 1024,
+            max_per_source: 64,
+            idle_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    #[cfg(unix)]
+    s.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    // Large buffers ride out bursts while a worker is descheduled.
+    let _ = s.set_recv_buffer_size(4 << 20);
+    let _ = s.set_send_buffer_size(4 << 20);
+    s.bind(&addr.into())?;
+    s.set_read_timeout(Some(Duration::from_millis(200)))?;
+    Ok(s.into())
+}
+
+/// Binds `workers` UDP sockets on `addr` (the first bind reports the error, e.g. port in use).
+pub fn bind_udp(addr: SocketAddr, workers: usize) -> io::Result<Vec<UdpSocket>> {
+    let first = udp_socket(addr)?;
+    // Port 0: every worker must share the port the first socket got.
+    let addr = first.local_addr()?;
+    let mut v = vec![first];
+    for _ in 1..workers.max(1) {
+        v.push(udp_socket(addr)?);
+    }
+    Ok(v)
+}
+
+pub fn spawn_udp_workers(
+    sockets: Vec<UdpSocket>,
+    shared: Shared,
+    stop: Arc<AtomicBool>,
+) -> Vec<JoinHandle<()>> {
+    sockets
+        .into_iter()
+        .enumerate()
+        .map(|(i, sock)| {
+            let shared = shared.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name(format!("dns-udp-{i}"))
+                .spawn(move || udp_worker(sock, shared, stop))
+                .expect("spawn UDP worker thread")
+        })
+        .collect()
+}
+
+fn udp_worker(sock: UdpSocket, shared: Shared, stop: Arc<AtomicBool>) {
+    let counters = QueryCounters::new(Transport::Udp);
+    let dropped = metrics::get().dropped.with_label_values(&["malformed"]);
+    let mut inbuf = vec![0u8; 65535];
+    let mut out = Vec::with_capacity(4096);
+    while !stop.load(Ordering::Relaxed) {
+        let (n, src) = match sock.recv_from(&mut inbuf) {
+            Ok(x) => x,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "UDP receive failed");
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        let snap = shared.load();
+        match answer::respond(
+            &snap,
+            &inbuf[..n],
+            src.ip(),
+            Transport::Udp,
+            fastrand::u32(..),
+            &mut out,
+        ) {
+            Some(a) => {
+                if let Err(e) = sock.send_to(&out, src) {
+                    tracing::debug!(error = %e, "UDP send failed");
+                }
+                counters.count(
+                    &a,
+                    |c| {
+                        snap.compiled
+                            .clusters
+                            .get(c as usize)
+                            .map(|c| c.name.clone())
+                    },
+                    mode_of(&snap, &a),
+                );
+            }
+            None => dropped.inc(),
+        }
+    }
+}
+
+fn mode_of(snap: &crate::snapshot::Snapshot, a: &answer::Answered) -> &'static str {
+    a.routed
+        .and_then(|r| snap.compiled.dyns.get(r.dyn_index as usize))
+        .map(|d| d.all_down.as_str())
+        .unwrap_or("all")
+}
+
+/// Per-source connection counts, shared by the accept loop and the connection tasks.
+#[derive(Default)]
+struct SourceCounts(Mutex<HashMap<IpAddr, usize>>);
+
+impl SourceCounts {
+    fn try_acquire(&self, ip: IpAddr, max: usize) -> bool {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= max {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+    fn release(&self, ip: IpAddr) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&ip);
+            }
+        }
+    }
+}
+
+/// Accepts DNS-over-TCP until `shutdown` flips; then stops accepting and lets open
+/// connections finish the query in hand.
+pub async fn serve_tcp(
+    listener: TcpListener,
+    shared: Shared,
+    limits: TcpLimits,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let m = metrics::get();
+    let total = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let per_source = Arc::new(SourceCounts::default());
+    let tasks = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!(error = %e, "TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = total.clone().try_acquire_owned() else {
+            m.tcp_refused.with_label_values(&["total"]).inc();
+            drop(stream);
+            continue;
+        };
+        if !per_source.try_acquire(peer.ip(), limits.max_per_source) {
+            m.tcp_refused.with_label_values(&["per_source"]).inc();
+            drop(stream);
+            continue;
+        }
+        let shared = shared.clone();
+        let per_source = per_source.clone();
+        let idle = limits.idle_timeout;
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            m.tcp_connections.inc();
+            let _ = stream.set_nodelay(true);
+            if let Err(e) = tcp_connection(stream, peer, shared, idle, shutdown).await {
+                tracing::trace!(error = %e, %peer, "TCP connection ended");
+            }
+            m.tcp_connections.dec();
+            per_source.release(peer.ip());
+            drop(permit);
+        });
+    }
+    tasks.close();
+    // In-flight connections get a bounded time to finish the query in hand.
+    let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
+}
+
+async fn tcp_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shared: Shared,
+    idle: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) -> io::Result<()> {
+    let counters = QueryCounters::new(Transport::Tcp);
+    let mut inbuf = vec![0u8; 65535];
+    let mut out = Vec::with_capacity(4096);
+    let mut framed = Vec::with_capacity(4098);
+    loop {
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        let mut len = [0u8; 2];
+        let read = tokio::select! {
+            r = tokio::time::timeout(idle, stream.read_exact(&mut len)) => r,
+            _ = shutdown.changed() => return Ok(()),
+        };
+        match read {
+            Err(_) => return Ok(()), // idle timeout
+            Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(_)) => {}
+        }
+        let n = u16::from_be_bytes(len) as usize;
+        // A slow sender gets the idle timeout for the whole message, not per byte.
+        match tokio::time::timeout(idle, stream.read_exact(&mut inbuf[..n])).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Ok(()),
+        }
+        let snap = shared.load_full();
+        let Some(a) = answer::respond(
+            &snap,
+            &inbuf[..n],
+            peer.ip(),
+            Transport::Tcp,
+            fastrand::u32(..),
+            &mut out,
+        ) else {
+            metrics::get()
+                .dropped
+                .with_label_values(&["malformed"])
+                .inc();
+            // A packet we would drop over UDP ends a TCP connection.
+            return Ok(());
+        };
+        counters.count(
+            &a,
+            |c| {
+                snap.compiled
+                    .clusters
+                    .get(c as usize)
+                    .map(|c| c.name.clone())
+            },
+            mode_of(&snap, &a),
+        );
+        framed.clear();
+        framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
+        framed.extend_from_slice(&out);
+        // A client that does not read its answers is cut off after the idle timeout.
+        match tokio::time::timeout(idle, stream.write_all(&framed)).await {
+            Ok(r) => r?,
+            Err(_) => return Ok(()),
+        }
+    }
+}

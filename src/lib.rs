@@ -1,0 +1,16 @@
+//! meridian: an authoritative DNS server for multi-cluster Kubernetes that answers every query
+//! with the nearest healthy cluster. See README.md for the architecture.
+
+pub mod admin;
+pub mod app;
+pub mod catalog;
+pub mod config;
+pub mod dns;
+pub mod explain;
+pub mod geo;
+pub mod health;
+pub mod metrics;
+pub mod model;
+pub mod routing;
+pub mod snapshot;
+pub mod source;

@@ -1,0 +1,301 @@
+//! Every metric meridian exports, in one place. Prefix `meridian_`; labels are bounded (never a
+//! client address or a raw query name). Query-path counters are resolved to handles up front so
+//! counting is one atomic add.
+
+use std::sync::OnceLock;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::dns::answer::{Answered, Transport};
+use crate::dns::wire;
+use crate::model::Policy;
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub queries: IntCounterVec,
+    pub truncated: IntCounterVec,
+    pub dropped: IntCounterVec,
+    pub answers: IntCounterVec,
+    pub failover_answers: IntCounterVec,
+    pub all_down_answers: IntCounterVec,
+    pub cname_fallbacks: IntCounter,
+    pub snapshot_generation: IntGauge,
+    pub snapshot_publish: Histogram,
+    pub snapshot_names: IntGauge,
+    pub source_errors: IntCounterVec,
+    pub reloads: IntCounterVec,
+    pub endpoint_up: IntGaugeVec,
+    pub probe_duration: HistogramVec,
+    pub health_transitions: IntCounterVec,
+    pub drains: IntCounterVec,
+    pub drained: IntGaugeVec,
+    pub tcp_connections: IntGauge,
+    pub tcp_refused: IntCounterVec,
+    pub source_up: IntGaugeVec,
+}
+
+const QTYPES: [&str; 9] = [
+    "A", "AAAA", "CNAME", "SOA", "NS", "TXT", "ANY", "MX", "other",
+];
+const RCODES: [&str; 8] = [
+    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "BADVERS", "other",
+];
+
+fn qtype_index(t: u16) -> usize {
+    match t {
+        wire::TYPE_A => 0,
+        wire::TYPE_AAAA => 1,
+        wire::TYPE_CNAME => 2,
+        wire::TYPE_SOA => 3,
+        wire::TYPE_NS => 4,
+        wire::TYPE_TXT => 5,
+        wire::TYPE_ANY => 6,
+        15 => 7,
+        _ => 8,
+    }
+}
+
+fn rcode_index(r: u16) -> usize {
+    match r {
+        0..=5 => r as usize,
+        wire::RCODE_BADVERS => 6,
+        _ => 7,
+    }
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let registry = Registry::new();
+        macro_rules! reg {
+            ($m:expr) => {{
+                let m = $m.expect("metric definition");
+                registry
+                    .register(Box::new(m.clone()))
+                    .expect("metric registered once");
+                m
+            }};
+        }
+        let m = Metrics {
+            queries: reg!(IntCounterVec::new(
+                Opts::new(
+                    "meridian_dns_queries_total",
+                    "DNS queries answered, by transport, query type and response code."
+                ),
+                &["transport", "qtype", "rcode"]
+            )),
+            truncated: reg!(IntCounterVec::new(
+                Opts::new(
+                    "meridian_dns_truncated_total",
+                    "UDP answers sent with TC set."
+                ),
+                &["transport"]
+            )),
+            dropped: reg!(IntCounterVec::new(
+                Opts::new(
+                    "meridian_dns_dropped_total",
+                    "Packets dropped without an answer, by reason."
+                ),
+                &["reason"]
+            )),
+            answers: reg!(IntCounterVec::new(
+                Opts::new(
+                    "meridian_answers_total",
+                    "Answers for federated names, by policy and chosen cluster (\"*\" for several)."
+                ),
+                &["policy", "cluster"]
+            )),
+            failover_answers: reg!(IntCounterVec::new(
+                Opts::new(
+                    "meridian_failover_answers_total",
+                    "Geo answers that named a cluster other than the client's nearest, because the nearest was down or drained."
+                ),
+                &["policy"]
+            )),
+            all_down_answers: reg!(IntCounterVec::new(
+                Opts::new(
+                    "meridian_all_down_answers_total",
+                    "Answers given while every cluster of a name was down or drained, by all-down policy."
+                ),
+                &["mode"]
+            )),
+            cname_fallbacks: reg!(IntCounter::new(
+                "meridian_cname_fallback_answers_total",
+                "Region or zone names answered by CNAME to the wider name because none of their clusters was healthy."
+            )),
+            snapshot_generation: reg!(IntGauge::new(
+                "meridian_snapshot_generation",
+                "Generation of the snapshot being served."
+            )),
+            snapshot_publish: reg!(Histogram::with_opts(
+                HistogramOpts::new(
+                    "meridian_snapshot_publish_seconds",
+                    "Time to compile and publish a snapshot."
+                )
+                .buckets(vec![
+                    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0
+                ])
+            )),
+            snapshot_names: reg!(IntGauge::new(
+                "meridian_snapshot_names",
+                "Owner names in the served snapshot."
+            )),
+            source_errors: reg!(IntCounterVec::new(
+                Opts::new(
+                    "meridian_source_errors_total",
+                    "Objects, files or reloads rejected, by source."
+                ),
+                &["source"]
+            )),
+            reloads: reg!(IntCounterVec::new(
+                Opts::new(
+                    "meridian_reloads_total",
+                    "Reloads of zones, configuration and GeoIP, by result."
+                ),
+                &["result"]
+            )),
+            endpoint_up: reg!(IntGaugeVec::new(
+                Opts::new(
+                    "meridian_endpoint_up",
+                    "1 if a probed endpoint is up, 0 if down."
+                ),
+                &["cluster", "endpoint", "probe"]
+            )),
+            probe_duration: reg!(HistogramVec::new(
+                HistogramOpts::new(
+                    "meridian_probe_duration_seconds",
+                    "Health probe duration, by probe kind and result."
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0
+                ]),
+                &["probe", "result"]
+            )),
+            health_transitions: reg!(IntCounterVec::new(
+                Opts::new(
+                    "meridian_health_transitions_total",
+                    "Endpoint health transitions, by new state."
+                ),
+                &["to"]
+            )),
+            drains: reg!(IntCounterVec::new(
+                Opts::new(
+                    "meridian_drain_events_total",
+                    "Cluster drain events: drain, undrain, expire."
+                ),
+                &["event"]
+            )),
+            drained: reg!(IntGaugeVec::new(
+                Opts::new("meridian_cluster_drained", "1 while a cluster is drained."),
+                &["cluster"]
+            )),
+            tcp_connections: reg!(IntGauge::new(
+                "meridian_dns_tcp_connections",
+                "Open DNS-over-TCP connections."
+            )),
+            tcp_refused: reg!(IntCounterVec::new(
+                Opts::new(
+                    "meridian_dns_tcp_refused_total",
+                    "TCP connections refused, by limit."
+                ),
+                &["limit"]
+            )),
+            source_up: reg!(IntGaugeVec::new(
+                Opts::new(
+                    "meridian_source_up",
+                    "1 while a source is connected and synced."
+                ),
+                &["source"]
+            )),
+            registry,
+        };
+        m
+    }
+
+    pub fn encode(&self) -> String {
+        let mut buf = Vec::new();
+        let families = self.registry.gather();
+        if TextEncoder::new().encode(&families, &mut buf).is_err() {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// The process-wide metrics.
+pub fn get() -> &'static Metrics {
+    static M: OnceLock<Metrics> = OnceLock::new();
+    M.get_or_init(Metrics::new)
+}
+
+/// Query counters resolved once per worker: counting is an atomic add, no label lookup.
+pub struct QueryCounters {
+    by: Vec<IntCounter>,
+    truncated: IntCounter,
+    failover: [IntCounter; 4],
+}
+
+impl QueryCounters {
+    pub fn new(transport: Transport) -> QueryCounters {
+        let m = get();
+        let t = match transport {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        };
+        let mut by = Vec::with_capacity(QTYPES.len() * RCODES.len());
+        for q in QTYPES {
+            for r in RCODES {
+                by.push(m.queries.with_label_values(&[t, q, r]));
+            }
+        }
+        QueryCounters {
+            by,
+            truncated: m.truncated.with_label_values(&[t]),
+            failover: [
+                m.failover_answers.with_label_values(&["geo"]),
+                m.failover_answers.with_label_values(&["failover"]),
+                m.failover_answers.with_label_values(&["weighted"]),
+                m.failover_answers.with_label_values(&["all"]),
+            ],
+        }
+    }
+
+    /// Counts one answer. Per-cluster counters need the cluster's name; they are looked up by
+    /// label only for routed answers.
+    pub fn count(
+        &self,
+        a: &Answered,
+        cluster_name: impl FnOnce(u32) -> Option<String>,
+        mode: &str,
+    ) {
+        self.by[qtype_index(a.qtype) * RCODES.len() + rcode_index(a.rcode)].inc();
+        if a.truncated {
+            self.truncated.inc();
+        }
+        if let Some(r) = a.routed {
+            let m = get();
+            let p = r.policy.as_str();
+            let cluster = r.cluster.and_then(cluster_name);
+            m.answers
+                .with_label_values(&[p, cluster.as_deref().unwrap_or("*")])
+                .inc();
+            if r.away_from_nearest {
+                let i = match r.policy {
+                    Policy::Geo => 0,
+                    Policy::Failover => 1,
+                    Policy::Weighted => 2,
+                    Policy::All => 3,
+                };
+                self.failover[i].inc();
+            }
+            if r.all_down {
+                m.all_down_answers.with_label_values(&[mode]).inc();
+            }
+            if r.fallback {
+                m.cname_fallbacks.inc();
+            }
+        }
+    }
+}

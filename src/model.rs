@@ -1,0 +1,437 @@
+//! Shared vocabulary: the KubeFed / external-dns object shapes meridian reads (from files or the
+//! API server), and the per-record options carried in `meridian.io/*` annotations. No I/O here.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::{Deserialize, Serialize};
+
+pub const GROUP_MULTICLUSTERDNS: &str = "multiclusterdns.kubefed.io/v1alpha1";
+pub const GROUP_EXTERNALDNS: &str = "externaldns.k8s.io/v1alpha1";
+pub const GROUP_KUBEFED_CORE: &str = "core.kubefed.io/v1beta1";
+pub const GROUP_MERIDIAN: &str = "meridian.io/v1alpha1";
+
+/// Annotation prefix for per-record and per-cluster behaviour.
+pub const ANNOTATION_PREFIX: &str = "meridian.io/";
+
+/// KubeFed `Domain`: note `domain` and `nameServer` sit at the top level, not under `spec`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Domain {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    pub domain: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_server: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceDNSRecord {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    pub spec: ServiceDNSRecordSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<ServiceDNSRecordStatus>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceDNSRecordSpec {
+    pub domain_ref: String,
+    #[serde(default, rename = "recordTTL", skip_serializing_if = "Option::is_none")]
+    pub record_ttl: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_service_without_endpoints: Option<bool>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceDNSRecordStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    #[serde(default)]
+    pub dns: Vec<ClusterDNS>,
+}
+
+/// One member cluster's view of a federated Service (`status.dns[]`).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterDNS {
+    pub cluster: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<String>,
+    #[serde(default)]
+    pub load_balancer: LoadBalancerStatus,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct LoadBalancerStatus {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ingress: Vec<LoadBalancerIngress>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct LoadBalancerIngress {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressDNSRecord {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    pub spec: IngressDNSRecordSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<IngressDNSRecordStatus>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressDNSRecordSpec {
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default, rename = "recordTTL", skip_serializing_if = "Option::is_none")]
+    pub record_ttl: Option<u32>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressDNSRecordStatus {
+    #[serde(default)]
+    pub dns: Vec<ClusterIngressDNS>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterIngressDNS {
+    pub cluster: String,
+    #[serde(default)]
+    pub load_balancer: LoadBalancerStatus,
+}
+
+/// `DNSEndpoint` of either API group: external-dns' shape is a superset of KubeFed's, and the
+/// extra fields (`setIdentifier`, `providerSpecific`) are accepted and ignored.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DNSEndpoint {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: DNSEndpointSpec,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DNSEndpointSpec {
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoint {
+    pub dns_name: String,
+    #[serde(default)]
+    pub targets: Vec<String>,
+    #[serde(default = "default_record_type")]
+    pub record_type: String,
+    #[serde(default, rename = "recordTTL", skip_serializing_if = "Option::is_none")]
+    pub record_ttl: Option<u32>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_identifier: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub provider_specific: Vec<ProviderSpecificProperty>,
+}
+
+fn default_record_type() -> String {
+    "A".to_string()
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct ProviderSpecificProperty {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub value: String,
+}
+
+/// KubeFed `KubeFedCluster`: a member cluster.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KubeFedCluster {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: KubeFedClusterSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<KubeFedClusterStatus>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KubeFedClusterSpec {
+    #[serde(default)]
+    pub api_endpoint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<LocalSecretReference>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_tls_validations: Option<Vec<String>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct LocalSecretReference {
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KubeFedClusterStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<String>,
+}
+
+/// Any object meridian understands, tagged by kind.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Object {
+    Domain(Domain),
+    ServiceDNSRecord(ServiceDNSRecord),
+    IngressDNSRecord(IngressDNSRecord),
+    DNSEndpoint(DNSEndpoint),
+    KubeFedCluster(KubeFedCluster),
+}
+
+impl Object {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Object::Domain(_) => "Domain",
+            Object::ServiceDNSRecord(_) => "ServiceDNSRecord",
+            Object::IngressDNSRecord(_) => "IngressDNSRecord",
+            Object::DNSEndpoint(_) => "DNSEndpoint",
+            Object::KubeFedCluster(_) => "KubeFedCluster",
+        }
+    }
+
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Object::Domain(o) => &o.metadata,
+            Object::ServiceDNSRecord(o) => &o.metadata,
+            Object::IngressDNSRecord(o) => &o.metadata,
+            Object::DNSEndpoint(o) => &o.metadata,
+            Object::KubeFedCluster(o) => &o.metadata,
+        }
+    }
+
+    /// `Kind namespace/name`, for error messages and logs.
+    pub fn display_name(&self) -> String {
+        ObjectRef::of(self.kind(), self.metadata()).to_string()
+    }
+}
+
+/// A reference to an object, printed `Kind namespace/name`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectRef {
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectRef {
+    pub fn of(kind: &'static str, meta: &ObjectMeta) -> Self {
+        ObjectRef {
+            kind,
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            name: meta.name.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{} {}", self.kind, self.name)
+        } else {
+            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+/// How a name picks among its clusters (`meridian.io/policy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// Nearest healthy cluster to the client.
+    #[default]
+    Geo,
+    /// First healthy cluster in `meridian.io/failover-order`.
+    Failover,
+    /// One healthy cluster, at random by `meridian.io/weights`.
+    Weighted,
+    /// Every healthy cluster.
+    All,
+}
+
+impl Policy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::Geo => "geo",
+            Policy::Failover => "failover",
+            Policy::Weighted => "weighted",
+            Policy::All => "all",
+        }
+    }
+}
+
+impl std::str::FromStr for Policy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "geo" => Ok(Policy::Geo),
+            "failover" => Ok(Policy::Failover),
+            "weighted" => Ok(Policy::Weighted),
+            "all" => Ok(Policy::All),
+            other => Err(format!(
+                "unknown policy {other:?} (expected geo, failover, weighted or all)"
+            )),
+        }
+    }
+}
+
+/// What to answer when every cluster of a name is down or drained (`meridian.io/all-down`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AllDown {
+    /// All targets, as Route 53 and gdnsd do: a wrong health check must not black-hole a service.
+    #[default]
+    All,
+    /// The nearest target, as if every cluster were healthy.
+    Nearest,
+    /// NOERROR with no addresses.
+    Empty,
+    /// SERVFAIL, so resolvers try again later.
+    Servfail,
+}
+
+impl AllDown {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AllDown::All => "all",
+            AllDown::Nearest => "nearest",
+            AllDown::Empty => "empty",
+            AllDown::Servfail => "servfail",
+        }
+    }
+}
+
+impl std::str::FromStr for AllDown {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "all" => Ok(AllDown::All),
+            "nearest" => Ok(AllDown::Nearest),
+            "empty" => Ok(AllDown::Empty),
+            "servfail" => Ok(AllDown::Servfail),
+            other => Err(format!(
+                "unknown all-down policy {other:?} (expected all, nearest, empty or servfail)"
+            )),
+        }
+    }
+}
+
+/// Parses a Kubernetes-style duration: `500ms`, `2s`, `1m`, `1h`, or compounds like `1m30s`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration {s:?} (expected e.g. 500ms, 2s, 1m30s)");
+    let s = s.trim();
+    if s.is_empty() {
+        return Err(bad());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        if digits == 0 {
+            return Err(bad());
+        }
+        let value: f64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        total += Duration::from_secs_f64(value * unit);
+    }
+    Ok(total)
+}
+
+/// Formats a duration the way `parse_duration` reads it.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 != 0 {
+        format!("{ms}ms")
+    } else if ms % 60_000 != 0 || ms == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{}m", ms / 60_000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("3 days").is_err());
+        assert_eq!(format_duration(Duration::from_secs(600)), "10m");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+    }
+
+    #[test]
+    fn policy_names() {
+        assert_eq!("failover".parse::<Policy>(), Ok(Policy::Failover));
+        assert!("nearest".parse::<Policy>().unwrap_err().contains("geo"));
+        assert_eq!("servfail".parse::<AllDown>(), Ok(AllDown::Servfail));
+    }
+
+    #[test]
+    fn external_dns_endpoint_fields_are_accepted() {
+        let json = r#"{"metadata":{"name":"x"},"spec":{"endpoints":[{"dnsName":"a.example.com",
+            "targets":["192.0.2.1"],"recordType":"A","setIdentifier":"eu",
+            "providerSpecific":[{"name":"aws/weight","value":"10"}]}]}}"#;
+        let ep: DNSEndpoint = serde_json::from_str(json).expect("parses");
+        assert_eq!(ep.spec.endpoints[0].set_identifier.as_deref(), Some("eu"));
+    }
+}

@@ -1,0 +1,402 @@
+//! Catalog → query-ready tables. All the work a query would otherwise repeat is done here once:
+//! names become lowercased wire-format keys, record data is pre-encoded, clusters get unit
+//! vectors for distance ordering, and every probed address gets an endpoint id for the health
+//! vector.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
+use thiserror::Error;
+
+use crate::catalog::{Catalog, DynName, ProbeKind, ProbeSpec};
+use crate::config::Settings;
+use crate::model::{AllDown, Policy};
+
+#[derive(Debug, Error)]
+#[error("cannot encode {what}: {message}")]
+pub struct CompileError {
+    pub what: String,
+    pub message: String,
+}
+
+/// Lowercased, uncompressed wire form of a name: the key of every table.
+pub fn wire_name(name: &Name) -> Result<Box<[u8]>, CompileError> {
+    let mut buf = Vec::with_capacity(64);
+    let mut enc = BinEncoder::new(&mut buf);
+    enc.set_name_encoding(NameEncoding::UncompressedLowercase);
+    let mut n = name.clone();
+    n.set_fqdn(true);
+    n.emit(&mut enc).map_err(|e| CompileError {
+        what: name.to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(buf.into_boxed_slice())
+}
+
+fn rdata_bytes(owner: &Name, rd: &RData) -> Result<Box<[u8]>, CompileError> {
+    let mut buf = Vec::with_capacity(32);
+    let mut enc = BinEncoder::new(&mut buf);
+    enc.set_name_encoding(NameEncoding::Uncompressed);
+    rd.emit(&mut enc).map_err(|e| CompileError {
+        what: format!("{owner} {}", rd.record_type()),
+        message: e.to_string(),
+    })?;
+    Ok(buf.into_boxed_slice())
+}
+
+/// One RRset, record data pre-encoded.
+#[derive(Debug, Clone)]
+pub struct RRset {
+    pub rtype: u16,
+    pub ttl: u32,
+    pub rdatas: Vec<Box<[u8]>>,
+}
+
+#[derive(Debug, Default)]
+pub struct Node {
+    pub zone: u32,
+    pub rrsets: Vec<RRset>,
+    /// Index into `Compiled::dyns`.
+    pub dynamic: Option<u32>,
+    /// Static CNAME target, wire form (lowercased key) and the RRset to write.
+    pub cname: Option<(Box<[u8]>, RRset)>,
+    /// NS records below the apex: a zone cut.
+    pub delegation: bool,
+}
+
+#[derive(Debug)]
+pub struct CZone {
+    pub apex: Box<[u8]>,
+    pub name: Name,
+    pub soa: RRset,
+    /// RFC 2308: negative answers carry the SOA with TTL = min(SOA TTL, SOA MINIMUM).
+    pub negative_ttl: u32,
+    pub has_delegations: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Addr<T> {
+    pub ip: T,
+    /// Index into the health vector.
+    pub endpoint: u32,
+}
+
+#[derive(Debug)]
+pub struct CTarget {
+    pub cluster: u32,
+    pub v4: Vec<Addr<Ipv4Addr>>,
+    pub v6: Vec<Addr<Ipv6Addr>>,
+    /// Load-balancer hostname (wire form), used when the cluster has no address.
+    pub hostname: Option<Box<[u8]>>,
+    pub weight: u32,
+}
+
+#[derive(Debug)]
+pub struct CDyn {
+    pub ttl: u32,
+    pub policy: Policy,
+    pub all_down: AllDown,
+    pub targets: Vec<CTarget>,
+    /// Target indices in failover order (the annotation's order, then the rest).
+    pub failover: Vec<u32>,
+    /// CNAME target (wire form) when no target is healthy.
+    pub fallback: Option<Box<[u8]>>,
+    /// Index into `Catalog::dyn_names`.
+    pub source: u32,
+    /// Shortest probe interval among the targets' probes (0 when none is probed): the time
+    /// until the answer could next change, for degraded TTLs.
+    pub probe_interval_ms: u64,
+}
+
+#[derive(Debug)]
+pub struct CCluster {
+    pub name: String,
+    pub unit: Option<[f64; 3]>,
+}
+
+/// An address to health-check, shared by every name that uses it with the same probe.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EndpointKey {
+    pub addr: IpAddr,
+    pub probe: ProbeSpec,
+}
+
+impl EndpointKey {
+    pub fn probed(&self) -> bool {
+        self.probe.kind != ProbeKind::None
+    }
+}
+
+/// The compiled catalog: immutable, shared by every query.
+#[derive(Debug)]
+pub struct Compiled {
+    pub settings: Settings,
+    pub catalog: Catalog,
+    pub zones: Vec<CZone>,
+    pub zone_index: HashMap<Box<[u8]>, u32>,
+    pub nodes: HashMap<Box<[u8]>, Node>,
+    pub dyns: Vec<CDyn>,
+    pub clusters: Vec<CCluster>,
+    pub endpoints: Vec<EndpointKey>,
+    /// Cluster used to place clients the GeoIP database cannot.
+    pub default_cluster: Option<u32>,
+}
+
+impl Compiled {
+    /// The zone holding a (lowercased, wire-form) name: longest apex that is a suffix.
+    pub fn find_zone(&self, name: &[u8]) -> Option<u32> {
+        find_zone_in(&self.zone_index, name)
+    }
+}
+
+fn find_zone_in(index: &HashMap<Box<[u8]>, u32>, name: &[u8]) -> Option<u32> {
+    let mut i = 0;
+    while i < name.len() {
+        if let Some(z) = index.get(&name[i..]) {
+            return Some(*z);
+        }
+        let len = name[i] as usize;
+        if len == 0 {
+            break;
+        }
+        i += len + 1;
+    }
+    None
+}
+
+pub fn compile(catalog: Catalog, settings: Settings) -> Result<Compiled, CompileError> {
+    let mut zones = Vec::with_capacity(catalog.zones.len());
+    let mut zone_index = HashMap::new();
+    let mut nodes: HashMap<Box<[u8]>, Node> = HashMap::new();
+    for (i, z) in catalog.zones.iter().enumerate() {
+        let apex = wire_name(&z.apex)?;
+        let soa_data = rdata_bytes(&z.apex, &z.soa.data)?;
+        let minimum = match &z.soa.data {
+            RData::SOA(s) => s.minimum,
+            _ => z.soa.ttl,
+        };
+        zones.push(CZone {
+            apex: apex.clone(),
+            name: z.apex.clone(),
+            soa: RRset {
+                rtype: u16::from(RecordType::SOA),
+                ttl: z.soa.ttl,
+                rdatas: vec![soa_data],
+            },
+            negative_ttl: z.soa.ttl.min(minimum),
+            has_delegations: false,
+        });
+        zone_index.insert(apex.clone(), i as u32);
+    }
+    // Static records, grouped into RRsets (one TTL per RRset: the smallest, as RFC 2181 §5.2 asks).
+    let mut statics: Vec<&Record> = catalog.records.iter().collect();
+    for z in &catalog.zones {
+        statics.push(&z.soa);
+        statics.extend(z.ns.iter());
+    }
+    for r in statics {
+        let key = wire_name(&r.name)?;
+        let Some(zone) = find_zone_in(&zone_index, &key) else {
+            continue;
+        };
+        let rtype = u16::from(r.record_type());
+        let data = rdata_bytes(&r.name, &r.data)?;
+        let node = nodes.entry(key.clone()).or_default();
+        node.zone = zone;
+        if let RData::CNAME(c) = &r.data {
+            let target = wire_name(&c.0)?;
+            node.cname = Some((
+                target,
+                RRset {
+                    rtype,
+                    ttl: r.ttl,
+                    rdatas: vec![data],
+                },
+            ));
+            continue;
+        }
+        if r.record_type() == RecordType::NS && *key != *zones[zone as usize].apex {
+            node.delegation = true;
+            zones[zone as usize].has_delegations = true;
+        }
+        match node.rrsets.iter_mut().find(|s| s.rtype == rtype) {
+            Some(set) => {
+                set.ttl = set.ttl.min(r.ttl);
+                if !set.rdatas.contains(&data) {
+                    set.rdatas.push(data);
+                }
+            }
+            None => node.rrsets.push(RRset {
+                rtype,
+                ttl: r.ttl,
+                rdatas: vec![data],
+            }),
+        }
+    }
+    let clusters: Vec<CCluster> = catalog
+        .clusters
+        .iter()
+        .map(|c| CCluster {
+            name: c.name.clone(),
+            unit: c.location.map(|p| p.unit()),
+        })
+        .collect();
+    let mut endpoints: Vec<EndpointKey> = Vec::new();
+    let mut endpoint_ids: HashMap<EndpointKey, u32> = HashMap::new();
+    let mut dyns = Vec::with_capacity(catalog.dyn_names.len());
+    for (i, d) in catalog.dyn_names.iter().enumerate() {
+        let key = wire_name(&d.name)?;
+        let Some(zone) = find_zone_in(&zone_index, &key) else {
+            continue;
+        };
+        let cd = compile_dyn(d, i as u32, &clusters, &mut endpoints, &mut endpoint_ids)?;
+        let node = nodes.entry(key).or_default();
+        node.zone = zone;
+        node.dynamic = Some(dyns.len() as u32);
+        dyns.push(cd);
+    }
+    // Empty non-terminals exist (NODATA, not NXDOMAIN: RFC 8020).
+    let names: Vec<Box<[u8]>> = nodes.keys().cloned().collect();
+    for name in names {
+        let Some(zone) = nodes.get(&name).map(|n| n.zone) else {
+            continue;
+        };
+        let apex_len = zones[zone as usize].apex.len();
+        let mut i = 0;
+        while name.len() - i > apex_len {
+            i += name[i] as usize + 1;
+            let parent = &name[i..];
+            if !nodes.contains_key(parent) {
+                nodes.insert(
+                    parent.into(),
+                    Node {
+                        zone,
+                        ..Default::default()
+                    },
+                );
+            }
+        }
+    }
+    let default_cluster = settings
+        .default_cluster
+        .as_ref()
+        .and_then(|n| clusters.iter().position(|c| &c.name == n))
+        .map(|i| i as u32);
+    Ok(Compiled {
+        settings,
+        catalog,
+        zones,
+        zone_index,
+        nodes,
+        dyns,
+        clusters,
+        endpoints,
+        default_cluster,
+    })
+}
+
+fn compile_dyn(
+    d: &DynName,
+    source: u32,
+    clusters: &[CCluster],
+    endpoints: &mut Vec<EndpointKey>,
+    ids: &mut HashMap<EndpointKey, u32>,
+) -> Result<CDyn, CompileError> {
+    let mut endpoint = |addr: IpAddr| -> u32 {
+        let key = EndpointKey {
+            addr,
+            probe: d.options.probe.clone(),
+        };
+        *ids.entry(key.clone()).or_insert_with(|| {
+            endpoints.push(key);
+            (endpoints.len() - 1) as u32
+        })
+    };
+    let mut targets = Vec::with_capacity(d.targets.len());
+    for t in &d.targets {
+        let mut v4 = Vec::new();
+        let mut v6 = Vec::new();
+        for a in &t.addrs {
+            match a {
+                IpAddr::V4(ip) => v4.push(Addr {
+                    ip: *ip,
+                    endpoint: endpoint(*a),
+                }),
+                IpAddr::V6(ip) => v6.push(Addr {
+                    ip: *ip,
+                    endpoint: endpoint(*a),
+                }),
+            }
+        }
+        let hostname = match t.hostnames.first() {
+            Some(h) => Some(wire_name(&Name::from_ascii(h).map_err(|e| {
+                CompileError {
+                    what: h.clone(),
+                    message: e.to_string(),
+                }
+            })?)?),
+            None => None,
+        };
+        let cluster_name = &clusters[t.cluster].name;
+        let weight = if d.options.weights.is_empty() {
+            1
+        } else {
+            d.options.weights.get(cluster_name).copied().unwrap_or(0)
+        };
+        targets.push(CTarget {
+            cluster: t.cluster as u32,
+            v4,
+            v6,
+            hostname,
+            weight,
+        });
+    }
+    let mut failover: Vec<u32> = Vec::with_capacity(targets.len());
+    for name in &d.options.failover_order {
+        for (i, t) in targets.iter().enumerate() {
+            if &clusters[t.cluster as usize].name == name && !failover.contains(&(i as u32)) {
+                failover.push(i as u32);
+            }
+        }
+    }
+    for i in 0..targets.len() as u32 {
+        if !failover.contains(&i) {
+            failover.push(i);
+        }
+    }
+    let fallback = match &d.fallback {
+        Some(f) => Some(wire_name(f)?),
+        None => None,
+    };
+    let probed = d.options.probe.kind != ProbeKind::None;
+    Ok(CDyn {
+        ttl: d.ttl,
+        policy: d.options.policy,
+        all_down: d.options.all_down,
+        targets,
+        failover,
+        fallback,
+        source,
+        probe_interval_ms: if probed {
+            d.options.probe.interval.as_millis() as u64
+        } else {
+            0
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_names_are_lowercase_keys() {
+        let n = Name::from_ascii("WwW.Example.COM.").expect("name");
+        assert_eq!(
+            &*wire_name(&n).expect("wire"),
+            b"\x03www\x07example\x03com\x00"
+        );
+    }
+}

@@ -1,0 +1,267 @@
+//! The single writer. Sources, health checks and drains send updates here; the publisher merges
+//! them and stores one new snapshot per burst (debounced), so queries always see catalog and
+//! health from the same moment.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::compile::{Compiled, EndpointKey};
+use super::{HealthView, Shared, Snapshot};
+use crate::geo::GeoDb;
+use crate::metrics;
+
+/// Burst window: updates arriving within it share one publication.
+const DEBOUNCE: Duration = Duration::from_millis(2);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drain {
+    pub until: Option<SystemTime>,
+    pub since: SystemTime,
+}
+
+pub enum Update {
+    /// A newly compiled catalog (and GeoIP database) from the sources.
+    Catalog {
+        compiled: Arc<Compiled>,
+        geo: Option<Arc<GeoDb>>,
+    },
+    /// An endpoint's health changed.
+    Health { endpoint: EndpointKey, up: bool },
+    /// Drain a cluster (until a time, or until undrained).
+    Drain {
+        cluster: String,
+        until: Option<SystemTime>,
+        reply: Option<oneshot::Sender<Drain>>,
+    },
+    /// End a drain; replies whether there was one.
+    Undrain {
+        cluster: String,
+        reply: Option<oneshot::Sender<bool>>,
+    },
+}
+
+#[derive(Clone)]
+pub struct PublisherHandle {
+    tx: mpsc::UnboundedSender<Update>,
+    /// Current drains, for the admin API.
+    pub drains: watch::Receiver<HashMap<String, Drain>>,
+    /// The compiled catalog currently served: the health scheduler follows it to start and
+    /// stop probes.
+    pub catalogs: watch::Receiver<Arc<Compiled>>,
+}
+
+impl PublisherHandle {
+    pub fn send(&self, u: Update) {
+        // The publisher only stops at exit.
+        let _ = self.tx.send(u);
+    }
+
+    pub async fn drain(&self, cluster: String, until: Option<SystemTime>) -> Option<Drain> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Update::Drain {
+            cluster,
+            until,
+            reply: Some(reply),
+        });
+        rx.await.ok()
+    }
+
+    pub async fn undrain(&self, cluster: String) -> bool {
+        let (reply, rx) = oneshot::channel();
+        self.send(Update::Undrain {
+            cluster,
+            reply: Some(reply),
+        });
+        rx.await.unwrap_or(false)
+    }
+}
+
+struct State {
+    shared: Shared,
+    compiled: Arc<Compiled>,
+    geo: Option<Arc<GeoDb>>,
+    health: HashMap<EndpointKey, bool>,
+    drains: HashMap<String, Drain>,
+    drains_tx: watch::Sender<HashMap<String, Drain>>,
+    catalogs_tx: watch::Sender<Arc<Compiled>>,
+    generation: u64,
+}
+
+/// Starts the publisher over an already-published first snapshot.
+pub fn start(shared: Shared) -> PublisherHandle {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (drains_tx, drains) = watch::channel(HashMap::new());
+    let first = shared.load_full();
+    let (catalogs_tx, catalogs) = watch::channel(first.compiled.clone());
+    let mut st = State {
+        catalogs_tx,
+        compiled: first.compiled.clone(),
+        geo: first.geo.clone(),
+        generation: first.generation,
+        shared,
+        health: HashMap::new(),
+        drains: HashMap::new(),
+        drains_tx,
+    };
+    metrics::get().snapshot_generation.set(st.generation as i64);
+    tokio::spawn(async move {
+        loop {
+            let next_expiry = st
+                .drains
+                .values()
+                .filter_map(|d| d.until)
+                .min()
+                .and_then(|t| t.duration_since(SystemTime::now()).ok());
+            let first = match next_expiry {
+                Some(wait) => match tokio::time::timeout(wait, rx.recv()).await {
+                    Ok(Some(u)) => Some(u),
+                    Ok(None) => return,
+                    Err(_) => None, // a drain expired
+                },
+                None => match rx.recv().await {
+                    Some(u) => Some(u),
+                    None => return,
+                },
+            };
+            let mut changed = st.expire_drains();
+            if let Some(u) = first {
+                changed |= st.apply(u);
+                let deadline = Instant::now() + DEBOUNCE;
+                while let Ok(Some(u)) = tokio::time::timeout_at(deadline.into(), rx.recv()).await {
+                    changed |= st.apply(u);
+                }
+            }
+            if changed {
+                st.publish();
+            }
+        }
+    });
+    PublisherHandle {
+        tx,
+        drains,
+        catalogs,
+    }
+}
+
+impl State {
+    fn apply(&mut self, u: Update) -> bool {
+        let m = metrics::get();
+        match u {
+            Update::Catalog { compiled, geo } => {
+                // Forget health of endpoints that no longer exist.
+                let live: std::collections::HashSet<&EndpointKey> =
+                    compiled.endpoints.iter().collect();
+                self.health.retain(|k, _| live.contains(k));
+                self.compiled = compiled.clone();
+                self.geo = geo;
+                self.catalogs_tx.send_replace(compiled);
+                true
+            }
+            Update::Health { endpoint, up } => {
+                let before = self.health.insert(endpoint, up);
+                before != Some(up)
+            }
+            Update::Drain {
+                cluster,
+                until,
+                reply,
+            } => {
+                let d = Drain {
+                    until,
+                    since: SystemTime::now(),
+                };
+                tracing::info!(
+                    cluster = %cluster,
+                    until = ?until.map(humantime_like),
+                    "cluster drained"
+                );
+                m.drains.with_label_values(&["drain"]).inc();
+                m.drained.with_label_values(&[&cluster]).set(1);
+                self.drains.insert(cluster, d.clone());
+                self.drains_tx.send_replace(self.drains.clone());
+                if let Some(r) = reply {
+                    let _ = r.send(d);
+                }
+                true
+            }
+            Update::Undrain { cluster, reply } => {
+                let had = self.drains.remove(&cluster).is_some();
+                if had {
+                    tracing::info!(cluster = %cluster, "cluster undrained");
+                    m.drains.with_label_values(&["undrain"]).inc();
+                    m.drained.with_label_values(&[&cluster]).set(0);
+                    self.drains_tx.send_replace(self.drains.clone());
+                }
+                if let Some(r) = reply {
+                    let _ = r.send(had);
+                }
+                had
+            }
+        }
+    }
+
+    fn expire_drains(&mut self) -> bool {
+        let now = SystemTime::now();
+        let expired: Vec<String> = self
+            .drains
+            .iter()
+            .filter(|(_, d)| d.until.is_some_and(|u| u <= now))
+            .map(|(c, _)| c.clone())
+            .collect();
+        let m = metrics::get();
+        for c in &expired {
+            self.drains.remove(c);
+            tracing::info!(cluster = %c, "drain expired");
+            m.drains.with_label_values(&["expire"]).inc();
+            m.drained.with_label_values(&[c]).set(0);
+        }
+        if !expired.is_empty() {
+            self.drains_tx.send_replace(self.drains.clone());
+        }
+        !expired.is_empty()
+    }
+
+    fn publish(&mut self) {
+        let started = Instant::now();
+        let c = &self.compiled;
+        let default_up = c.settings.health.up_until_first_result;
+        let health = HealthView {
+            endpoint_up: c
+                .endpoints
+                .iter()
+                .map(|k| {
+                    if !k.probed() {
+                        return true;
+                    }
+                    self.health.get(k).copied().unwrap_or(default_up)
+                })
+                .collect(),
+            cluster_drained: c
+                .clusters
+                .iter()
+                .map(|cl| self.drains.contains_key(&cl.name))
+                .collect(),
+        };
+        self.generation += 1;
+        self.shared.store(Arc::new(Snapshot {
+            generation: self.generation,
+            published: SystemTime::now(),
+            compiled: self.compiled.clone(),
+            health: Arc::new(health),
+            geo: self.geo.clone(),
+        }));
+        let m = metrics::get();
+        m.snapshot_generation.set(self.generation as i64);
+        m.snapshot_publish.observe(started.elapsed().as_secs_f64());
+    }
+}
+
+fn humantime_like(t: SystemTime) -> String {
+    match t.duration_since(SystemTime::now()) {
+        Ok(d) => format!("in {}s", d.as_secs()),
+        Err(_) => "now".to_string(),
+    }
+}

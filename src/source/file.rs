@@ -1,0 +1,393 @@
+//! The file source: RFC 1035 zone files (`*.zone`) and multi-document YAML (`*.yaml`, `*.yml`)
+//! holding KubeFed / external-dns objects and an optional `MeridianConfig`.
+//!
+//! Every problem is reported with the file and line (zone files, YAML syntax) or the file,
+//! document, object and field (YAML objects); loading goes on past errors so `meridian check`
+//! can list them all at once.
+
+use std::path::{Path, PathBuf};
+
+use hickory_proto::rr::{Name, Record};
+use hickory_proto::serialize::txt::{LexerError, ParseError, Parser};
+use serde::de::DeserializeOwned;
+
+use super::{Located, SourceError};
+use crate::config::RawConfig;
+use crate::model::{self, Object};
+
+/// What one directory holds.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub config: Option<Located<RawConfig>>,
+    pub objects: Vec<Located<Object>>,
+    pub zone_files: Vec<ZoneFile>,
+    /// Every file read, for change detection.
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ZoneFile {
+    pub path: PathBuf,
+    pub origin: Name,
+    pub records: Vec<Record>,
+}
+
+/// Reads every zone and YAML file directly in `dir` (sorted by name, so results are stable).
+pub fn load_dir(dir: &Path) -> (Loaded, Vec<SourceError>) {
+    let mut loaded = Loaded::default();
+    let mut errors = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) => {
+            errors.push(SourceError::new(
+                dir.display().to_string(),
+                format!("cannot read directory: {e}"),
+            ));
+            return (loaded, errors);
+        }
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    paths.sort();
+    for path in paths {
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        match ext {
+            "zone" => {
+                loaded.files.push(path.clone());
+                match load_zone_file(&path) {
+                    Ok(z) => loaded.zone_files.push(z),
+                    Err(e) => errors.push(e),
+                }
+            }
+            "yaml" | "yml" => {
+                loaded.files.push(path.clone());
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => load_yaml(&path, &text, &mut loaded, &mut errors),
+                    Err(e) => errors.push(SourceError::new(
+                        path.display().to_string(),
+                        format!("cannot read: {e}"),
+                    )),
+                }
+            }
+            _ => {}
+        }
+    }
+    (loaded, errors)
+}
+
+/// Parses one zone file; its origin is the file name without `.zone` unless `$ORIGIN` says
+/// otherwise.
+pub fn load_zone_file(path: &Path) -> Result<ZoneFile, SourceError> {
+    let loc = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| SourceError::new(loc.clone(), format!("cannot read: {e}")))?;
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
+    let origin = Name::from_ascii(stem).map_err(|e| {
+        SourceError::new(
+            loc.clone(),
+            format!("file name {stem:?} is not a zone name: {e}"),
+        )
+    })?;
+    parse_zone_text(&text, path, origin)
+}
+
+pub fn parse_zone_text(text: &str, path: &Path, origin: Name) -> Result<ZoneFile, SourceError> {
+    let loc = path.display().to_string();
+    match Parser::new(text, Some(path.to_path_buf()), Some(origin)).parse() {
+        Ok((origin, sets)) => {
+            let records = sets
+                .into_values()
+                .flat_map(|set| set.records_without_rrsigs().cloned().collect::<Vec<_>>())
+                .collect();
+            Ok(ZoneFile {
+                path: path.to_path_buf(),
+                origin,
+                records,
+            })
+        }
+        Err(e) => {
+            let line = error_line(text, path);
+            Err(SourceError::new(format!("{loc}:{line}"), e.to_string()))
+        }
+    }
+}
+
+/// hickory's zone parser reports no line numbers; find the first line at which a prefix of the
+/// file stops parsing (a prefix cut inside a `( … )` group or a quoted string is incomplete, not
+/// wrong). Only runs on the error path.
+fn error_line(text: &str, path: &Path) -> usize {
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let fails = |n: usize| -> bool {
+        let prefix: String = lines[..n].concat();
+        match Parser::new(prefix, Some(path.to_path_buf()), Some(Name::root())).parse() {
+            Ok(_) => false,
+            Err(ParseError::Lexer(LexerError::UnclosedList))
+            | Err(ParseError::Lexer(LexerError::UnclosedQuotedString))
+            | Err(ParseError::Lexer(LexerError::EOF)) => false,
+            Err(_) => true,
+        }
+    };
+    // Smallest n whose prefix fails; the parser is sequential, so failure is monotone in n.
+    let (mut lo, mut hi) = (1, lines.len().max(1));
+    if !fails(hi) {
+        return hi;
+    }
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if fails(mid) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    hi
+}
+
+/// Line numbers (1-based) at which each YAML document starts.
+fn document_lines(text: &str) -> Vec<usize> {
+    let mut starts = Vec::new();
+    let mut seen_content = false;
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim_end();
+        if trimmed == "---" || trimmed.starts_with("--- ") {
+            starts.push(i + 2);
+            seen_content = true;
+        } else if !seen_content && !trimmed.is_empty() && !trimmed.starts_with('#') {
+            starts.push(i + 1);
+            seen_content = true;
+        }
+    }
+    if starts.is_empty() {
+        starts.push(1);
+    }
+    starts
+}
+
+fn load_yaml(path: &Path, text: &str, loaded: &mut Loaded, errors: &mut Vec<SourceError>) {
+    use serde::Deserialize;
+    let file = path.display().to_string();
+    let starts = document_lines(text);
+    for (i, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
+        let line = starts.get(i).copied().unwrap_or(1);
+        let value = match serde_norway::Value::deserialize(doc) {
+            Ok(v) => v,
+            Err(e) => {
+                let l = e.location().map(|l| l.line()).unwrap_or(line);
+                errors.push(SourceError::new(
+                    format!("{file}:{l}"),
+                    format!("invalid YAML: {e}"),
+                ));
+                // A syntax error ends the stream: the parser cannot resynchronise.
+                break;
+            }
+        };
+        if value.is_null() {
+            continue;
+        }
+        let here = format!("{file}:{line}");
+        match decode_object(value) {
+            Ok(Decoded::Object(obj)) => loaded.objects.push(Located {
+                location: format!("{here} ({})", obj.display_name()),
+                value: obj,
+            }),
+            Ok(Decoded::Config(cfg)) => {
+                if let Some(prev) = &loaded.config {
+                    errors.push(SourceError::new(
+                        here,
+                        format!("a second MeridianConfig; the first is at {}", prev.location),
+                    ));
+                } else {
+                    loaded.config = Some(Located {
+                        location: here,
+                        value: cfg,
+                    });
+                }
+            }
+            Err(DecodeError { object, message }) => {
+                let location = match object {
+                    Some(o) => format!("{here} ({o})"),
+                    None => here,
+                };
+                errors.push(SourceError::new(location, message));
+            }
+        }
+    }
+}
+
+enum Decoded {
+    Object(Object),
+    Config(RawConfig),
+}
+
+struct DecodeError {
+    object: Option<String>,
+    message: String,
+}
+
+fn field_str<'a>(v: &'a serde_norway::Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(|x| x.as_str())
+}
+
+/// Decodes one YAML document (also used for JSON objects from the API server).
+fn decode_object(value: serde_norway::Value) -> Result<Decoded, DecodeError> {
+    let api_version = field_str(&value, "apiVersion")
+        .unwrap_or_default()
+        .to_string();
+    let kind = field_str(&value, "kind").unwrap_or_default().to_string();
+    let meta = value.get("metadata");
+    let name = meta
+        .and_then(|m| field_str(m, "name"))
+        .unwrap_or_default()
+        .to_string();
+    let namespace = meta
+        .and_then(|m| field_str(m, "namespace"))
+        .map(|n| format!("{n}/"))
+        .unwrap_or_default();
+    let object = Some(format!("{kind} {namespace}{name}"));
+    let fail = |message: String| DecodeError {
+        object: object.clone(),
+        message,
+    };
+    if kind.is_empty() {
+        return Err(DecodeError {
+            object: None,
+            message: "kind: missing".to_string(),
+        });
+    }
+    if name.is_empty() && kind != "MeridianConfig" {
+        return Err(fail("metadata.name: missing".to_string()));
+    }
+    fn typed<T: DeserializeOwned>(v: serde_norway::Value) -> Result<T, String> {
+        serde_path_to_error::deserialize(v).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            if path == "." {
+                inner
+            } else {
+                format!("{path}: {inner}")
+            }
+        })
+    }
+    let obj = match (api_version.as_str(), kind.as_str()) {
+        (model::GROUP_MULTICLUSTERDNS, "Domain") => Object::Domain(typed(value).map_err(fail)?),
+        (model::GROUP_MULTICLUSTERDNS, "ServiceDNSRecord") => {
+            Object::ServiceDNSRecord(typed(value).map_err(fail)?)
+        }
+        (model::GROUP_MULTICLUSTERDNS, "IngressDNSRecord") => {
+            Object::IngressDNSRecord(typed(value).map_err(fail)?)
+        }
+        (model::GROUP_MULTICLUSTERDNS | model::GROUP_EXTERNALDNS, "DNSEndpoint") => {
+            Object::DNSEndpoint(typed(value).map_err(fail)?)
+        }
+        (model::GROUP_KUBEFED_CORE, "KubeFedCluster") => {
+            Object::KubeFedCluster(typed(value).map_err(fail)?)
+        }
+        (model::GROUP_MERIDIAN, "MeridianConfig") => {
+            let spec = value
+                .get("spec")
+                .cloned()
+                .unwrap_or(serde_norway::Value::Null);
+            let spec = if spec.is_null() {
+                serde_norway::Value::Mapping(Default::default())
+            } else {
+                spec
+            };
+            let cfg: RawConfig = typed(spec).map_err(|m| fail(format!("spec.{m}")))?;
+            return Ok(Decoded::Config(cfg));
+        }
+        (av, k) => {
+            return Err(fail(format!(
+                "apiVersion/kind: unsupported {av:?} {k:?} (expected Domain, ServiceDNSRecord, \
+                 IngressDNSRecord or DNSEndpoint of {}, DNSEndpoint of {}, KubeFedCluster of {}, \
+                 or MeridianConfig of {})",
+                model::GROUP_MULTICLUSTERDNS,
+                model::GROUP_EXTERNALDNS,
+                model::GROUP_KUBEFED_CORE,
+                model::GROUP_MERIDIAN
+            )));
+        }
+    };
+    Ok(Decoded::Object(obj))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_one(name: &str, text: &str) -> (Loaded, Vec<String>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join(name), text).expect("write");
+        let (l, e) = load_dir(dir.path());
+        let prefix = format!("{}/", dir.path().display());
+        (
+            l,
+            e.iter()
+                .map(|e| e.to_string().replace(&prefix, ""))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn zone_file_error_names_the_line() {
+        let text = "$TTL 300\n@ IN SOA ns1 host ( 1 7200 3600 1209600 60 )\n@ IN NS ns1\nns1 IN A 192.0.2.1\nwww IN A 300.1.2.3\nok IN A 192.0.2.2\n";
+        let (_, errs) = load_one("example.com.zone", text);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].starts_with("example.com.zone:5: "), "{errs:?}");
+    }
+
+    #[test]
+    fn zone_file_parses_with_origin_from_file_name() {
+        let text =
+            "$TTL 300\n@ IN SOA ns1 host 1 7200 3600 1209600 60\n@ IN NS ns1\nns1 IN A 192.0.2.1\n";
+        let (l, errs) = load_one("example.com.zone", text);
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(l.zone_files[0].origin.to_string(), "example.com.");
+        assert_eq!(l.zone_files[0].records.len(), 3);
+    }
+
+    #[test]
+    fn yaml_errors_name_document_object_and_field() {
+        let text = "apiVersion: multiclusterdns.kubefed.io/v1alpha1\nkind: Domain\nmetadata: {name: d}\ndomain: example.com\n---\n# second\napiVersion: multiclusterdns.kubefed.io/v1alpha1\nkind: ServiceDNSRecord\nmetadata: {name: web, namespace: shop}\nspec:\n  domainRef: d\n  recordTTL: soon\n";
+        let (l, errs) = load_one("objs.yaml", text);
+        assert_eq!(l.objects.len(), 1);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with(
+                "objs.yaml:6 (ServiceDNSRecord shop/web): spec.recordTTL: invalid type"
+            ),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_kind_and_syntax_errors() {
+        let (_, errs) = load_one("a.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n");
+        assert!(errs[0].contains("unsupported \"v1\" \"Pod\""), "{errs:?}");
+        let (_, errs) = load_one("b.yaml", "kind: [unclosed\n");
+        assert!(errs[0].starts_with("b.yaml:"), "{errs:?}");
+        assert!(errs[0].contains("invalid YAML"), "{errs:?}");
+    }
+
+    #[test]
+    fn config_document() {
+        let (l, errs) = load_one(
+            "c.yaml",
+            "apiVersion: meridian.io/v1alpha1\nkind: MeridianConfig\nspec:\n  maxDynamicTTL: 20\n",
+        );
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(l.config.expect("config").value.max_dynamic_ttl, Some(20));
+        let (_, errs) = load_one(
+            "c.yaml",
+            "apiVersion: meridian.io/v1alpha1\nkind: MeridianConfig\nspec:\n  maxTTL: 20\n",
+        );
+        assert!(
+            errs[0].contains("spec.maxTTL") || errs[0].contains("unknown field `maxTTL`"),
+            "{errs:?}"
+        );
+    }
+}

@@ -1,0 +1,31 @@
+//! Sources of records. Each produces objects and zone files tagged with where they came from;
+//! the snapshot publisher merges them.
+
+pub mod file;
+
+use thiserror::Error;
+
+/// A problem in one file, document or object. `location` names the file and line, or the file,
+/// document and object; the message names the field.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+#[error("{location}: {message}")]
+pub struct SourceError {
+    pub location: String,
+    pub message: String,
+}
+
+impl SourceError {
+    pub fn new(location: impl Into<String>, message: impl Into<String>) -> Self {
+        SourceError {
+            location: location.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A value with the place it came from (`file:line (Kind ns/name)`).
+#[derive(Debug, Clone)]
+pub struct Located<T> {
+    pub location: String,
+    pub value: T,
+}
