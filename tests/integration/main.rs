@@ -1,0 +1,4 @@
+//! One integration test binary: every test drives the real `meridian` binary over real sockets.
+
+mod common;
+mod dns;
