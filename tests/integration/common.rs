@@ -22,7 +22,9 @@ pub fn repo_zones() -> PathBuf {
 }
 
 pub fn data(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(path)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(path)
 }
 
 /// A copy of `zones/` in a temporary directory, with files added or replaced.
@@ -53,13 +55,23 @@ impl Server {
     }
 
     pub fn start_with(zones: &Path, extra: &[&str]) -> Server {
-        Server::try_start(zones, extra).unwrap_or_else(|logs| panic!("meridian did not start:\n{logs}"))
+        Server::try_start(zones, extra)
+            .unwrap_or_else(|logs| panic!("meridian did not start:\n{logs}"))
     }
 
     /// Starts meridian; Err carries its output if it exits before serving.
     pub fn try_start(zones: &Path, extra: &[&str]) -> Result<Server, String> {
         let mut child = Command::new(BIN)
-            .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--zones"])
+            .args([
+                "--log-format",
+                "json",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+                "--zones",
+            ])
             .arg(zones)
             .args(extra)
             .env("MERIDIAN_LOG", "info,meridian=debug")
@@ -86,9 +98,22 @@ impl Server {
         loop {
             if let Ok(line) = rx.recv_timeout(Duration::from_millis(50)) {
                 let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
-                let dns = v["dns"].as_str().expect("dns field").parse().expect("dns addr");
-                let admin = v["admin"].as_str().expect("admin field").parse().expect("admin addr");
-                return Ok(Server { child, dns, admin, logs });
+                let dns = v["dns"]
+                    .as_str()
+                    .expect("dns field")
+                    .parse()
+                    .expect("dns addr");
+                let admin = v["admin"]
+                    .as_str()
+                    .expect("admin field")
+                    .parse()
+                    .expect("admin addr");
+                return Ok(Server {
+                    child,
+                    dns,
+                    admin,
+                    logs,
+                });
             }
             if let Ok(Some(_)) = child.try_wait() {
                 std::thread::sleep(Duration::from_millis(100));
@@ -96,7 +121,10 @@ impl Server {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                return Err(format!("timed out; logs:\n{}", logs.lock().expect("logs").join("\n")));
+                return Err(format!(
+                    "timed out; logs:\n{}",
+                    logs.lock().expect("logs").join("\n")
+                ));
             }
         }
     }
@@ -106,7 +134,10 @@ impl Server {
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().expect("kill");
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
         assert!(ok.success());
     }
 
@@ -149,7 +180,10 @@ impl Drop for Server {
 }
 
 pub fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
-    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
     let url = format!("http://{addr}{path}");
     let mut req = client.request(method.parse().expect("method"), &url);
     if let Some(t) = token {
@@ -164,8 +198,15 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> 
 pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.starts_with(name) && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' ')))
-        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter(|l| {
+            l.starts_with(name)
+                && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' '))
+        })
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -199,7 +240,16 @@ pub struct Q {
 
 impl Q {
     pub fn new(server: SocketAddr) -> Q {
-        Q { server, tcp: false, edns: true, payload: 1232, ecs: None, source: None, dnssec_ok: false, id: 0x4242 }
+        Q {
+            server,
+            tcp: false,
+            edns: true,
+            payload: 1232,
+            ecs: None,
+            source: None,
+            dnssec_ok: false,
+            id: 0x4242,
+        }
     }
     pub fn tcp(mut self) -> Q {
         self.tcp = true;
@@ -230,7 +280,8 @@ impl Q {
             e.set_max_payload(self.payload);
             e.set_dnssec_ok(self.dnssec_ok);
             if let Some((addr, prefix)) = self.ecs {
-                e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(addr, prefix, 0)));
+                e.options_mut()
+                    .insert(EdnsOption::Subnet(ClientSubnet::new(addr, prefix, 0)));
             }
             m.set_edns(e);
         }
@@ -248,9 +299,11 @@ impl Q {
         if self.tcp {
             tcp_exchange(self.server, packet)
         } else {
-            let bind: SocketAddr = SocketAddr::new(self.source.unwrap_or("127.0.0.1".parse().expect("ip")), 0);
+            let bind: SocketAddr =
+                SocketAddr::new(self.source.unwrap_or("127.0.0.1".parse().expect("ip")), 0);
             let s = UdpSocket::bind(bind).expect("bind client");
-            s.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+            s.set_read_timeout(Some(Duration::from_secs(2)))
+                .expect("timeout");
             s.send_to(packet, self.server).expect("send");
             let mut buf = vec![0u8; 65535];
             match s.recv_from(&mut buf) {
@@ -306,7 +359,11 @@ pub fn dig(server: SocketAddr, args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("dig must be installed (the test command installs dnsutils)");
-    assert!(out.status.success(), "dig failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "dig failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
