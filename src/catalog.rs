@@ -89,6 +89,9 @@ pub struct ProbeSpec {
     pub expect_body: Option<String>,
     /// Skip TLS certificate verification (HTTPS probes).
     pub insecure: bool,
+    /// PEM file of the CA(s) HTTPS probes verify against instead of the system roots
+    /// (`meridian.io/probe-ca`, an absolute path on meridian's filesystem).
+    pub ca: Option<std::path::PathBuf>,
 }
 
 mod duration_ms {
@@ -194,13 +197,13 @@ pub fn build(inputs: &Inputs, settings: &Settings) -> (Catalog, Vec<SourceError>
     }
     let mut domains: HashMap<String, Vec<(Option<String>, Name)>> = HashMap::new();
     for o in &inputs.objects {
-        if let Object::Domain(d) = &o.value {
-            if let Some(name) = b.add_domain(&o.location, d) {
-                domains
-                    .entry(d.metadata.name.clone().unwrap_or_default())
-                    .or_default()
-                    .push((d.metadata.namespace.clone(), name));
-            }
+        if let Object::Domain(d) = &o.value
+            && let Some(name) = b.add_domain(&o.location, d)
+        {
+            domains
+                .entry(d.metadata.name.clone().unwrap_or_default())
+                .or_default()
+                .push((d.metadata.namespace.clone(), name));
         }
     }
     for o in &inputs.objects {
@@ -208,13 +211,13 @@ pub fn build(inputs: &Inputs, settings: &Settings) -> (Catalog, Vec<SourceError>
             b.add_cluster(&o.location, c);
         }
     }
-    if let Some(dc) = &settings.default_cluster {
-        if !b.cluster_index.contains_key(dc) {
-            b.errors.push(SourceError::new(
-                "configuration",
-                format!("spec.defaultCluster: no KubeFedCluster named {dc:?}"),
-            ));
-        }
+    if let Some(dc) = &settings.default_cluster
+        && !b.cluster_index.contains_key(dc)
+    {
+        b.errors.push(SourceError::new(
+            "configuration",
+            format!("spec.defaultCluster: no KubeFedCluster named {dc:?}"),
+        ));
     }
     for o in &inputs.objects {
         match &o.value {
@@ -362,6 +365,18 @@ pub fn record_options(meta: &ObjectMeta, h: &HealthDefaults) -> Result<RecordOpt
             ));
         }
     };
+    let ca = match annotation(meta, "probe-ca").map(str::trim) {
+        // Absolute only: the catalog has no notion of a base directory (records may come from
+        // the Kubernetes API), and a path relative to the working directory would be a trap.
+        Some(p) if std::path::Path::new(p).is_absolute() => Some(std::path::PathBuf::from(p)),
+        Some(p) => {
+            return Err(field_err(
+                "probe-ca",
+                format!("{p:?} must be an absolute path"),
+            ));
+        }
+        None => None,
+    };
     Ok(RecordOptions {
         policy,
         failover_order,
@@ -379,6 +394,7 @@ pub fn record_options(meta: &ObjectMeta, h: &HealthDefaults) -> Result<RecordOpt
             expect_status,
             expect_body: annotation(meta, "probe-body").map(str::to_string),
             insecure,
+            ca,
         },
     })
 }
@@ -565,11 +581,11 @@ impl Builder<'_> {
             return;
         }
         let status = c.status.clone().unwrap_or_default();
-        if let Some(r) = &status.region {
-            if let Err(e) = check_label(r) {
-                self.err(loc, format!("status.region: {e}"));
-                return;
-            }
+        if let Some(r) = &status.region
+            && let Err(e) = check_label(r)
+        {
+            self.err(loc, format!("status.region: {e}"));
+            return;
         }
         for (i, z) in status.zones.iter().enumerate() {
             if let Err(e) = check_label(z) {
@@ -721,10 +737,10 @@ impl Builder<'_> {
         let mut targets: Vec<(Target, Option<String>, Vec<String>)> = Vec::new();
         for (i, entry) in status.dns.iter().enumerate() {
             let field = format!("status.dns[{i}]");
-            if let Some(reg) = &entry.region {
-                if let Err(e) = check_label(reg) {
-                    return self.err(loc, format!("{field}.region: {e}"));
-                }
+            if let Some(reg) = &entry.region
+                && let Err(e) = check_label(reg)
+            {
+                return self.err(loc, format!("{field}.region: {e}"));
             }
             for (j, z) in entry.zones.iter().enumerate() {
                 if let Err(e) = check_label(z) {
@@ -831,13 +847,13 @@ impl Builder<'_> {
             },
             None => None,
         };
-        if let Some(rec) = &prefix_record {
-            if self.dyn_index.contains_key(&rec.name) {
-                return self.err(
-                    loc,
-                    format!("spec.dnsPrefix: {} is already a served name", rec.name),
-                );
-            }
+        if let Some(rec) = &prefix_record
+            && self.dyn_index.contains_key(&rec.name)
+        {
+            return self.err(
+                loc,
+                format!("spec.dnsPrefix: {} is already a served name", rec.name),
+            );
         }
         if self.commit_dyn(loc, names) {
             self.cat.records.extend(prefix_record);
@@ -980,9 +996,9 @@ impl Builder<'_> {
         let mut bad: Vec<Name> = by_name
             .into_iter()
             .filter(|(n, (cname, other))| {
-                (*cname && *other)
-                    || (*cname
-                        && self
+                *cname
+                    && (*other
+                        || self
                             .zone_of(n)
                             .is_some_and(|z| self.cat.zones[z].apex == **n))
             })

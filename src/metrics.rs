@@ -78,7 +78,8 @@ impl Metrics {
                 m
             }};
         }
-        let m = Metrics {
+
+        Metrics {
             queries: reg!(IntCounterVec::new(
                 Opts::new(
                     "meridian_dns_queries_total",
@@ -210,8 +211,7 @@ impl Metrics {
                 &["source"]
             )),
             registry,
-        };
-        m
+        }
     }
 
     pub fn encode(&self) -> String {

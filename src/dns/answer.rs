@@ -496,9 +496,7 @@ fn referral(
         }
         let owner = cur_at + s;
         debug_assert!(owner < cur_at + cur_len);
-        let Some(ns) = node.rrsets.iter().find(|r| r.rtype == wire::TYPE_NS) else {
-            return None;
-        };
+        let ns = node.rrsets.iter().find(|r| r.rtype == wire::TYPE_NS)?;
         b.aa = false;
         let mut glue: [Option<&[u8]>; 16] = [None; 16];
         for (k, rd) in ns.rdatas.iter().enumerate() {
@@ -749,12 +747,14 @@ fn write_target(
             }
         }
     }
-    if !wrote && t.v4.is_empty() && t.v6.is_empty() {
-        if let Some(h) = &t.hostname {
-            put_rr(out, owner, wire::TYPE_CNAME, wire::CLASS_IN, ttl, h);
-            b.an += 1;
-            wrote = true;
-        }
+    if !wrote
+        && t.v4.is_empty()
+        && t.v6.is_empty()
+        && let Some(h) = &t.hostname
+    {
+        put_rr(out, owner, wire::TYPE_CNAME, wire::CLASS_IN, ttl, h);
+        b.an += 1;
+        wrote = true;
     }
     wrote
 }

@@ -334,12 +334,11 @@ fn parse_ecs(d: &[u8]) -> Option<Ecs> {
     if source > max || scope > max || addr.len() != (source as usize).div_ceil(8) {
         return None;
     }
-    if source % 8 != 0 {
-        if let Some(last) = addr.last() {
-            if last & (0xFF >> (source % 8)) != 0 {
-                return None;
-            }
-        }
+    if !source.is_multiple_of(8)
+        && let Some(last) = addr.last()
+        && last & (0xFF >> (source % 8)) != 0
+    {
+        return None;
     }
     let ip = if family == 1 {
         let mut b = [0u8; 4];

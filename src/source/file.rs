@@ -193,9 +193,10 @@ fn load_yaml(path: &Path, text: &str, loaded: &mut Loaded, errors: &mut Vec<Sour
         match decode_object(value) {
             Ok(Decoded::Object(obj)) => loaded.objects.push(Located {
                 location: format!("{here} ({})", obj.display_name()),
-                value: obj,
+                value: *obj,
             }),
             Ok(Decoded::Config(cfg)) => {
+                let cfg = *cfg;
                 if let Some(prev) = &loaded.config {
                     errors.push(SourceError::new(
                         here,
@@ -220,8 +221,8 @@ fn load_yaml(path: &Path, text: &str, loaded: &mut Loaded, errors: &mut Vec<Sour
 }
 
 enum Decoded {
-    Object(Object),
-    Config(RawConfig),
+    Object(Box<Object>),
+    Config(Box<RawConfig>),
 }
 
 struct DecodeError {
@@ -298,7 +299,7 @@ fn decode_object(value: serde_norway::Value) -> Result<Decoded, DecodeError> {
                 spec
             };
             let cfg: RawConfig = typed(spec).map_err(|m| fail(format!("spec.{m}")))?;
-            return Ok(Decoded::Config(cfg));
+            return Ok(Decoded::Config(Box::new(cfg)));
         }
         (av, k) => {
             return Err(fail(format!(
@@ -312,7 +313,7 @@ fn decode_object(value: serde_norway::Value) -> Result<Decoded, DecodeError> {
             )));
         }
     };
-    Ok(Decoded::Object(obj))
+    Ok(Decoded::Object(Box::new(obj)))
 }
 
 #[cfg(test)]
