@@ -400,6 +400,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
     )));
     let publisher = publisher::start(shared.clone());
     let health = HealthStatus::default();
+    // Probing starts with the first catalog, before the first query (DESIGN §3).
+    let scheduler = crate::health::scheduler::start_with_publisher(&publisher, health.clone());
     let ready = Arc::new(AtomicBool::new(false));
 
     let workers = args.udp_workers.unwrap_or_else(|| {
@@ -459,6 +461,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     ready.store(false, Ordering::Release);
     stop.store(true, Ordering::Relaxed);
     let _ = shutdown_tx.send(true);
+    scheduler.stop().await;
     let _ = tcp_task.await;
     let _ = admin_task.await;
     for t in udp_threads {

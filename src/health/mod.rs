@@ -7,6 +7,10 @@ use std::time::{Duration, SystemTime};
 
 use crate::snapshot::compile::EndpointKey;
 
+pub mod probe;
+pub mod scheduler;
+pub mod state;
+
 /// What the admin API shows about one endpoint's probing.
 #[derive(Debug, Clone, Default)]
 pub struct EndpointStatus {

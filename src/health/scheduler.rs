@@ -1,0 +1,650 @@
+//! The scheduler: follows the served catalog, runs one task per probed endpoint, and reports
+//! state changes to the snapshot publisher.
+//!
+//! - Probes start when an endpoint appears in a published catalog and stop when it leaves
+//!   (never on first query). Identical targets (same address and probe) are one endpoint, so
+//!   they are probed once.
+//! - One task per endpoint, so a slow target never delays another; at most
+//!   `health.maxConcurrentProbes` probes are in flight at once (a semaphore), and each probe is
+//!   cut off at its `timeout`.
+//! - The first probe of each endpoint waits a random part of its interval, so endpoints that
+//!   appear together are not probed in lockstep.
+//! - Every result updates `HealthStatus` (admin API) and the metrics; transitions from the state
+//!   machine go to the publisher, which republishes the snapshot. The task of an endpoint is the
+//!   only sender for that endpoint, so its reports arrive in order.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{Duration, Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use super::HealthStatus;
+use super::probe::{Probe, ProbeError, ProbeFactory, Probes, endpoint_label, kind_label};
+use super::state::Machine;
+use crate::metrics;
+use crate::snapshot::compile::{Compiled, EndpointKey};
+use crate::snapshot::publisher::{PublisherHandle, Update};
+
+/// Where transitions go: the publisher in the server, a recorder in tests.
+pub trait Reporter: Send + Sync + 'static {
+    fn report(&self, endpoint: EndpointKey, up: bool);
+}
+
+impl Reporter for PublisherHandle {
+    fn report(&self, endpoint: EndpointKey, up: bool) {
+        self.send(Update::Health { endpoint, up });
+    }
+}
+
+/// What an endpoint task learns from each catalog.
+#[derive(Clone)]
+struct Meta {
+    /// Cluster(s) whose records use the address, joined with ",": the `cluster` label.
+    cluster: String,
+    /// `health.upUntilFirstResult` of the catalog.
+    assume_up: bool,
+    /// Bound on probes in flight (replaced when `maxConcurrentProbes` changes).
+    limit: Arc<Semaphore>,
+}
+
+struct Running {
+    cancel: CancellationToken,
+    meta: watch::Sender<Meta>,
+    task: JoinHandle<()>,
+}
+
+/// The running scheduler.
+pub struct Scheduler {
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Scheduler {
+    /// Stops every probe and waits for the tasks to end.
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Starts the scheduler of the server: real probes, transitions to the publisher.
+pub fn start_with_publisher(publisher: &PublisherHandle, status: HealthStatus) -> Scheduler {
+    start(
+        publisher.catalogs.clone(),
+        Arc::new(Probes::new()),
+        Arc::new(publisher.clone()),
+        status,
+    )
+}
+
+/// Starts the scheduler over a stream of catalogs (the current one is taken at once).
+pub fn start<F: ProbeFactory, R: Reporter>(
+    catalogs: watch::Receiver<Arc<Compiled>>,
+    factory: Arc<F>,
+    reporter: Arc<R>,
+    status: HealthStatus,
+) -> Scheduler {
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(run(catalogs, factory, reporter, status, cancel.clone()));
+    Scheduler { cancel, task }
+}
+
+async fn run<F: ProbeFactory, R: Reporter>(
+    mut catalogs: watch::Receiver<Arc<Compiled>>,
+    factory: Arc<F>,
+    reporter: Arc<R>,
+    status: HealthStatus,
+    cancel: CancellationToken,
+) {
+    let mut running: HashMap<EndpointKey, Running> = HashMap::new();
+    let mut limit: Option<(usize, Arc<Semaphore>)> = None;
+    loop {
+        let compiled = catalogs.borrow_and_update().clone();
+        let max = compiled.settings.health.max_concurrent_probes.max(1);
+        let sem = match &limit {
+            Some((n, s)) if *n == max => s.clone(),
+            _ => {
+                let s = Arc::new(Semaphore::new(max));
+                limit = Some((max, s.clone()));
+                s
+            }
+        };
+        let labels = cluster_labels(&compiled);
+        let assume_up = compiled.settings.health.up_until_first_result;
+        let wanted: HashSet<&EndpointKey> =
+            compiled.endpoints.iter().filter(|k| k.probed()).collect();
+        // Stop what left; wait for those tasks (every await in them races the cancellation, so
+        // this is prompt) so that none writes status after it is cleared.
+        let gone: Vec<EndpointKey> = running
+            .keys()
+            .filter(|k| !wanted.contains(k))
+            .cloned()
+            .collect();
+        let mut stopped = Vec::with_capacity(gone.len());
+        for k in &gone {
+            if let Some(r) = running.remove(k) {
+                r.cancel.cancel();
+                stopped.push(r.task);
+            }
+        }
+        for t in stopped {
+            let _ = t.await;
+        }
+        if !gone.is_empty() {
+            status.retain(|k| wanted.contains(k));
+            tracing::debug!(stopped = gone.len(), "probes stopped");
+        }
+        let mut started = 0usize;
+        for key in wanted {
+            let meta = Meta {
+                cluster: labels.get(key).cloned().unwrap_or_default(),
+                assume_up,
+                limit: sem.clone(),
+            };
+            match running.get(key) {
+                // Every catalog reaches every task, even unchanged: the task then re-reports
+                // its known state, because the publisher may have dropped it (an endpoint that
+                // left and came back between two catalogs this loop saw).
+                Some(r) => {
+                    r.meta.send_replace(meta);
+                }
+                None => {
+                    let (meta_tx, meta_rx) = watch::channel(meta);
+                    let token = cancel.child_token();
+                    let task = tokio::spawn(probe_loop(
+                        key.clone(),
+                        factory.clone(),
+                        reporter.clone(),
+                        status.clone(),
+                        meta_rx,
+                        token.clone(),
+                    ));
+                    running.insert(
+                        key.clone(),
+                        Running {
+                            cancel: token,
+                            meta: meta_tx,
+                            task,
+                        },
+                    );
+                    started += 1;
+                }
+            }
+        }
+        if started > 0 {
+            tracing::debug!(started, probing = running.len(), "probes started");
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            changed = catalogs.changed() => if changed.is_err() { break },
+        }
+    }
+    for (_, r) in running.drain() {
+        r.cancel.cancel();
+        let _ = r.task.await;
+    }
+}
+
+/// The cluster label of every probed endpoint: the clusters whose targets use the address.
+fn cluster_labels(c: &Compiled) -> HashMap<&EndpointKey, String> {
+    let mut by_id: HashMap<u32, Vec<&str>> = HashMap::new();
+    for d in &c.dyns {
+        for t in &d.targets {
+            let Some(cl) = c.clusters.get(t.cluster as usize) else {
+                continue;
+            };
+            let ids = t.v4.iter().map(|a| a.endpoint);
+            for id in ids.chain(t.v6.iter().map(|a| a.endpoint)) {
+                let names = by_id.entry(id).or_default();
+                if !names.contains(&cl.name.as_str()) {
+                    names.push(&cl.name);
+                }
+            }
+        }
+    }
+    by_id
+        .into_iter()
+        .filter_map(|(id, mut names)| {
+            names.sort_unstable();
+            Some((c.endpoints.get(id as usize)?, names.join(",")))
+        })
+        .collect()
+}
+
+/// The `meridian_endpoint_up` series of one endpoint; it follows cluster label changes.
+struct Gauge {
+    labels: [String; 3],
+}
+
+impl Gauge {
+    fn set(&mut self, cluster: &str, up: bool) {
+        let m = &metrics::get().endpoint_up;
+        if self.labels[0] != cluster {
+            let [c, e, p] = &self.labels;
+            let _ = m.remove_label_values(&[c, e, p]);
+            self.labels[0] = cluster.to_string();
+        }
+        let [c, e, p] = &self.labels;
+        m.with_label_values(&[c, e, p]).set(i64::from(up));
+    }
+
+    fn remove(&self) {
+        let [c, e, p] = &self.labels;
+        let _ = metrics::get().endpoint_up.remove_label_values(&[c, e, p]);
+    }
+}
+
+async fn probe_loop<F: ProbeFactory, R: Reporter>(
+    key: EndpointKey,
+    factory: Arc<F>,
+    reporter: Arc<R>,
+    status: HealthStatus,
+    mut meta: watch::Receiver<Meta>,
+    cancel: CancellationToken,
+) {
+    let spec = key.probe.clone();
+    let kind = kind_label(spec.kind);
+    let endpoint = endpoint_label(&key);
+    let mut current = meta.borrow_and_update().clone();
+    let probe = factory.make(&key);
+    let mut machine: Machine<SystemTime> = Machine::new(spec.rise, spec.fall, current.assume_up);
+    let mut gauge = Gauge {
+        labels: [current.cluster.clone(), endpoint.clone(), kind.to_string()],
+    };
+    gauge.set(&current.cluster, machine.up());
+    let m = metrics::get();
+    let durations = [
+        m.probe_duration.with_label_values(&[kind, "ok"]),
+        m.probe_duration.with_label_values(&[kind, "fail"]),
+        m.probe_duration.with_label_values(&[kind, "timeout"]),
+    ];
+
+    let interval = spec.interval.max(Duration::from_millis(1));
+    let jitter = Duration::from_millis(fastrand::u64(0..interval.as_millis().max(1) as u64));
+    let mut ticker = tokio::time::interval_at(Instant::now() + jitter, interval);
+    // A probe slower than the interval pushes the next one back rather than firing a burst.
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            changed = meta.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                current = meta.borrow_and_update().clone();
+                if machine.known() {
+                    reporter.report(key.clone(), machine.up());
+                }
+                gauge.set(&current.cluster, machine.up());
+                continue;
+            }
+            _ = ticker.tick() => {}
+        }
+        let permit = tokio::select! {
+            _ = cancel.cancelled() => break,
+            p = current.limit.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break, // closed: only at shutdown
+            },
+        };
+        let started = Instant::now();
+        let result = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = tokio::time::timeout(spec.timeout, probe.check()) => {
+                r.unwrap_or(Err(ProbeError::Timeout(spec.timeout)))
+            }
+        };
+        let latency = started.elapsed();
+        drop(permit);
+        let now = SystemTime::now();
+        let ok = result.is_ok();
+        durations[match &result {
+            Ok(_) => 0,
+            Err(ProbeError::Timeout(_)) => 2,
+            Err(_) => 1,
+        }]
+        .observe(latency.as_secs_f64());
+        let transition = machine.observe(ok, now);
+        let reason = match &result {
+            Ok(detail) => detail.clone(),
+            Err(e) => e.to_string(),
+        };
+        status.update(&key, |s| {
+            s.up = machine.up();
+            s.last_ok = ok;
+            s.last_at = Some(now);
+            s.last_latency = Some(latency);
+            s.last_error = result.as_ref().err().map(|e| e.to_string());
+            s.consecutive = machine.consecutive();
+            s.since = machine.since();
+        });
+        gauge.set(&current.cluster, machine.up());
+        let Some(t) = transition else { continue };
+        reporter.report(key.clone(), t.up);
+        if !t.changed() {
+            tracing::debug!(
+                cluster = %current.cluster,
+                endpoint = %endpoint,
+                probe = kind,
+                reason = %reason,
+                up = t.up,
+                "first probe result confirms the assumed state"
+            );
+            continue;
+        }
+        let to = if t.up { "up" } else { "down" };
+        m.health_transitions.with_label_values(&[to]).inc();
+        if t.up {
+            tracing::info!(
+                cluster = %current.cluster,
+                endpoint = %endpoint,
+                probe = kind,
+                reason = %reason,
+                consecutive = t.consecutive,
+                rise = machine.rise(),
+                fall = machine.fall(),
+                "endpoint up"
+            );
+        } else {
+            tracing::warn!(
+                cluster = %current.cluster,
+                endpoint = %endpoint,
+                probe = kind,
+                reason = %reason,
+                consecutive = t.consecutive,
+                rise = machine.rise(),
+                fall = machine.fall(),
+                "endpoint down"
+            );
+        }
+    }
+    gauge.remove();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{Catalog, ProbeKind, ProbeSpec};
+    use crate::config::Settings;
+    use std::collections::VecDeque;
+    use std::net::IpAddr;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn key(last: u8, interval_ms: u64) -> EndpointKey {
+        EndpointKey {
+            addr: IpAddr::from([127, 0, 0, last]),
+            probe: ProbeSpec {
+                kind: ProbeKind::Tcp,
+                port: 80,
+                path: "/".into(),
+                host: None,
+                interval: Duration::from_millis(interval_ms),
+                timeout: Duration::from_millis(50),
+                rise: 2,
+                fall: 2,
+                expect_status: (200, 399),
+                expect_body: None,
+                insecure: false,
+                ca: None,
+            },
+        }
+    }
+
+    fn compiled(endpoints: Vec<EndpointKey>, settings: Settings) -> Arc<Compiled> {
+        Arc::new(Compiled {
+            settings,
+            catalog: Catalog::default(),
+            zones: vec![],
+            zone_index: HashMap::new(),
+            nodes: HashMap::new(),
+            dyns: vec![],
+            clusters: vec![],
+            endpoints,
+            default_cluster: None,
+        })
+    }
+
+    /// A scripted probe per endpoint: `+` ok, `-` fail, `s` slow (never answers); the last step
+    /// repeats. Counts calls.
+    #[derive(Default)]
+    struct Script {
+        steps: Mutex<HashMap<IpAddr, VecDeque<char>>>,
+        calls: Mutex<HashMap<IpAddr, usize>>,
+        in_flight: Arc<AtomicUsize>,
+        max_in_flight: Arc<AtomicUsize>,
+    }
+
+    impl Script {
+        fn set(&self, last: u8, steps: &str) {
+            self.steps
+                .lock()
+                .expect("lock")
+                .insert(IpAddr::from([127, 0, 0, last]), steps.chars().collect());
+        }
+        fn calls(&self, last: u8) -> usize {
+            *self
+                .calls
+                .lock()
+                .expect("lock")
+                .get(&IpAddr::from([127, 0, 0, last]))
+                .unwrap_or(&0)
+        }
+    }
+
+    struct Scripted {
+        addr: IpAddr,
+        script: Arc<Script>,
+    }
+
+    struct Factory(Arc<Script>);
+
+    impl ProbeFactory for Factory {
+        type Probe = Scripted;
+        fn make(&self, key: &EndpointKey) -> Scripted {
+            Scripted {
+                addr: key.addr,
+                script: self.0.clone(),
+            }
+        }
+    }
+
+    impl Probe for Scripted {
+        async fn check(&self) -> Result<String, ProbeError> {
+            let step = {
+                *self
+                    .script
+                    .calls
+                    .lock()
+                    .expect("lock")
+                    .entry(self.addr)
+                    .or_default() += 1;
+                let mut steps = self.script.steps.lock().expect("lock");
+                let q = steps.entry(self.addr).or_default();
+                if q.len() > 1 {
+                    q.pop_front().unwrap_or('+')
+                } else {
+                    q.front().copied().unwrap_or('+')
+                }
+            };
+            let n = self.script.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.script.max_in_flight.fetch_max(n, Ordering::SeqCst);
+            let r = match step {
+                '+' => Ok("ok".to_string()),
+                's' => {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    Ok("late".to_string())
+                }
+                _ => Err(ProbeError::Request("scripted failure".into())),
+            };
+            // Hold the slot a little, so concurrency is observable.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            self.script.in_flight.fetch_sub(1, Ordering::SeqCst);
+            r
+        }
+    }
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(IpAddr, bool, Instant)>>);
+
+    impl Reporter for Recorder {
+        fn report(&self, endpoint: EndpointKey, up: bool) {
+            self.0
+                .lock()
+                .expect("lock")
+                .push((endpoint.addr, up, Instant::now()));
+        }
+    }
+
+    impl Recorder {
+        fn of(&self, last: u8) -> Vec<bool> {
+            self.0
+                .lock()
+                .expect("lock")
+                .iter()
+                .filter(|(a, _, _)| *a == IpAddr::from([127, 0, 0, last]))
+                .map(|(_, up, _)| *up)
+                .collect()
+        }
+    }
+
+    struct Rig {
+        tx: watch::Sender<Arc<Compiled>>,
+        script: Arc<Script>,
+        rec: Arc<Recorder>,
+        status: HealthStatus,
+        sched: Scheduler,
+    }
+
+    fn rig(endpoints: Vec<EndpointKey>, settings: Settings) -> Rig {
+        let (tx, rx) = watch::channel(compiled(endpoints, settings));
+        let script = Arc::new(Script::default());
+        let rec = Arc::new(Recorder::default());
+        let status = HealthStatus::default();
+        let sched = start(
+            rx,
+            Arc::new(Factory(script.clone())),
+            rec.clone(),
+            status.clone(),
+        );
+        Rig {
+            tx,
+            script,
+            rec,
+            status,
+            sched,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failover_and_recovery_follow_fall_and_rise() {
+        let r = rig(vec![key(1, 100)], Settings::default());
+        r.script.set(1, "++--++");
+        let t0 = Instant::now();
+        // Jitter < 100ms, then 100ms apart: six probes well within a second.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        // First result confirms "up" (reported, not a change); two failures: down; two
+        // successes: up.
+        assert_eq!(r.rec.of(1), vec![true, false, true]);
+        let times: Vec<Duration> = r
+            .rec
+            .0
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|e| e.2 - t0)
+            .collect();
+        // Down at the 4th probe, up at the 6th: 200ms apart.
+        assert_eq!(times[2] - times[1], Duration::from_millis(200));
+        let s = r.status.get(&key(1, 100)).expect("status");
+        assert!(s.up && s.last_ok);
+        assert!(s.consecutive >= 2);
+        r.sched.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn probes_start_and_stop_with_the_catalog() {
+        let r = rig(vec![key(1, 100)], Settings::default());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(r.script.calls(1) >= 4);
+        assert_eq!(r.script.calls(2), 0);
+        // 127.0.0.2 appears, 127.0.0.1 leaves.
+        r.tx.send_replace(compiled(vec![key(2, 100)], Settings::default()));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let before = r.script.calls(1);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            r.script.calls(1),
+            before,
+            "a removed endpoint is no longer probed"
+        );
+        assert!(r.script.calls(2) >= 4);
+        assert!(r.status.get(&key(1, 100)).is_none(), "its status is gone");
+        assert!(r.status.get(&key(2, 100)).is_some());
+        r.sched.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_target_does_not_delay_another() {
+        let r = rig(vec![key(1, 100), key(2, 100)], Settings::default());
+        r.script.set(1, "s");
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        // The slow one times out (50ms) every time and goes down; the other is probed on
+        // schedule all along.
+        assert!(r.script.calls(2) >= 9, "{}", r.script.calls(2));
+        assert_eq!(r.rec.of(1), vec![false]);
+        let s = r.status.get(&key(1, 100)).expect("status");
+        assert_eq!(s.last_error.as_deref(), Some("no result within 50ms"));
+        r.sched.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrency_is_bounded() {
+        let mut settings = Settings::default();
+        settings.health.max_concurrent_probes = 2;
+        let keys: Vec<EndpointKey> = (1..=8).map(|i| key(i, 100)).collect();
+        let r = rig(keys, settings);
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert!(r.script.max_in_flight.load(Ordering::SeqCst) <= 2);
+        assert!((1..=8).all(|i| r.script.calls(i) > 0));
+        r.sched.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_catalog_makes_known_states_be_reported_again() {
+        let r = rig(vec![key(1, 100)], Settings::default());
+        r.script.set(1, "-");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(r.rec.of(1), vec![false]);
+        r.tx.send_replace(compiled(vec![key(1, 100)], Settings::default()));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(r.rec.of(1), vec![false, false]);
+        r.sched.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn first_probes_are_spread_over_the_interval() {
+        let keys: Vec<EndpointKey> = (1..=20).map(|i| key(i, 1000)).collect();
+        let r = rig(keys, Settings::default());
+        let mut seen = Vec::new();
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            seen.push((1..=20).filter(|i| r.script.calls(*i) > 0).count());
+        }
+        // Not all at once, all within one interval.
+        assert!(seen[0] < 20, "{seen:?}");
+        assert_eq!(seen[9], 20, "{seen:?}");
+        r.sched.stop().await;
+    }
+
+    #[test]
+    fn unprobed_endpoints_are_ignored() {
+        let mut k = key(1, 100);
+        k.probe.kind = ProbeKind::None;
+        assert!(!k.probed());
+    }
+}
