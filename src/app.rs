@@ -400,8 +400,6 @@ async fn serve(args: ServeArgs) -> Result<()> {
     )));
     let publisher = publisher::start(shared.clone());
     let health = HealthStatus::default();
-    // Probing starts with the first catalog, before the first query (DESIGN §3).
-    let scheduler = crate::health::scheduler::start_with_publisher(&publisher, health.clone());
     let ready = Arc::new(AtomicBool::new(false));
 
     let workers = args.udp_workers.unwrap_or_else(|| {
@@ -409,12 +407,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
             .map(|n| n.get())
             .unwrap_or(1)
     });
-    let udp = server::bind_udp(args.listen, workers)
-        .with_context(|| format!("cannot bind DNS UDP on {}", args.listen))?;
+    let (udp, tcp) = server::bind_dns(args.listen, workers)
+        .with_context(|| format!("cannot bind DNS on {}", args.listen))?;
     let udp_addr = udp[0].local_addr()?;
-    let tcp = tokio::net::TcpListener::bind(udp_addr)
-        .await
-        .with_context(|| format!("cannot bind DNS TCP on {udp_addr}"))?;
+    let tcp = tokio::net::TcpListener::from_std(tcp)?;
     let admin_listener = tokio::net::TcpListener::bind(args.admin)
         .await
         .with_context(|| format!("cannot bind admin API on {}", args.admin))?;
@@ -461,7 +457,6 @@ async fn serve(args: ServeArgs) -> Result<()> {
     ready.store(false, Ordering::Release);
     stop.store(true, Ordering::Relaxed);
     let _ = shutdown_tx.send(true);
-    scheduler.stop().await;
     let _ = tcp_task.await;
     let _ = admin_task.await;
     for t in udp_threads {

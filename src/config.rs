@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::dns::rrl::RrlConfig;
 use crate::model::parse_duration;
 
 #[derive(Debug, Error, PartialEq)]
@@ -42,6 +43,20 @@ pub struct RawConfig {
     pub id_server: Option<String>,
     #[serde(default)]
     pub health: RawHealth,
+    /// Response rate limiting per client prefix (UDP).
+    #[serde(default)]
+    pub rate_limit: RawRateLimit,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// Responses per second per prefix; 0 (default) disables.
+    pub responses_per_second: Option<u32>,
+    /// Every Nth limited response is sent truncated instead of dropped (default 2; 0 drops all).
+    pub slip: Option<u32>,
+    pub ipv4_prefix_length: Option<u8>,
+    pub ipv6_prefix_length: Option<u8>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -70,6 +85,7 @@ pub struct Settings {
     pub version_bind: Option<String>,
     pub id_server: Option<String>,
     pub health: HealthDefaults,
+    pub rrl: RrlConfig,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -111,6 +127,7 @@ impl Default for Settings {
             version_bind: None,
             id_server: None,
             health: HealthDefaults::default(),
+            rrl: RrlConfig::default(),
         }
     }
 }
@@ -194,6 +211,34 @@ impl RawConfig {
                 return Err(err("spec.health.maxConcurrentProbes", "must be positive"));
             }
             d.max_concurrent_probes = v;
+        }
+        let r = &self.rate_limit;
+        if let Some(v) = r.responses_per_second {
+            s.rrl.responses_per_second = v;
+        }
+        if let Some(v) = r.slip {
+            if v > 10 {
+                return Err(err("spec.rateLimit.slip", format!("{v} is outside 0..=10")));
+            }
+            s.rrl.slip = v;
+        }
+        if let Some(v) = r.ipv4_prefix_length {
+            if v > 32 {
+                return Err(err(
+                    "spec.rateLimit.ipv4PrefixLength",
+                    format!("{v} is above 32"),
+                ));
+            }
+            s.rrl.ipv4_prefix = v;
+        }
+        if let Some(v) = r.ipv6_prefix_length {
+            if v > 128 {
+                return Err(err(
+                    "spec.rateLimit.ipv6PrefixLength",
+                    format!("{v} is above 128"),
+                ));
+            }
+            s.rrl.ipv6_prefix = v;
         }
         Ok(s)
     }

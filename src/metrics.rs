@@ -35,6 +35,7 @@ pub struct Metrics {
     pub tcp_connections: IntGauge,
     pub tcp_refused: IntCounterVec,
     pub source_up: IntGaugeVec,
+    pub rrl: IntCounterVec,
 }
 
 const QTYPES: [&str; 9] = [
@@ -209,6 +210,13 @@ impl Metrics {
                     "1 while a source is connected and synced."
                 ),
                 &["source"]
+            )),
+            rrl: reg!(IntCounterVec::new(
+                Opts::new(
+                    "meridian_rrl_responses_total",
+                    "UDP responses held back by response rate limiting: dropped, or slipped (sent truncated)."
+                ),
+                &["action"]
             )),
             registry,
         }

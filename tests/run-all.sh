@@ -51,6 +51,38 @@ if ((status != 0 && failed_lines == 0)); then
     # A build error or a crashed test binary: count it as a failure, not as silence.
     failed_lines=1
 fi
+
+# Coverage-guided fuzzing of the request path, bounded (MERIDIAN_FUZZ_SECONDS, default 60).
+# A crash fails the run; the crashing input is left in fuzz/artifacts/ to become a regression
+# test. Needs the nightly toolchain (rustup) and cargo-fuzz (installed once into the cache).
+fuzz_status=0
+if ((status == 0)); then
+    step "fuzz (request path, ${MERIDIAN_FUZZ_SECONDS:-60}s)"
+    tools="$MERIDIAN_CACHE/tools"
+    if [[ ! -x "$tools/bin/cargo-fuzz" ]]; then
+        CARGO_TARGET_DIR="$MERIDIAN_CACHE/tools-target" cargo install cargo-fuzz --locked --root "$tools"
+    fi
+    if ! rustup toolchain list | grep -q '^nightly'; then
+        rustup toolchain install nightly --profile minimal
+    fi
+    corpus_work="$MERIDIAN_CACHE/fuzz-corpus"
+    mkdir -p "$corpus_work"
+    cp -n fuzz/corpus/respond/* "$corpus_work/" 2>/dev/null || true
+    set +e
+    PATH="$tools/bin:$PATH" cargo +nightly fuzz run respond --target-dir "$MERIDIAN_CACHE/fuzz-target" \
+        "$corpus_work" fuzz/corpus/respond -- -max_total_time="${MERIDIAN_FUZZ_SECONDS:-60}" -rss_limit_mb=4096 2>&1 | tail -n 20
+    fuzz_status=${PIPESTATUS[0]}
+    set -e
+    if ((fuzz_status == 0)); then
+        passed=$((passed + 1))
+        echo "fuzz: no crash in ${MERIDIAN_FUZZ_SECONDS:-60}s"
+    else
+        failed_lines=$((failed_lines + 1))
+        echo "fuzz: FAILED (see fuzz/artifacts/respond/)"
+        status=1
+    fi
+fi
+
 echo
 echo "${passed} passed, ${failed_lines} failed"
 exit "$status"

@@ -40,6 +40,8 @@ pub struct Answered {
     pub qtype: u16,
     pub truncated: bool,
     pub routed: Option<Routed>,
+    /// End of the question in the answer (0 when no question was echoed).
+    pub question_end: usize,
 }
 
 const MAX_CHAIN: usize = 8;
@@ -218,6 +220,7 @@ pub fn respond(
                 qtype: 0,
                 truncated: false,
                 routed: None,
+                question_end: 0,
             });
         }
         Err(Reject::NotImp {
@@ -240,6 +243,7 @@ pub fn respond(
                 qtype: 0,
                 truncated: false,
                 routed: None,
+                question_end: 0,
             });
         }
     };
@@ -313,6 +317,7 @@ pub fn respond(
         qtype: q.qtype,
         truncated,
         routed: b.routed,
+        question_end,
     })
 }
 

@@ -1,5 +1,6 @@
 //! The DNS front: wire parsing, answering, sockets.
 
 pub mod answer;
+pub mod rrl;
 pub mod server;
 pub mod wire;

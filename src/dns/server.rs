@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use super::answer::{self, Transport};
+use super::rrl::{Rrl, Verdict, truncate_answer};
 use crate::metrics::{self, QueryCounters};
 use crate::snapshot::Shared;
 
@@ -71,6 +72,29 @@ pub fn bind_udp(addr: SocketAddr, workers: usize) -> io::Result<Vec<UdpSocket>> 
     Ok(v)
 }
 
+/// Binds UDP and TCP on the same address. With port 0 the UDP port the kernel picks may be
+/// taken for TCP by another process: pick again rather than fail.
+pub fn bind_dns(
+    addr: SocketAddr,
+    workers: usize,
+) -> io::Result<(Vec<UdpSocket>, std::net::TcpListener)> {
+    let mut attempts = 0;
+    loop {
+        let udp = bind_udp(addr, workers)?;
+        let bound = udp[0].local_addr()?;
+        match std::net::TcpListener::bind(bound) {
+            Ok(tcp) => {
+                tcp.set_nonblocking(true)?;
+                return Ok((udp, tcp));
+            }
+            Err(e) if addr.port() == 0 && e.kind() == io::ErrorKind::AddrInUse && attempts < 16 => {
+                attempts += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 pub fn spawn_udp_workers(
     sockets: Vec<UdpSocket>,
     shared: Shared,
@@ -92,7 +116,12 @@ pub fn spawn_udp_workers(
 
 fn udp_worker(sock: UdpSocket, shared: Shared, stop: Arc<AtomicBool>) {
     let counters = QueryCounters::new(Transport::Udp);
-    let dropped = metrics::get().dropped.with_label_values(&["malformed"]);
+    let m = metrics::get();
+    let dropped = m.dropped.with_label_values(&["malformed"]);
+    let rrl_dropped = m.rrl.with_label_values(&["dropped"]);
+    let rrl_slipped = m.rrl.with_label_values(&["slipped"]);
+    let mut rrl_cfg = shared.load().compiled.settings.rrl.clone();
+    let mut rrl = Rrl::new(rrl_cfg.clone());
     let mut inbuf = vec![0u8; 65535];
     let mut out = Vec::with_capacity(4096);
     while !stop.load(Ordering::Relaxed) {
@@ -123,6 +152,23 @@ fn udp_worker(sock: UdpSocket, shared: Shared, stop: Arc<AtomicBool>) {
             &mut out,
         ) {
             Some(a) => {
+                if snap.compiled.settings.rrl != rrl_cfg {
+                    rrl_cfg = snap.compiled.settings.rrl.clone();
+                    rrl = Rrl::new(rrl_cfg.clone());
+                }
+                if rrl.enabled() {
+                    match rrl.check(src.ip(), Instant::now()) {
+                        Verdict::Send => {}
+                        Verdict::Slip => {
+                            rrl_slipped.inc();
+                            truncate_answer(&mut out, a.question_end);
+                        }
+                        Verdict::Drop => {
+                            rrl_dropped.inc();
+                            continue;
+                        }
+                    }
+                }
                 if let Err(e) = sock.send_to(&out, src) {
                     tracing::debug!(error = %e, "UDP send failed");
                 }
