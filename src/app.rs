@@ -17,9 +17,10 @@ use crate::geo::GeoDb;
 use crate::health::HealthStatus;
 use crate::metrics;
 use crate::snapshot::compile::{self, Compiled};
-use crate::snapshot::publisher::{self, Update};
+use crate::snapshot::publisher::{self, FileInputs, Update};
 use crate::snapshot::{Shared, Snapshot};
 use crate::source::file;
+use crate::source::kubernetes::{self, KubeOptions, leader::LeaseOptions};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -44,7 +45,8 @@ pub enum LogFormat {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Serve DNS (UDP and TCP) and the admin API.
-    Serve(ServeArgs),
+    // Boxed: the serve flags dwarf the other commands'.
+    Serve(Box<ServeArgs>),
     /// Validate zones, objects and configuration; exit non-zero naming file and line or object
     /// and field.
     Check(SourceArgs),
@@ -94,6 +96,89 @@ pub struct ServeArgs {
     /// Idle timeout of DNS-over-TCP connections (RFC 7766), e.g. 10s.
     #[arg(long, default_value = "10s")]
     pub tcp_idle_timeout: String,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+/// The Kubernetes source (beside the zones directory; both feed the same snapshot).
+#[derive(Args, Debug, Clone)]
+pub struct KubeArgs {
+    /// Read the host cluster through this kubeconfig file.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Read the host cluster with the in-cluster configuration (the default when
+    /// KUBERNETES_SERVICE_HOST is set).
+    #[arg(long)]
+    pub kubernetes: bool,
+    /// Namespace of the KubeFedCluster objects and their Secrets.
+    #[arg(long, default_value = "kube-federation-system")]
+    pub kubefed_namespace: String,
+    /// Namespace of the leader Lease (default: POD_NAMESPACE, else the KubeFed namespace).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "meridian")]
+    pub lease_name: String,
+    /// How long a leader's lease lasts without renewal (whole seconds), e.g. 15s.
+    #[arg(long, default_value = "15s")]
+    pub lease_duration: String,
+    /// How long before expiry the leader renews (whole seconds), e.g. 5s.
+    #[arg(long, default_value = "5s")]
+    pub lease_grace: String,
+    /// This replica's identity in the Lease (default: POD_NAME, else host name and pid).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// A member cluster whose API server fails (or has not answered) this long is offline.
+    #[arg(long, default_value = "10s")]
+    pub member_offline_after: String,
+}
+
+impl KubeArgs {
+    /// None when no Kubernetes source is configured.
+    pub fn options(&self) -> Result<Option<KubeOptions>> {
+        let in_cluster = self.kubernetes || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+        if self.kubeconfig.is_none() && !in_cluster {
+            return Ok(None);
+        }
+        let secs = |flag: &str, v: &str| -> Result<u64> {
+            let d = crate::model::parse_duration(v).map_err(|e| anyhow!("--{flag}: {e}"))?;
+            let s = d.as_secs();
+            if s == 0 || d.subsec_millis() != 0 {
+                bail!(
+                    "--{flag}: {v:?} must be a whole number of seconds (the Lease counts seconds)"
+                );
+            }
+            Ok(s)
+        };
+        let duration = secs("lease-duration", &self.lease_duration)?;
+        let grace = secs("lease-grace", &self.lease_grace)?;
+        if grace >= duration {
+            bail!("--lease-grace must be shorter than --lease-duration");
+        }
+        let offline = crate::model::parse_duration(&self.member_offline_after)
+            .map_err(|e| anyhow!("--member-offline-after: {e}"))?;
+        let identity = self.identity.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "meridian".to_string());
+            format!("{host}-{}", std::process::id())
+        });
+        Ok(Some(KubeOptions {
+            kubeconfig: self.kubeconfig.clone(),
+            kubefed_namespace: self.kubefed_namespace.clone(),
+            lease: LeaseOptions {
+                namespace: self
+                    .lease_namespace
+                    .clone()
+                    .unwrap_or_else(|| self.kubefed_namespace.clone()),
+                name: self.lease_name.clone(),
+                identity,
+                duration,
+                grace,
+            },
+            member_offline_after: offline,
+        }))
+    }
 }
 
 #[derive(Args, Debug)]
@@ -146,13 +231,28 @@ pub struct DrainArgs {
 /// Everything loaded from the zones directory, validated.
 pub struct Loaded {
     pub compiled: Compiled,
-    pub geo: Option<GeoDb>,
+    pub geo: Option<Arc<GeoDb>>,
     pub files: Vec<PathBuf>,
+    /// The file source's fragment, for the publisher to merge with other sources.
+    pub inputs: FileInputs,
 }
 
 /// Loads, validates and compiles a zones directory. Errors are the lines `check` prints.
 pub fn load(args: &SourceArgs) -> Result<Loaded, Vec<String>> {
-    let (loaded, errors) = file::load_dir(&args.zones);
+    load_with(args, false)
+}
+
+/// As [`load`]; with `other_sources` (Kubernetes) the directory may be missing or hold no zone,
+/// since Domains can come from the API server.
+pub fn load_with(args: &SourceArgs, other_sources: bool) -> Result<Loaded, Vec<String>> {
+    let (loaded, mut errors) = if other_sources && !args.zones.exists() {
+        (file::Loaded::default(), Vec::new())
+    } else {
+        file::load_dir(&args.zones)
+    };
+    if other_sources {
+        errors.retain(|e| !e.message.starts_with("cannot read directory"));
+    }
     let mut errs: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
     let settings = match &loaded.config {
         Some(c) => match c.value.validate(&args.zones) {
@@ -167,7 +267,7 @@ pub fn load(args: &SourceArgs) -> Result<Loaded, Vec<String>> {
     let geo_path = args.geoip.clone().or_else(|| settings.geoip.clone());
     let geo = match &geo_path {
         Some(p) => match GeoDb::open(p) {
-            Ok(g) => Some(g),
+            Ok(g) => Some(Arc::new(g)),
             Err(e) => {
                 errs.push(e.to_string());
                 None
@@ -178,10 +278,11 @@ pub fn load(args: &SourceArgs) -> Result<Loaded, Vec<String>> {
     let inputs = Inputs {
         zone_files: loaded.zone_files,
         objects: loaded.objects,
+        unready: Default::default(),
     };
     let (cat, cat_errors) = catalog::build(&inputs, &settings);
     errs.extend(cat_errors.iter().map(|e| e.to_string()));
-    if cat.zones.is_empty() && errs.is_empty() {
+    if cat.zones.is_empty() && errs.is_empty() && !other_sources {
         errs.push(format!(
             "{}: no zones: add a *.zone file or a Domain object",
             args.zones.display()
@@ -190,11 +291,17 @@ pub fn load(args: &SourceArgs) -> Result<Loaded, Vec<String>> {
     if !errs.is_empty() {
         return Err(errs);
     }
-    let compiled = compile::compile(cat, settings).map_err(|e| vec![e.to_string()])?;
+    let compiled = compile::compile(cat, settings.clone()).map_err(|e| vec![e.to_string()])?;
     Ok(Loaded {
         compiled,
-        geo,
+        geo: geo.clone(),
         files: loaded.files,
+        inputs: FileInputs {
+            zone_files: inputs.zone_files,
+            objects: inputs.objects,
+            settings,
+            geo,
+        },
     })
 }
 
@@ -219,7 +326,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 .enable_all()
                 .worker_threads(2)
                 .build()?;
-            rt.block_on(serve(args))?;
+            rt.block_on(serve(*args))?;
             Ok(0)
         }
         Command::Explain(args) => explain(args),
@@ -353,7 +460,7 @@ fn explain(args: ExplainArgs) -> Result<i32> {
             return Ok(1);
         }
     };
-    let snap = Snapshot::new(Arc::new(loaded.compiled), loaded.geo.map(Arc::new));
+    let snap = Snapshot::new(Arc::new(loaded.compiled), loaded.geo);
     let e = crate::explain::explain(&snap, &args.name, &args.qtype, args.client)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&e)?);
@@ -372,8 +479,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
             args.admin
         );
     }
+    let kube = args.kube.options()?;
     let started = Instant::now();
-    let loaded = match load(&args.source) {
+    let loaded = match load_with(&args.source, kube.is_some()) {
         Ok(l) => l,
         Err(errs) => {
             for e in &errs {
@@ -396,10 +504,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .set(loaded.compiled.nodes.len() as i64);
     let shared: Shared = Arc::new(ArcSwap::from_pointee(Snapshot::new(
         Arc::new(loaded.compiled),
-        loaded.geo.map(Arc::new),
+        loaded.geo,
     )));
-    let publisher = publisher::start(shared.clone());
+    let publisher = publisher::start(shared.clone(), loaded.inputs);
     let health = HealthStatus::default();
+    // Probing starts with the first catalog, before the first query (DESIGN §3).
+    let scheduler = crate::health::scheduler::start_with_publisher(&publisher, health.clone());
     let ready = Arc::new(AtomicBool::new(false));
 
     let workers = args.udp_workers.unwrap_or_else(|| {
@@ -440,7 +550,20 @@ async fn serve(args: ServeArgs) -> Result<()> {
         },
         shutdown_rx.clone(),
     ));
-    ready.store(true, Ordering::Release);
+    let kube_enabled = kube.is_some();
+    match kube {
+        // Ready once the Kubernetes source has handed over its first complete state.
+        Some(opts) => {
+            tracing::info!(
+                kubeconfig = ?opts.kubeconfig,
+                kubefed_namespace = %opts.kubefed_namespace,
+                identity = %opts.lease.identity,
+                "starting the kubernetes source"
+            );
+            kubernetes::start(opts, publisher.clone(), ready.clone()).await?;
+        }
+        None => ready.store(true, Ordering::Release),
+    }
     tracing::info!(dns = %udp_addr, admin = %admin_addr, udp_workers = workers, "serving");
 
     let reload_args = args.source.clone();
@@ -448,7 +571,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
-            _ = hup.recv() => reload(&reload_args, &publisher).await,
+            _ = hup.recv() => reload(&reload_args, kube_enabled, &publisher).await,
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
         }
@@ -457,6 +580,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     ready.store(false, Ordering::Release);
     stop.store(true, Ordering::Relaxed);
     let _ = shutdown_tx.send(true);
+    scheduler.stop().await;
     let _ = tcp_task.await;
     let _ = admin_task.await;
     for t in udp_threads {
@@ -467,9 +591,13 @@ async fn serve(args: ServeArgs) -> Result<()> {
 }
 
 /// Reloads zones, configuration and GeoIP; on any error the running state stays.
-pub async fn reload(args: &SourceArgs, publisher: &publisher::PublisherHandle) {
+pub async fn reload(
+    args: &SourceArgs,
+    other_sources: bool,
+    publisher: &publisher::PublisherHandle,
+) {
     let args2 = args.clone();
-    let result = tokio::task::spawn_blocking(move || load(&args2)).await;
+    let result = tokio::task::spawn_blocking(move || load_with(&args2, other_sources)).await;
     let m = metrics::get();
     match result {
         Ok(Ok(l)) => {
@@ -481,10 +609,8 @@ pub async fn reload(args: &SourceArgs, publisher: &publisher::PublisherHandle) {
                 "reloaded {}",
                 args.zones.display()
             );
-            publisher.send(Update::Catalog {
-                compiled: Arc::new(l.compiled),
-                geo: l.geo.map(Arc::new),
-            });
+            // The publisher merges the new fragment with the other sources' and recompiles.
+            publisher.send(Update::Files(Box::new(l.inputs)));
         }
         Ok(Err(errs)) => {
             m.reloads.with_label_values(&["failed"]).inc();

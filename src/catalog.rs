@@ -130,6 +130,9 @@ pub struct Target {
     pub addrs: Vec<IpAddr>,
     /// Load-balancer hostnames (ELB style): answered by CNAME when the cluster has no address.
     pub hostnames: Vec<String>,
+    /// False when Kubernetes reports no ready endpoints for the record in this cluster: the
+    /// target counts as down for this record only.
+    pub ready: bool,
 }
 
 /// A name whose answer depends on client location and health.
@@ -172,10 +175,14 @@ pub struct Catalog {
 pub struct Inputs {
     pub zone_files: Vec<ZoneFile>,
     pub objects: Vec<Located<Object>>,
+    /// (`Kind ns/name` of a record, cluster) pairs without ready endpoints (Kubernetes
+    /// readiness): those targets are served marked down.
+    pub unready: HashSet<(String, String)>,
 }
 
 struct Builder<'a> {
     settings: &'a Settings,
+    unready: &'a HashSet<(String, String)>,
     cat: Catalog,
     cluster_index: HashMap<String, usize>,
     /// Lowercased owner names already used by dynamic names.
@@ -187,6 +194,7 @@ struct Builder<'a> {
 pub fn build(inputs: &Inputs, settings: &Settings) -> (Catalog, Vec<SourceError>) {
     let mut b = Builder {
         settings,
+        unready: &inputs.unready,
         cat: Catalog::default(),
         cluster_index: HashMap::new(),
         dyn_index: HashMap::new(),
@@ -755,11 +763,15 @@ impl Builder<'_> {
                 return self.err(loc, format!("{field}.cluster: missing"));
             }
             let cluster = self.cluster_for(entry);
+            let ready = !self
+                .unready
+                .contains(&(object.clone(), entry.cluster.clone()));
             targets.push((
                 Target {
                     cluster,
                     addrs,
                     hostnames,
+                    ready,
                 },
                 entry.region.clone(),
                 entry.zones.clone(),
@@ -881,10 +893,14 @@ impl Builder<'_> {
                 cluster: entry.cluster.clone(),
                 ..Default::default()
             });
+            let ready = !self
+                .unready
+                .contains(&(object.clone(), entry.cluster.clone()));
             targets.push(Target {
                 cluster,
                 addrs,
                 hostnames,
+                ready,
             });
         }
         let mut names = Vec::new();
@@ -1102,6 +1118,7 @@ mod tests {
     #[test]
     fn kubefed_name_scheme() {
         let inputs = Inputs {
+            unready: HashSet::new(),
             zone_files: vec![],
             objects: vec![
                 located(domain()),
@@ -1143,6 +1160,7 @@ mod tests {
     #[test]
     fn external_name_replaces_service_name() {
         let inputs = Inputs {
+            unready: HashSet::new(),
             zone_files: vec![],
             objects: vec![
                 located(domain()),
@@ -1168,6 +1186,7 @@ mod tests {
             r.metadata = meta("web2", "shop", &[("policy", "closest")]);
         }
         let inputs = Inputs {
+            unready: HashSet::new(),
             zone_files: vec![],
             objects: vec![
                 located(domain()),
@@ -1255,6 +1274,7 @@ mod tests {
             },
         });
         let inputs = Inputs {
+            unready: HashSet::new(),
             zone_files: vec![],
             objects: vec![
                 located(domain()),

@@ -35,6 +35,9 @@ pub struct Metrics {
     pub tcp_connections: IntGauge,
     pub tcp_refused: IntCounterVec,
     pub source_up: IntGaugeVec,
+    pub leader: IntGauge,
+    pub kubernetes_writes: IntCounterVec,
+    pub kubernetes_member_up: IntGaugeVec,
     pub rrl: IntCounterVec,
 }
 
@@ -210,6 +213,25 @@ impl Metrics {
                     "1 while a source is connected and synced."
                 ),
                 &["source"]
+            )),
+            leader: reg!(IntGauge::new(
+                "meridian_leader",
+                "1 while this replica holds the leader lease (and so writes to Kubernetes)."
+            )),
+            kubernetes_writes: reg!(IntCounterVec::new(
+                Opts::new(
+                    "meridian_kubernetes_writes_total",
+                    "Writes to the host cluster by the leader, by object (status, dnsendpoint, \
+                     dnsendpoint-delete) and result."
+                ),
+                &["object", "result"]
+            )),
+            kubernetes_member_up: reg!(IntGaugeVec::new(
+                Opts::new(
+                    "meridian_kubernetes_member_up",
+                    "1 while a member cluster's API server is listed and watched."
+                ),
+                &["cluster"]
             )),
             rrl: reg!(IntCounterVec::new(
                 Opts::new(

@@ -54,7 +54,7 @@ pub fn eligible(t: &CTarget, fam: Family) -> bool {
 /// targets cannot be probed and count as up).
 #[inline]
 pub fn healthy(t: &CTarget, fam: Family, h: &HealthView) -> bool {
-    if h.drained(t.cluster) {
+    if !t.ready || h.drained(t.cluster) {
         return false;
     }
     match fam {
@@ -325,6 +325,7 @@ mod tests {
                 v6: vec![],
                 hostname: None,
                 weight: [0, 1, 3, 0][i as usize],
+                ready: true,
             })
             .collect();
         CDyn {

@@ -91,6 +91,9 @@ pub struct CTarget {
     /// Load-balancer hostname (wire form), used when the cluster has no address.
     pub hostname: Option<Box<[u8]>>,
     pub weight: u32,
+    /// Kubernetes readiness: false when the cluster has no ready endpoints for this record,
+    /// which makes the target unhealthy whatever its probes say.
+    pub ready: bool,
 }
 
 #[derive(Debug)]
@@ -351,6 +354,7 @@ fn compile_dyn(
             v6,
             hostname,
             weight,
+            ready: t.ready,
         });
     }
     let mut failover: Vec<u32> = Vec::with_capacity(targets.len());

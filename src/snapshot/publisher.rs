@@ -1,17 +1,27 @@
 //! The single writer. Sources, health checks and drains send updates here; the publisher merges
 //! them and stores one new snapshot per burst (debounced), so queries always see catalog and
 //! health from the same moment.
+//!
+//! Sources replace by origin: the file source hands over its whole validated fragment (zone
+//! files, objects, settings, GeoIP), the Kubernetes source its current objects. On a change the
+//! publisher merges the fragments, rebuilds the catalog and compiles it; a Kubernetes object the
+//! catalog rejects is logged and counted once, left out, and the rest is served.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::compile::{Compiled, EndpointKey};
+use super::compile::{self, Compiled, EndpointKey};
 use super::{HealthView, Shared, Snapshot};
+use crate::catalog::{self, Inputs};
+use crate::config::Settings;
 use crate::geo::GeoDb;
 use crate::metrics;
+use crate::model::Object;
+use crate::source::Located;
+use crate::source::file::ZoneFile;
 
 /// Burst window: updates arriving within it share one publication.
 const DEBOUNCE: Duration = Duration::from_millis(2);
@@ -22,12 +32,36 @@ pub struct Drain {
     pub since: SystemTime,
 }
 
+/// The file source's fragment, already validated on its own (`app::load`).
+#[derive(Clone, Default)]
+pub struct FileInputs {
+    pub zone_files: Vec<ZoneFile>,
+    pub objects: Vec<Located<Object>>,
+    pub settings: Settings,
+    pub geo: Option<Arc<GeoDb>>,
+}
+
+/// The Kubernetes source's fragment: every object it serves, locations starting with
+/// [`KUBERNETES_LOCATION`], and the (record, cluster) pairs whose cluster has no ready endpoints.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KubeInputs {
+    pub objects: Vec<Located<Object>>,
+    pub unready: HashSet<(String, String)>,
+}
+
+/// Prefix of the location of every object from the Kubernetes source (errors are attributed by it).
+pub const KUBERNETES_LOCATION: &str = "kubernetes";
+
 pub enum Update {
-    /// A newly compiled catalog (and GeoIP database) from the sources.
+    /// A newly compiled catalog (and GeoIP database), replacing every source's fragment.
     Catalog {
         compiled: Arc<Compiled>,
         geo: Option<Arc<GeoDb>>,
     },
+    /// The file source changed (SIGHUP reload).
+    Files(Box<FileInputs>),
+    /// The Kubernetes source changed.
+    Kubernetes(Box<KubeInputs>),
     /// An endpoint's health changed.
     Health { endpoint: EndpointKey, up: bool },
     /// Drain a cluster (until a time, or until undrained).
@@ -88,10 +122,16 @@ struct State {
     drains_tx: watch::Sender<HashMap<String, Drain>>,
     catalogs_tx: watch::Sender<Arc<Compiled>>,
     generation: u64,
+    files: FileInputs,
+    kube: Option<KubeInputs>,
+    /// Set when a fragment changed: the catalog is rebuilt before the next publication.
+    rebuild: bool,
+    /// Kubernetes-attributed catalog errors already reported, so each is logged and counted once.
+    reported: HashSet<String>,
 }
 
-/// Starts the publisher over an already-published first snapshot.
-pub fn start(shared: Shared) -> PublisherHandle {
+/// Starts the publisher over an already-published first snapshot, compiled from `files` alone.
+pub fn start(shared: Shared, files: FileInputs) -> PublisherHandle {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (drains_tx, drains) = watch::channel(HashMap::new());
     let first = shared.load_full();
@@ -105,6 +145,10 @@ pub fn start(shared: Shared) -> PublisherHandle {
         health: HashMap::new(),
         drains: HashMap::new(),
         drains_tx,
+        files,
+        kube: None,
+        rebuild: false,
+        reported: HashSet::new(),
     };
     metrics::get().snapshot_generation.set(st.generation as i64);
     tokio::spawn(async move {
@@ -134,6 +178,10 @@ pub fn start(shared: Shared) -> PublisherHandle {
                     changed |= st.apply(u);
                 }
             }
+            if st.rebuild {
+                st.rebuild = false;
+                changed |= st.rebuild_catalog();
+            }
             if changed {
                 st.publish();
             }
@@ -151,14 +199,21 @@ impl State {
         let m = metrics::get();
         match u {
             Update::Catalog { compiled, geo } => {
-                // Forget health of endpoints that no longer exist.
-                let live: std::collections::HashSet<&EndpointKey> =
-                    compiled.endpoints.iter().collect();
-                self.health.retain(|k, _| live.contains(k));
-                self.compiled = compiled.clone();
-                self.geo = geo;
-                self.catalogs_tx.send_replace(compiled);
+                self.kube = None;
+                self.install(compiled, geo);
                 true
+            }
+            Update::Files(f) => {
+                self.files = *f;
+                self.rebuild = true;
+                false
+            }
+            Update::Kubernetes(k) => {
+                if self.kube.as_ref() != Some(&*k) {
+                    self.kube = Some(*k);
+                    self.rebuild = true;
+                }
+                false
             }
             Update::Health { endpoint, up } => {
                 let before = self.health.insert(endpoint, up);
@@ -199,6 +254,68 @@ impl State {
                     let _ = r.send(had);
                 }
                 had
+            }
+        }
+    }
+
+    fn install(&mut self, compiled: Arc<Compiled>, geo: Option<Arc<GeoDb>>) {
+        // Forget health of endpoints that no longer exist.
+        let live: HashSet<&EndpointKey> = compiled.endpoints.iter().collect();
+        self.health.retain(|k, _| live.contains(k));
+        metrics::get()
+            .snapshot_names
+            .set(compiled.nodes.len() as i64);
+        self.compiled = compiled.clone();
+        self.geo = geo;
+        self.catalogs_tx.send_replace(compiled);
+    }
+
+    /// Merges the fragments and compiles them; on failure the served catalog stays.
+    fn rebuild_catalog(&mut self) -> bool {
+        let started = Instant::now();
+        let mut inputs = Inputs {
+            zone_files: self.files.zone_files.clone(),
+            objects: self.files.objects.clone(),
+            unready: HashSet::new(),
+        };
+        if let Some(k) = &self.kube {
+            // File objects come first: on a name clash the Kubernetes object is the one left out.
+            inputs.objects.extend(k.objects.iter().cloned());
+            inputs.unready = k.unready.clone();
+        }
+        let (cat, errors) = catalog::build(&inputs, &self.files.settings);
+        let m = metrics::get();
+        let mut now_reported = HashSet::new();
+        for e in &errors {
+            let text = e.to_string();
+            let source = if e.location.starts_with(KUBERNETES_LOCATION) {
+                "kubernetes"
+            } else {
+                // The file fragment validated on its own: a clash with Kubernetes objects.
+                "file"
+            };
+            if !self.reported.contains(&text) {
+                tracing::warn!(source, error = %text, "object left out of the catalog");
+                m.source_errors.with_label_values(&[source]).inc();
+            }
+            now_reported.insert(text);
+        }
+        self.reported = now_reported;
+        match compile::compile(cat, self.files.settings.clone()) {
+            Ok(c) => {
+                let geo = self.files.geo.clone();
+                tracing::debug!(
+                    names = c.dyns.len(),
+                    zones = c.zones.len(),
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    "catalog rebuilt"
+                );
+                self.install(Arc::new(c), geo);
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "catalog does not compile; still serving the previous one");
+                false
             }
         }
     }

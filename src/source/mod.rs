@@ -2,6 +2,7 @@
 //! the snapshot publisher merges them.
 
 pub mod file;
+pub mod kubernetes;
 
 use thiserror::Error;
 
@@ -24,7 +25,7 @@ impl SourceError {
 }
 
 /// A value with the place it came from (`file:line (Kind ns/name)`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Located<T> {
     pub location: String,
     pub value: T,

@@ -3,3 +3,4 @@
 mod common;
 mod dns;
 mod hostile;
+mod k8s;

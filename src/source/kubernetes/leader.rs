@@ -1,0 +1,237 @@
+//! Leader election and the writes only the leader makes. Every replica watches, computes and
+//! serves the same state; one, holding a `coordination.k8s.io/v1` Lease (kube-lease-manager:
+//! renewal before expiry, takeover after it), writes record status and DNSEndpoints.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube_lease_manager::LeaseManagerBuilder;
+use thiserror::Error;
+use tokio::sync::watch;
+
+use super::host::Kind;
+use crate::metrics;
+
+/// Field manager of every write (server-side apply ownership, `managedFields`).
+pub const FIELD_MANAGER: &str = "meridian";
+
+#[derive(Debug, Error)]
+pub enum WriteError {
+    #[error("{0}")]
+    Api(#[from] kube::Error),
+}
+
+/// One write the leader should make; the plan is recomputed on every change, and holds only
+/// what differs from what the API server already has (update only on change).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Write {
+    /// Merge-patch the `status` subresource of a record.
+    Status {
+        kind: Kind,
+        namespace: String,
+        name: String,
+        status: serde_json::Value,
+    },
+    /// Server-side apply a DNSEndpoint (owned by its record).
+    Apply {
+        namespace: String,
+        name: String,
+        body: serde_json::Value,
+    },
+    /// Delete a DNSEndpoint meridian wrote whose record is gone (garbage collection would, but
+    /// meridian must not rely on a controller-manager for names to vanish).
+    Delete { namespace: String, name: String },
+}
+
+impl Write {
+    fn key(&self) -> (&'static str, &str, &str) {
+        match self {
+            Write::Status {
+                kind,
+                namespace,
+                name,
+                ..
+            } => (
+                if *kind == Kind::ServiceRecord {
+                    "ServiceDNSRecord"
+                } else {
+                    "IngressDNSRecord"
+                },
+                namespace,
+                name,
+            ),
+            Write::Apply {
+                namespace, name, ..
+            }
+            | Write::Delete { namespace, name } => ("DNSEndpoint", namespace, name),
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            Write::Status { .. } => "status",
+            Write::Apply { .. } => "dnsendpoint",
+            Write::Delete { .. } => "dnsendpoint-delete",
+        }
+    }
+}
+
+/// Lease settings.
+#[derive(Clone, Debug)]
+pub struct LeaseOptions {
+    pub namespace: String,
+    pub name: String,
+    pub identity: String,
+    /// Seconds a lease is valid after its last renewal.
+    pub duration: u64,
+    /// Seconds before expiry at which the holder renews.
+    pub grace: u64,
+}
+
+/// Runs the election for as long as the process lives; the receiver says whether this replica
+/// leads. A lost API server ends nothing: the manager is rebuilt until it works.
+pub fn elect(client: kube::Client, opts: LeaseOptions) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let m = metrics::get();
+        loop {
+            let built = LeaseManagerBuilder::new(client.clone(), &opts.name)
+                .with_namespace(&opts.namespace)
+                .with_identity(&opts.identity)
+                .with_duration(opts.duration)
+                .with_grace(opts.grace)
+                .with_field_manager(format!("{FIELD_MANAGER}-lease"))
+                .build()
+                .await;
+            let manager = match built {
+                Ok(mg) => mg,
+                Err(e) => {
+                    tracing::warn!(error = %e, lease = %opts.name, "cannot set up the leader lease; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let (mut state, task) = manager.watch().await;
+            loop {
+                let leading = *state.borrow_and_update();
+                if *tx.borrow() != leading {
+                    tracing::info!(identity = %opts.identity, leading, "leadership changed");
+                    m.leader.set(i64::from(leading));
+                    tx.send_replace(leading);
+                }
+                if state.changed().await.is_err() {
+                    break;
+                }
+            }
+            // The manager's task ended (it only does on errors it cannot retry): start over as
+            // a follower.
+            let _ = task.await;
+            if *tx.borrow() {
+                tracing::warn!("leader lease manager stopped; following until re-elected");
+                m.leader.set(0);
+                tx.send_replace(false);
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    rx
+}
+
+/// A write just made is not repeated for this long while the watch catches up with it.
+const RECENT: Duration = Duration::from_secs(5);
+
+/// Applies plans while leading.
+pub async fn run_writer(
+    client: kube::Client,
+    mut plans: watch::Receiver<Arc<Vec<Write>>>,
+    mut leader: watch::Receiver<bool>,
+) {
+    let mut recent: HashMap<(&'static str, String, String), (Write, Instant)> = HashMap::new();
+    loop {
+        tokio::select! {
+            r = plans.changed() => if r.is_err() { return },
+            r = leader.changed() => if r.is_err() { return },
+        }
+        if !*leader.borrow_and_update() {
+            recent.clear();
+            continue;
+        }
+        let plan = plans.borrow_and_update().clone();
+        recent.retain(|_, (_, t)| t.elapsed() < RECENT);
+        for w in plan.iter() {
+            let (k, ns, name) = w.key();
+            let key = (k, ns.to_string(), name.to_string());
+            if recent.get(&key).is_some_and(|(prev, _)| prev == w) {
+                continue;
+            }
+            let started = Instant::now();
+            let result = execute(&client, w).await;
+            let m = metrics::get();
+            match result {
+                Ok(()) => {
+                    m.kubernetes_writes
+                        .with_label_values(&[w.label(), "ok"])
+                        .inc();
+                    tracing::info!(
+                        write = w.label(),
+                        kind = k,
+                        namespace = ns,
+                        name,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "wrote"
+                    );
+                    recent.insert(key, (w.clone(), Instant::now()));
+                }
+                Err(e) => {
+                    m.kubernetes_writes
+                        .with_label_values(&[w.label(), "error"])
+                        .inc();
+                    tracing::warn!(write = w.label(), kind = k, namespace = ns, name, error = %e, "write failed; retrying on the next pass");
+                }
+            }
+        }
+    }
+}
+
+async fn execute(client: &kube::Client, w: &Write) -> Result<(), WriteError> {
+    match w {
+        Write::Status {
+            kind,
+            namespace,
+            name,
+            status,
+        } => {
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(client.clone(), namespace, &kind.resource());
+            let patch = serde_json::json!({ "status": status });
+            api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+        }
+        Write::Apply {
+            namespace,
+            name,
+            body,
+        } => {
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(client.clone(), namespace, &Kind::Endpoint.resource());
+            api.patch(
+                name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(body),
+            )
+            .await?;
+        }
+        Write::Delete { namespace, name } => {
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(client.clone(), namespace, &Kind::Endpoint.resource());
+            match api.delete(name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}

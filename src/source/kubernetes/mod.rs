@@ -1,0 +1,596 @@
+//! The Kubernetes source: meridian in a *host* cluster, reading KubeFed's MultiClusterDNS objects
+//! there and, with the credentials of each `KubeFedCluster`, the Services, EndpointSlices,
+//! Ingresses and node labels of the *member* clusters.
+//!
+//! Every replica computes the same state — each record's status from what the members say
+//! right now — and hands its objects to the snapshot publisher, so answers follow a member
+//! change without waiting for a status write to round-trip. The elected leader alone writes
+//! that status and the DNSEndpoints back (`leader`). When the host API server goes away the
+//! stores keep the last complete list, so meridian keeps answering from it, reports
+//! `meridian_source_up{source="kubernetes"} 0`, and relists when the server returns.
+
+pub mod host;
+pub mod leader;
+pub mod member;
+pub mod status;
+pub mod watch;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use thiserror::Error;
+use tokio::sync::{Notify, watch as tokio_watch};
+
+use crate::metrics;
+use crate::model::{self, DNSEndpoint, Object};
+use crate::snapshot::publisher::{KubeInputs, PublisherHandle, Update};
+use crate::source::Located;
+use host::{Decoder, Host, Kind};
+use leader::{LeaseOptions, Write};
+use member::{Member, MemberSpec, MemberState};
+use status::ClusterInfo;
+
+#[derive(Debug, Error)]
+pub enum KubeError {
+    #[error("cannot read kubeconfig {path}: {message}")]
+    Kubeconfig { path: PathBuf, message: String },
+    #[error("in-cluster configuration: {0}")]
+    InCluster(String),
+    #[error("cannot build the Kubernetes client: {0}")]
+    Client(String),
+}
+
+/// How to reach the host cluster and behave in it.
+#[derive(Clone, Debug)]
+pub struct KubeOptions {
+    /// Kubeconfig file; None means in-cluster configuration.
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespace of the KubeFedClusters and their Secrets.
+    pub kubefed_namespace: String,
+    pub lease: LeaseOptions,
+    /// A member failing (or never listed) this long is offline.
+    pub member_offline_after: Duration,
+}
+
+/// Shortest quiet time before a pass: a burst of watch events becomes one pass.
+const DEBOUNCE: Duration = Duration::from_millis(10);
+/// Passes also run on this tick, so offline timers and write retries advance without events.
+const TICK: Duration = Duration::from_secs(1);
+
+pub async fn client(opts: &KubeOptions) -> Result<kube::Client, KubeError> {
+    let config = match &opts.kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path).map_err(|e| KubeError::Kubeconfig {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| KubeError::Kubeconfig {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?
+        }
+        None => kube::Config::incluster().map_err(|e| KubeError::InCluster(e.to_string()))?,
+    };
+    kube::Client::try_from(config).map_err(|e| KubeError::Client(e.to_string()))
+}
+
+/// Starts the source. `synced` is set once the first complete state has been handed to the
+/// publisher (readiness); it is never cleared, since meridian serves the last state on an
+/// API outage.
+pub async fn start(
+    opts: KubeOptions,
+    publisher: PublisherHandle,
+    synced: Arc<AtomicBool>,
+) -> Result<(), KubeError> {
+    let client = client(&opts).await?;
+    let dirty = Arc::new(Notify::new());
+    let host = Host::start(client.clone(), &opts.kubefed_namespace, dirty.clone());
+    let leading = leader::elect(client.clone(), opts.lease.clone());
+    let (plan_tx, plan_rx) = tokio_watch::channel(Arc::new(Vec::new()));
+    tokio::spawn(leader::run_writer(client, plan_rx, leading.clone()));
+    metrics::get()
+        .source_up
+        .with_label_values(&["kubernetes"])
+        .set(0);
+    let mut agg = Aggregator {
+        opts,
+        host,
+        members: HashMap::new(),
+        member_errors: HashMap::new(),
+        decoder: Decoder::default(),
+        dirty,
+        publisher,
+        synced,
+        last_sent: None,
+        up: None,
+        plan_tx,
+        first_change: None,
+    };
+    tokio::spawn(async move { agg.run().await });
+    Ok(())
+}
+
+struct Aggregator {
+    opts: KubeOptions,
+    host: Host,
+    members: HashMap<String, Member>,
+    /// Last configuration error per cluster, so it is logged once.
+    member_errors: HashMap<String, String>,
+    decoder: Decoder,
+    dirty: Arc<Notify>,
+    publisher: PublisherHandle,
+    synced: Arc<AtomicBool>,
+    last_sent: Option<KubeInputs>,
+    up: Option<bool>,
+    plan_tx: tokio_watch::Sender<Arc<Vec<Write>>>,
+    /// When the first event of the current burst arrived, for the latency log.
+    first_change: Option<Instant>,
+}
+
+/// A record's Domain: the `domain` of the Domain named by `domainRef`, preferring one in the
+/// record's namespace (as the catalog does).
+fn domain_for<'a>(domains: &'a [(String, String, String)], fed: &str, ns: &str) -> Option<&'a str> {
+    domains
+        .iter()
+        .filter(|(_, name, _)| name == fed)
+        .min_by_key(|(dns, _, _)| dns != ns)
+        .map(|(_, _, d)| d.as_str())
+}
+
+impl Aggregator {
+    async fn run(&mut self) {
+        loop {
+            let notified = tokio::time::timeout(TICK, self.dirty.notified())
+                .await
+                .is_ok();
+            if notified {
+                self.first_change.get_or_insert_with(Instant::now);
+                tokio::time::sleep(DEBOUNCE).await;
+            }
+            self.pass().await;
+        }
+    }
+
+    fn report_up(&mut self) {
+        let up = self.host.synced() && !self.host.failing();
+        if self.up != Some(up) {
+            if up {
+                tracing::info!("kubernetes source synced");
+            } else if self.up.is_some() {
+                let err = self.host.states().iter().find_map(|s| s.last_error());
+                tracing::warn!(error = ?err, "kubernetes API unavailable; serving the last known state");
+            }
+            metrics::get()
+                .source_up
+                .with_label_values(&["kubernetes"])
+                .set(i64::from(up));
+            self.up = Some(up);
+        }
+    }
+
+    /// Starts, restarts and stops member watches to match the KubeFedClusters.
+    async fn reconcile_members(&mut self, clusters: &[model::KubeFedCluster]) {
+        let secrets = &self.host.secrets.store;
+        let ns = self.opts.kubefed_namespace.clone();
+        let mut wanted: HashMap<String, MemberSpec> = HashMap::new();
+        for c in clusters {
+            let name = c.metadata.name.clone().unwrap_or_default();
+            let spec = MemberSpec::from_cluster(c, |s| {
+                secrets.get(&kube::runtime::reflector::ObjectRef::new(s).within(&ns))
+            });
+            match spec {
+                Ok(s) => {
+                    self.member_errors.remove(&name);
+                    wanted.insert(name, s);
+                }
+                Err(e) => {
+                    let text = e.to_string();
+                    if self.member_errors.get(&name) != Some(&text) {
+                        tracing::warn!(cluster = %name, error = %text, "member cluster not reachable: its entries stay empty");
+                        metrics::get()
+                            .source_errors
+                            .with_label_values(&["kubernetes"])
+                            .inc();
+                        self.member_errors.insert(name.clone(), text);
+                    }
+                }
+            }
+        }
+        self.member_errors.retain(|n, _| {
+            clusters
+                .iter()
+                .any(|c| c.metadata.name.as_deref() == Some(n))
+        });
+        let m = metrics::get();
+        self.members.retain(|name, member| {
+            let keep = wanted.get(name) == Some(&member.spec);
+            if !keep {
+                tracing::info!(cluster = %name, "member cluster removed or changed; stopping its watches");
+                let _ = m.kubernetes_member_up.remove_label_values(&[name]);
+            }
+            keep
+        });
+        for (name, spec) in wanted {
+            if self.members.contains_key(&name) {
+                continue;
+            }
+            match Member::connect(&name, spec, self.dirty.clone()).await {
+                Ok(mem) => {
+                    tracing::info!(cluster = %name, endpoint = %mem.spec.api_endpoint, "watching member cluster");
+                    self.members.insert(name, mem);
+                }
+                Err(e) => {
+                    let text = e.to_string();
+                    if self.member_errors.get(&name) != Some(&text) {
+                        tracing::warn!(cluster = %name, error = %text, "cannot build member client");
+                        m.source_errors.with_label_values(&["kubernetes"]).inc();
+                        self.member_errors.insert(name, text);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn pass(&mut self) {
+        self.report_up();
+        if !self.host.synced() {
+            return;
+        }
+        // Decode everything the host holds.
+        self.decoder.begin_pass();
+        let mut decode =
+            |kind: Kind, store: &kube::runtime::reflector::Store<kube::api::DynamicObject>| {
+                let mut v: Vec<Object> = store
+                    .state()
+                    .iter()
+                    .filter_map(|o| self.decoder.decode(kind, o))
+                    .collect();
+                // Stable order: the catalog's output (and so answers) must not depend on hash order.
+                v.sort_by_key(|o| {
+                    let m = o.metadata();
+                    (m.namespace.clone(), m.name.clone())
+                });
+                v
+            };
+        let domains = decode(Kind::Domain, &self.host.domains.store);
+        let srecords = decode(Kind::ServiceRecord, &self.host.service_records.store);
+        let irecords = decode(Kind::IngressRecord, &self.host.ingress_records.store);
+        let endpoints = decode(Kind::Endpoint, &self.host.endpoints.store);
+        let ext_endpoints = decode(Kind::ExternalEndpoint, &self.host.external_endpoints.store);
+        let clusters: Vec<model::KubeFedCluster> = decode(Kind::Cluster, &self.host.clusters.store)
+            .into_iter()
+            .filter_map(|o| match o {
+                Object::KubeFedCluster(c) => Some(c),
+                _ => None,
+            })
+            .collect();
+        self.decoder.end_pass();
+
+        self.reconcile_members(&clusters).await;
+        let offline_after = self.opts.member_offline_after;
+        let m = metrics::get();
+        let mut pending = false;
+        let mut infos: Vec<ClusterInfo> = Vec::new();
+        let mut served_clusters: Vec<model::KubeFedCluster> = Vec::new();
+        for c in &clusters {
+            let name = c.metadata.name.clone().unwrap_or_default();
+            let member = self.members.get(&name);
+            let state = member
+                .map(|mb| mb.state(offline_after))
+                .unwrap_or(MemberState::Offline);
+            pending |= state == MemberState::Pending;
+            m.kubernetes_member_up
+                .with_label_values(&[&name])
+                .set(i64::from(state == MemberState::Online));
+            let mut c = c.clone();
+            let mut st = c.status.clone().unwrap_or_default();
+            // KubeFed's cluster controller fills region/zones; without it, node labels do.
+            if (st.region.is_none() || st.zones.is_empty())
+                && let Some(mb) = member
+            {
+                {
+                    let (region, zones) = mb.topology();
+                    if st.region.is_none() {
+                        st.region = region;
+                    }
+                    if st.zones.is_empty() {
+                        st.zones = zones;
+                    }
+                }
+            }
+            infos.push(ClusterInfo {
+                name,
+                region: st.region.clone(),
+                zones: st.zones.clone(),
+                online: state == MemberState::Online,
+            });
+            c.status = Some(st);
+            served_clusters.push(c);
+        }
+        // Wait (at most the offline grace) for members to list, so a restart does not briefly
+        // answer, or write, as if they had nothing.
+        if pending {
+            return;
+        }
+        let ready_index: HashMap<&str, HashSet<(String, String)>> = self
+            .members
+            .iter()
+            .map(|(n, mb)| (n.as_str(), mb.ready_services()))
+            .collect();
+        let domain_list: Vec<(String, String, String)> = domains
+            .iter()
+            .filter_map(|o| match o {
+                Object::Domain(d) => Some((
+                    d.metadata.namespace.clone().unwrap_or_default(),
+                    d.metadata.name.clone().unwrap_or_default(),
+                    d.domain.clone(),
+                )),
+                _ => None,
+            })
+            .collect();
+
+        let mut objects: Vec<Located<Object>> = Vec::new();
+        let mut unready: HashSet<(String, String)> = HashSet::new();
+        let mut plan: Vec<Write> = Vec::new();
+        let mut owned: HashSet<String> = HashSet::new();
+        let existing = self.existing_endpoints(&endpoints);
+        let loc =
+            |kind: &str, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+                host::location(
+                    kind,
+                    meta.namespace.as_deref(),
+                    meta.name.as_deref().unwrap_or(""),
+                )
+            };
+        for o in &domains {
+            objects.push(Located {
+                location: loc("Domain", o.metadata()),
+                value: o.clone(),
+            });
+        }
+        for c in &served_clusters {
+            objects.push(Located {
+                location: loc("KubeFedCluster", &c.metadata),
+                value: Object::KubeFedCluster(c.clone()),
+            });
+        }
+        for o in &srecords {
+            let Object::ServiceDNSRecord(r) = o else {
+                continue;
+            };
+            let ns = r.metadata.namespace.clone().unwrap_or_default();
+            let name = r.metadata.name.clone().unwrap_or_default();
+            let object = format!("ServiceDNSRecord {ns}/{name}");
+            if let Some(uid) = &r.metadata.uid {
+                owned.insert(uid.clone());
+            }
+            let domain = domain_for(&domain_list, &r.spec.domain_ref, &ns);
+            let mut served = r.clone();
+            // Without registered clusters there is nothing to compute: the status as written
+            // (by hand, or by another controller) is served.
+            let written = if infos.is_empty() {
+                r.status.clone()
+            } else {
+                let entries = status::service_entries(r, &infos, |c| {
+                    let mb = self.members.get(&c.name)?;
+                    let ready = ready_index.get(c.name.as_str())?;
+                    mb.service(&ns, &name, ready)
+                });
+                let (st, down) = status::served_service_status(domain, &entries);
+                served.status = Some(st);
+                for c in down {
+                    unready.insert((object.clone(), c));
+                }
+                let w = status::written_service_status(domain, &entries);
+                if r.status.as_ref() != Some(&w) {
+                    plan.push(Write::Status {
+                        kind: Kind::ServiceRecord,
+                        namespace: ns.clone(),
+                        name: name.clone(),
+                        status: serde_json::to_value(&w).unwrap_or_default(),
+                    });
+                }
+                Some(w)
+            };
+            if let (Some(w), Some(d)) = (&written, domain) {
+                let eps = status::service_endpoints(r, d, w);
+                self.plan_endpoint(
+                    &mut plan,
+                    &existing,
+                    "ServiceDNSRecord",
+                    &r.metadata,
+                    "service",
+                    eps,
+                );
+            }
+            objects.push(Located {
+                location: loc("ServiceDNSRecord", &r.metadata),
+                value: Object::ServiceDNSRecord(served),
+            });
+        }
+        for o in &irecords {
+            let Object::IngressDNSRecord(r) = o else {
+                continue;
+            };
+            let ns = r.metadata.namespace.clone().unwrap_or_default();
+            let name = r.metadata.name.clone().unwrap_or_default();
+            if let Some(uid) = &r.metadata.uid {
+                owned.insert(uid.clone());
+            }
+            let mut served = r.clone();
+            let written = if infos.is_empty() {
+                r.status.clone()
+            } else {
+                let st = status::ingress_status(&infos, |c| {
+                    self.members.get(&c.name)?.ingress(&ns, &name)
+                });
+                if r.status.as_ref() != Some(&st) {
+                    plan.push(Write::Status {
+                        kind: Kind::IngressRecord,
+                        namespace: ns.clone(),
+                        name: name.clone(),
+                        status: serde_json::to_value(&st).unwrap_or_default(),
+                    });
+                }
+                served.status = Some(st.clone());
+                Some(st)
+            };
+            if let Some(w) = &written {
+                let eps = status::ingress_endpoints(r, w);
+                self.plan_endpoint(
+                    &mut plan,
+                    &existing,
+                    "IngressDNSRecord",
+                    &r.metadata,
+                    "ingress",
+                    eps,
+                );
+            }
+            objects.push(Located {
+                location: loc("IngressDNSRecord", &r.metadata),
+                value: Object::IngressDNSRecord(served),
+            });
+        }
+        for (kind, list) in [("DNSEndpoint", &endpoints), ("DNSEndpoint", &ext_endpoints)] {
+            for o in list.iter() {
+                objects.push(Located {
+                    location: loc(kind, o.metadata()),
+                    value: o.clone(),
+                });
+            }
+        }
+        // DNSEndpoints meridian wrote for records that no longer exist.
+        if !self.host.failing() {
+            for (key, e) in &existing {
+                let owner_gone = e
+                    .metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .filter(|o| is_record_owner(o))
+                    .any(|o| !owned.contains(&o.uid));
+                if owner_gone && managed_by_us(e) {
+                    plan.push(Write::Delete {
+                        namespace: key.0.clone(),
+                        name: key.1.clone(),
+                    });
+                }
+            }
+        }
+
+        let inputs = KubeInputs { objects, unready };
+        if self.last_sent.as_ref() != Some(&inputs) {
+            if let Some(t) = self.first_change.take() {
+                tracing::debug!(
+                    since_event_ms = t.elapsed().as_millis() as u64,
+                    objects = inputs.objects.len(),
+                    "kubernetes state handed to the publisher"
+                );
+            }
+            self.publisher
+                .send(Update::Kubernetes(Box::new(inputs.clone())));
+            self.last_sent = Some(inputs);
+        }
+        self.first_change = None;
+        if !self.synced.swap(true, Ordering::AcqRel) {
+            tracing::info!(
+                records = srecords.len() + irecords.len(),
+                clusters = clusters.len(),
+                "kubernetes source ready"
+            );
+        }
+        if self.plan_tx.borrow().as_slice() != plan.as_slice() || !plan.is_empty() {
+            self.plan_tx.send_replace(Arc::new(plan));
+        }
+    }
+
+    /// DNSEndpoints of KubeFed's group by (namespace, name).
+    fn existing_endpoints(&self, endpoints: &[Object]) -> BTreeMap<(String, String), DNSEndpoint> {
+        endpoints
+            .iter()
+            .filter_map(|o| match o {
+                Object::DNSEndpoint(e) => Some((
+                    (
+                        e.metadata.namespace.clone().unwrap_or_default(),
+                        e.metadata.name.clone().unwrap_or_default(),
+                    ),
+                    e.clone(),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Plans the apply of a record's DNSEndpoint unless the API server already has it.
+    fn plan_endpoint(
+        &self,
+        plan: &mut Vec<Write>,
+        existing: &BTreeMap<(String, String), DNSEndpoint>,
+        owner_kind: &str,
+        owner: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+        prefix: &str,
+        endpoints: Vec<model::Endpoint>,
+    ) {
+        let (Some(ns), Some(name), Some(uid)) = (&owner.namespace, &owner.name, &owner.uid) else {
+            return;
+        };
+        let ep_name = status::endpoint_name(prefix, name);
+        let owner_ref = OwnerReference {
+            api_version: model::GROUP_MULTICLUSTERDNS.to_string(),
+            kind: owner_kind.to_string(),
+            name: name.clone(),
+            uid: uid.clone(),
+            controller: Some(true),
+            block_owner_deletion: None,
+        };
+        if let Some(cur) = existing.get(&(ns.clone(), ep_name.clone())) {
+            let owned = cur
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.uid == *uid);
+            if owned && cur.spec.endpoints == endpoints && managed_by_us(cur) {
+                return;
+            }
+        }
+        let body = serde_json::json!({
+            "apiVersion": model::GROUP_MULTICLUSTERDNS,
+            "kind": "DNSEndpoint",
+            "metadata": {
+                "name": ep_name,
+                "namespace": ns,
+                "labels": { MANAGED_BY: leader::FIELD_MANAGER },
+                "ownerReferences": [owner_ref],
+            },
+            "spec": { "endpoints": endpoints },
+        });
+        plan.push(Write::Apply {
+            namespace: ns.clone(),
+            name: ep_name,
+            body,
+        });
+    }
+}
+
+const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+
+fn managed_by_us(e: &DNSEndpoint) -> bool {
+    e.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY))
+        .is_some_and(|v| v == leader::FIELD_MANAGER)
+}
+
+fn is_record_owner(o: &OwnerReference) -> bool {
+    o.api_version == model::GROUP_MULTICLUSTERDNS
+        && (o.kind == "ServiceDNSRecord" || o.kind == "IngressDNSRecord")
+}

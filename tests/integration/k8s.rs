@@ -1,0 +1,1661 @@
+//! Kubernetes tests against real API servers: one etcd and one `kube-apiserver` per simulated
+//! cluster (host + members, each under its own `--etcd-prefix`) on loopback, token
+//! authentication and RBAC. No controller-manager runs: the tests create EndpointSlices and set
+//! Service / Ingress status themselves. meridian runs as the real binary with `--kubeconfig`,
+//! authenticated as the ServiceAccount of `deploy/` (so the RBAC there is what is tested), and
+//! is checked through DNS answers and through the objects it writes.
+//!
+//! Binaries: `KUBE_APISERVER` / `ETCD` (printed by tests/k8s/provision.sh). Unset under CI=true
+//! is a failure; elsewhere the test runs provision.sh itself (cached builds: instant).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{RData, RecordType};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::common::{Server, addrs, metric, wait_for};
+
+// ---------------------------------------------------------------- processes
+
+/// Kubernetes tests start several API servers: one test at a time on a 2-core machine.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct Bins {
+    apiserver: PathBuf,
+    etcd: PathBuf,
+}
+
+fn bins() -> Bins {
+    let from_env = |k: &str| {
+        std::env::var_os(k)
+            .map(PathBuf::from)
+            .filter(|p| !p.as_os_str().is_empty())
+    };
+    if let (Some(a), Some(e)) = (from_env("KUBE_APISERVER"), from_env("ETCD")) {
+        return Bins {
+            apiserver: a,
+            etcd: e,
+        };
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!(
+            "KUBE_APISERVER and ETCD must be set under CI=true (run tests/k8s/provision.sh and \
+             export the paths it prints); refusing to build them inside a test"
+        );
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/k8s/provision.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run provision.sh");
+    assert!(out.status.success(), "provision.sh failed");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let get = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| panic!("provision.sh printed no {k}: {text}"))
+    };
+    Bins {
+        apiserver: get("KUBE_APISERVER"),
+        etcd: get("ETCD"),
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A child process killed (TERM, then KILL) on drop, its output kept for failure reports.
+struct Proc {
+    child: Child,
+    name: String,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(name: &str, cmd: &mut Command, log: PathBuf) -> Proc {
+        let f = std::fs::File::create(&log).expect("log file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().expect("dup"))
+            .stderr(f)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        Proc {
+            child,
+            name: name.to_string(),
+            log,
+        }
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if !self.alive() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.alive() {
+            self.stop();
+        }
+        if std::thread::panicking() {
+            eprintln!("----- last lines of {} -----\n{}", self.name, self.tail());
+        }
+    }
+}
+
+pub const ADMIN_TOKEN: &str = "admin-token-0123456789";
+/// meridian's identity in the host: deploy/rbac.yaml's ServiceAccount.
+pub const MERIDIAN_TOKEN: &str = "meridian-token-0123456789";
+/// meridian's identity in members: deploy/member/rbac.yaml's ServiceAccount.
+pub const MEMBER_TOKEN: &str = "member-token-0123456789";
+
+/// etcd plus the shared credentials; API servers are added per cluster.
+struct Env {
+    dir: tempfile::TempDir,
+    bins: Bins,
+    etcd_url: String,
+    // Held for its Drop, last (fields drop in order): API servers stop before etcd.
+    _etcd: Proc,
+}
+
+impl Env {
+    fn start() -> Env {
+        let bins = bins();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        std::fs::write(
+            d.join("tokens.csv"),
+            format!(
+                "{ADMIN_TOKEN},admin,admin,\"system:masters\"\n\
+                 {MERIDIAN_TOKEN},system:serviceaccount:meridian:meridian,meridian,\"system:serviceaccounts,system:serviceaccounts:meridian\"\n\
+                 {MEMBER_TOKEN},system:serviceaccount:kube-federation-system:meridian-member,member,\"system:serviceaccounts,system:serviceaccounts:kube-federation-system\"\n"
+            ),
+        )
+        .expect("tokens");
+        let ok = Command::new("openssl")
+            .args(["genrsa", "-out"])
+            .arg(d.join("sa.key"))
+            .arg("2048")
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl")
+            .success()
+            && Command::new("openssl")
+                .args(["rsa", "-in"])
+                .arg(d.join("sa.key"))
+                .args(["-pubout", "-out"])
+                .arg(d.join("sa.pub"))
+                .stderr(Stdio::null())
+                .status()
+                .expect("openssl")
+                .success();
+        assert!(ok, "openssl could not make the service-account key pair");
+        let (client, peer) = (free_port(), free_port());
+        let etcd_url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let mut etcd = Proc::spawn(
+            "etcd",
+            Command::new(&bins.etcd)
+                .args(["--name", "meridian-test", "--data-dir"])
+                .arg(d.join("etcd-data"))
+                .args([
+                    "--listen-client-urls",
+                    &etcd_url,
+                    "--advertise-client-urls",
+                    &etcd_url,
+                ])
+                .args([
+                    "--listen-peer-urls",
+                    &peer_url,
+                    "--initial-advertise-peer-urls",
+                    &peer_url,
+                ])
+                .args(["--initial-cluster", &format!("meridian-test={peer_url}")])
+                .args(["--initial-cluster-state", "new", "--initial-cluster-token"])
+                .arg(format!("meridian-test-{}", std::process::id()))
+                .args([
+                    "--unsafe-no-fsync",
+                    "--quota-backend-bytes",
+                    "1073741824",
+                    "--log-level",
+                    "warn",
+                ]),
+            d.join("etcd.log"),
+        );
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .expect("client");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            assert!(etcd.alive(), "etcd exited:\n{}", etcd.tail());
+            if let Ok(r) = http.get(format!("{etcd_url}/health")).send()
+                && r.text().unwrap_or_default().contains("\"health\":\"true\"")
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcd not healthy:\n{}",
+                etcd.tail()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Env {
+            dir,
+            bins,
+            etcd_url,
+            _etcd: etcd,
+        }
+    }
+
+    /// Starts API servers for these clusters (at once: they take seconds each) and waits for
+    /// every one to be ready.
+    fn clusters(&self, names: &[&str]) -> Vec<ApiServer> {
+        let mut v: Vec<ApiServer> = names
+            .iter()
+            .map(|n| {
+                let mut a = ApiServer {
+                    name: n.to_string(),
+                    port: free_port(),
+                    cert_dir: self.dir.path().join(format!("certs-{n}")),
+                    proc: None,
+                };
+                a.spawn(self);
+                a
+            })
+            .collect();
+        for a in &mut v {
+            a.wait_ready();
+        }
+        v
+    }
+
+    /// etcd's current revision (any range read reports it).
+    fn etcd_revision(&self) -> i64 {
+        let http = reqwest::blocking::Client::new();
+        let v: Value = http
+            .post(format!("{}/v3/kv/range", self.etcd_url))
+            .json(&json!({"key": "AA=="}))
+            .send()
+            .expect("etcd range")
+            .json()
+            .expect("json");
+        v["header"]["revision"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("revision")
+    }
+
+    /// Compacts etcd's history: watches from before now then get `410 Gone`.
+    fn compact(&self) {
+        let rev = self.etcd_revision();
+        let http = reqwest::blocking::Client::new();
+        let r = http
+            .post(format!("{}/v3/kv/compaction", self.etcd_url))
+            .json(&json!({"revision": rev.to_string(), "physical": true}))
+            .send()
+            .expect("etcd compaction");
+        assert!(
+            r.status().is_success(),
+            "compaction: {}",
+            r.text().unwrap_or_default()
+        );
+    }
+}
+
+struct ApiServer {
+    name: String,
+    port: u16,
+    cert_dir: PathBuf,
+    proc: Option<Proc>,
+}
+
+impl ApiServer {
+    fn spawn(&mut self, env: &Env) {
+        let d = env.dir.path();
+        std::fs::create_dir_all(&self.cert_dir).expect("cert dir");
+        self.proc = Some(Proc::spawn(
+            &format!("kube-apiserver {}", self.name),
+            Command::new(&env.bins.apiserver)
+                .arg(format!("--etcd-servers={}", env.etcd_url))
+                .arg(format!("--etcd-prefix=/meridian-{}", self.name))
+                .args(["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1"])
+                .arg(format!("--secure-port={}", self.port))
+                .arg(format!("--cert-dir={}", self.cert_dir.display()))
+                .arg(format!(
+                    "--token-auth-file={}",
+                    d.join("tokens.csv").display()
+                ))
+                .arg("--authorization-mode=RBAC")
+                .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
+                .arg(format!(
+                    "--service-account-key-file={}",
+                    d.join("sa.pub").display()
+                ))
+                .arg(format!(
+                    "--service-account-signing-key-file={}",
+                    d.join("sa.key").display()
+                ))
+                .args([
+                    "--service-cluster-ip-range=10.96.0.0/16",
+                    "--endpoint-reconciler-type=none",
+                ])
+                .args([
+                    "--disable-admission-plugins=ServiceAccount",
+                    "--profiling=false",
+                ]),
+            d.join(format!("apiserver-{}.{}.log", self.name, fastrand::u32(..))),
+        ));
+    }
+
+    fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.cert_dir.join("apiserver.crt")
+    }
+
+    fn wait_ready(&mut self) {
+        let http = insecure_client();
+        let url = format!("{}/readyz", self.url());
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let p = self.proc.as_mut().expect("started");
+            assert!(p.alive(), "{} exited:\n{}", p.name, p.tail());
+            if let Ok(r) = http.get(&url).bearer_auth(ADMIN_TOKEN).send()
+                && r.text().unwrap_or_default() == "ok"
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} not ready:\n{}",
+                p.name,
+                p.tail()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.stop();
+        }
+    }
+
+    /// Starts again on the same port, storage and serving certificate.
+    fn restart(&mut self, env: &Env) {
+        self.spawn(env);
+        self.wait_ready();
+    }
+
+    fn admin(&self) -> Kc {
+        Kc {
+            base: self.url(),
+            token: ADMIN_TOKEN.to_string(),
+            http: insecure_client(),
+        }
+    }
+
+    /// A kubeconfig for meridian: the real CA (no verification shortcut), a token.
+    fn kubeconfig(&self, dir: &Path, token: &str) -> PathBuf {
+        let path = dir.join(format!("kubeconfig-{}", self.name));
+        let ca = std::fs::read(self.ca()).expect("apiserver.crt");
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n",
+            self.url(),
+            base64_encode(&ca)
+        );
+        std::fs::write(&path, text).expect("kubeconfig");
+        path
+    }
+}
+
+fn base64_encode(data: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+fn insecure_client() -> reqwest::blocking::Client {
+    // The tests' own client: meridian, under test, verifies the CA.
+    reqwest::blocking::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+// ---------------------------------------------------------------- a tiny REST client
+
+/// Plural and scope of every kind the tests touch.
+fn resource(kind: &str) -> (&'static str, bool) {
+    match kind {
+        "Namespace" => ("namespaces", false),
+        "Node" => ("nodes", false),
+        "CustomResourceDefinition" => ("customresourcedefinitions", false),
+        "ClusterRole" => ("clusterroles", false),
+        "ClusterRoleBinding" => ("clusterrolebindings", false),
+        "Secret" => ("secrets", true),
+        "ConfigMap" => ("configmaps", true),
+        "Service" => ("services", true),
+        "ServiceAccount" => ("serviceaccounts", true),
+        "EndpointSlice" => ("endpointslices", true),
+        "Ingress" => ("ingresses", true),
+        "Role" => ("roles", true),
+        "RoleBinding" => ("rolebindings", true),
+        "Deployment" => ("deployments", true),
+        "PodDisruptionBudget" => ("poddisruptionbudgets", true),
+        "Lease" => ("leases", true),
+        "Domain" => ("domains", true),
+        "ServiceDNSRecord" => ("servicednsrecords", true),
+        "IngressDNSRecord" => ("ingressdnsrecords", true),
+        "DNSEndpoint" => ("dnsendpoints", true),
+        "KubeFedCluster" => ("kubefedclusters", true),
+        other => panic!("test REST client: unknown kind {other}"),
+    }
+}
+
+/// `/api/v1/namespaces/ns/services/name` for an object (or its type, with `name` = None).
+fn path(api_version: &str, kind: &str, ns: Option<&str>, name: Option<&str>) -> String {
+    let (plural, namespaced) = resource(kind);
+    let mut p = if api_version == "v1" {
+        "/api/v1".to_string()
+    } else {
+        format!("/apis/{api_version}")
+    };
+    if namespaced {
+        p.push_str(&format!("/namespaces/{}", ns.unwrap_or("default")));
+    }
+    p.push('/');
+    p.push_str(plural);
+    if let Some(n) = name {
+        p.push('/');
+        p.push_str(n);
+    }
+    p
+}
+
+fn obj_path(o: &Value) -> String {
+    path(
+        o["apiVersion"].as_str().expect("apiVersion"),
+        o["kind"].as_str().expect("kind"),
+        o["metadata"]["namespace"].as_str(),
+        o["metadata"]["name"].as_str(),
+    )
+}
+
+struct Kc {
+    base: String,
+    token: String,
+    http: reqwest::blocking::Client,
+}
+
+impl Kc {
+    fn call(&self, method: &str, path: &str, body: Option<(&str, String)>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(
+                method.parse().expect("method"),
+                format!("{}{path}", self.base),
+            )
+            .bearer_auth(&self.token);
+        if let Some((ct, b)) = body {
+            req = req.header("Content-Type", ct).body(b);
+        }
+        let resp = req
+            .send()
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let code = resp.status().as_u16();
+        let text = resp.text().unwrap_or_default();
+        (
+            code,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// Server-side apply (as kubectl apply --server-side does).
+    fn apply_with(&self, o: &Value, dry_run: bool) -> Value {
+        let mut p = format!("{}?fieldManager=meridian-test&force=true", obj_path(o));
+        if dry_run {
+            p.push_str("&dryRun=All");
+        }
+        let (code, v) = self.call(
+            "PATCH",
+            &p,
+            Some(("application/apply-patch+yaml", o.to_string())),
+        );
+        assert!(code < 300, "apply {p}: {code} {v}");
+        v
+    }
+
+    fn apply(&self, o: &Value) -> Value {
+        self.apply_with(o, false)
+    }
+
+    fn get(&self, path: &str) -> Option<Value> {
+        let (code, v) = self.call("GET", path, None);
+        match code {
+            200 => Some(v),
+            404 => None,
+            _ => panic!("GET {path}: {code} {v}"),
+        }
+    }
+
+    fn merge_patch(&self, path: &str, patch: Value) {
+        let (code, v) = self.call(
+            "PATCH",
+            path,
+            Some(("application/merge-patch+json", patch.to_string())),
+        );
+        assert!(code < 300, "merge patch {path}: {code} {v}");
+    }
+
+    fn delete(&self, path: &str) {
+        let (code, v) = self.call("DELETE", path, None);
+        assert!(code < 300 || code == 404, "DELETE {path}: {code} {v}");
+    }
+}
+
+/// Every document of a YAML file, as JSON.
+fn yaml_docs(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_norway::Deserializer::from_str(&text)
+        .map(|d| Value::deserialize(d).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn deploy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")
+}
+
+/// The files a kustomization lists, checked to be every YAML file beside it, so a manifest
+/// cannot be added without being applied (and so tested).
+fn kustomization(dir: &Path) -> Vec<PathBuf> {
+    let k = &yaml_docs(&dir.join("kustomization.yaml"))[0];
+    let listed: Vec<PathBuf> = k["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .map(|r| dir.join(r.as_str().expect("path")))
+        .collect();
+    let mut on_disk = Vec::new();
+    for sub in [dir.to_path_buf(), dir.join("crds")] {
+        for e in std::fs::read_dir(&sub).into_iter().flatten().flatten() {
+            let p = e.path();
+            let yaml = p.extension().is_some_and(|x| x == "yaml");
+            if yaml && p.file_name().is_some_and(|n| n != "kustomization.yaml") {
+                on_disk.push(p);
+            }
+        }
+    }
+    for p in &on_disk {
+        assert!(
+            listed.contains(p),
+            "{} is not listed in {}/kustomization.yaml",
+            p.display(),
+            dir.display()
+        );
+    }
+    listed
+}
+
+/// Applies deploy/ to the host with server-side apply; the Deployment only as a server-side dry
+/// run (validated and admitted, not stored: there is no kubelet to run it).
+fn apply_deploy(host: &Kc) {
+    let files = kustomization(&deploy_dir());
+    let mut crds = Vec::new();
+    for f in &files {
+        for doc in yaml_docs(f) {
+            let dry = doc["kind"] == "Deployment";
+            host.apply_with(&doc, dry);
+            if doc["kind"] == "CustomResourceDefinition" {
+                crds.push(doc);
+            }
+        }
+    }
+    // CRDs serve once established.
+    for c in &crds {
+        let group = c["spec"]["group"].as_str().expect("group");
+        let version = c["spec"]["versions"][0]["name"].as_str().expect("version");
+        let plural = c["spec"]["names"]["plural"].as_str().expect("plural");
+        let p = format!("/apis/{group}/{version}/{plural}");
+        wait_for(
+            Duration::from_secs(30),
+            &format!("CRD {plural}.{group}"),
+            || (host.call("GET", &p, None).0 == 200).then_some(()),
+        );
+    }
+}
+
+/// deploy/member/ in a member cluster.
+fn apply_member(member: &Kc) {
+    for f in kustomization(&deploy_dir().join("member")) {
+        for doc in yaml_docs(&f) {
+            member.apply(&doc);
+        }
+    }
+}
+
+// ---------------------------------------------------------------- objects
+
+fn namespace(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+}
+
+fn node(name: &str, labels: &[(&str, &str)]) -> Value {
+    let labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
+    json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels}})
+}
+
+fn lb_service(ns: &str, name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns},
+           "spec": {"type": "LoadBalancer", "selector": {"app": name},
+                    "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}})
+}
+
+fn lb_ingress(addrs: &[&str]) -> Value {
+    Value::Array(
+        addrs
+            .iter()
+            .map(|a| {
+                if a.parse::<std::net::IpAddr>().is_ok() {
+                    json!({"ip": a})
+                } else {
+                    json!({"hostname": a})
+                }
+            })
+            .collect(),
+    )
+}
+
+/// Sets a Service's load-balancer addresses (what a cloud controller would do).
+fn set_service_lb(k: &Kc, ns: &str, name: &str, addrs: &[&str]) {
+    k.merge_patch(
+        &format!("{}/status", path("v1", "Service", Some(ns), Some(name))),
+        json!({"status": {"loadBalancer": {"ingress": lb_ingress(addrs)}}}),
+    );
+}
+
+/// The EndpointSlice the endpoint-slice controller would write.
+fn slice(ns: &str, svc: &str, ready: bool) -> Value {
+    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+           "metadata": {"name": format!("{svc}-abcde"), "namespace": ns,
+                        "labels": {"kubernetes.io/service-name": svc}},
+           "addressType": "IPv4",
+           "endpoints": [{"addresses": ["10.1.0.1"], "conditions": {"ready": ready}}],
+           "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]})
+}
+
+const FED_NS: &str = "kube-federation-system";
+
+/// Registers a member with the host: its Secret (token + CA) and KubeFedCluster.
+fn register_member(host: &Kc, m: &ApiServer, annotations: Value) {
+    let ca = std::fs::read(m.ca()).expect("member CA");
+    host.apply(&json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": format!("{}-secret", m.name), "namespace": FED_NS},
+        "data": {"token": base64_encode(MEMBER_TOKEN.as_bytes()), "ca.crt": base64_encode(&ca)}}));
+    host.apply(
+        &json!({"apiVersion": "core.kubefed.io/v1beta1", "kind": "KubeFedCluster",
+        "metadata": {"name": m.name, "namespace": FED_NS, "annotations": annotations},
+        "spec": {"apiEndpoint": m.url(), "secretRef": {"name": format!("{}-secret", m.name)}}}),
+    );
+}
+
+fn domain(name: &str, zone: &str) -> Value {
+    json!({"apiVersion": "multiclusterdns.kubefed.io/v1alpha1", "kind": "Domain",
+           "metadata": {"name": name, "namespace": FED_NS}, "domain": zone,
+           "nameServer": format!("ns1.{zone}")})
+}
+
+fn service_record(ns: &str, name: &str, extra_spec: Value) -> Value {
+    let mut spec = json!({"domainRef": "fed", "recordTTL": 60});
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra_spec.as_object()) {
+        s.extend(e.clone());
+    }
+    json!({"apiVersion": "multiclusterdns.kubefed.io/v1alpha1", "kind": "ServiceDNSRecord",
+           "metadata": {"name": name, "namespace": ns}, "spec": spec})
+}
+
+// ---------------------------------------------------------------- meridian
+
+fn meridian(zones: &Path, kubeconfig: &Path, identity: &str) -> Server {
+    Server::start_with(
+        zones,
+        &[
+            "--kubeconfig",
+            kubeconfig.to_str().expect("utf-8 path"),
+            "--geoip",
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("zones/demo-geoip.mmdb")
+                .to_str()
+                .expect("path"),
+            "--lease-namespace",
+            "meridian",
+            "--lease-duration",
+            "3s",
+            "--lease-grace",
+            "1s",
+            "--member-offline-after",
+            "2s",
+            "--identity",
+            identity,
+        ],
+    )
+}
+
+/// Addresses, CNAME targets first: `["cname:x.", "192.0.2.1"]`.
+fn shape(m: &Message) -> Vec<String> {
+    let mut out: Vec<String> = m
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::CNAME(c) => Some(format!("cname:{}", c.0)),
+            _ => None,
+        })
+        .collect();
+    out.extend(addrs(m));
+    out
+}
+
+/// Polls a query until its answer is `want`; returns how long that took.
+fn await_answer(
+    s: &Server,
+    q: &crate::common::Q,
+    name: &str,
+    t: RecordType,
+    want: &[&str],
+    timeout: Duration,
+) -> Duration {
+    let start = Instant::now();
+    let mut last = Vec::new();
+    while start.elapsed() < timeout {
+        let m = q.ask(name, t);
+        last = if m.response_code == ResponseCode::NXDomain {
+            vec!["NXDOMAIN".to_string()]
+        } else {
+            shape(&m)
+        };
+        if last == want {
+            return start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!(
+        "{name} {t}: wanted {want:?}, last answer {last:?} after {timeout:?}\nmeridian log:\n{}",
+        tail(&s.log_text())
+    );
+}
+
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+fn ready_ok(s: &Server) -> bool {
+    s.http("GET", "/readyz").0 == 200
+}
+
+fn status_of(host: &Kc, ns: &str, name: &str) -> Option<Value> {
+    host.get(&path(
+        "multiclusterdns.kubefed.io/v1alpha1",
+        "ServiceDNSRecord",
+        Some(ns),
+        Some(name),
+    ))
+    .and_then(|v| v.get("status").cloned())
+}
+
+const ZONE: &str = "mc.example.org";
+
+fn global(svc: &str) -> String {
+    format!("{svc}.shop.fed.svc.{ZONE}.")
+}
+
+fn regional(svc: &str, region: &str) -> String {
+    format!("{svc}.shop.fed.svc.{region}.{ZONE}.")
+}
+
+/// Host + two members with a LoadBalancer Service "web" in each; deploy/ applied everywhere.
+struct Fed {
+    env: Env,
+    host: ApiServer,
+    east: ApiServer,
+    west: ApiServer,
+    zones: tempfile::TempDir,
+}
+
+impl Fed {
+    fn start() -> Fed {
+        let env = Env::start();
+        let mut v = env.clusters(&["host", "east", "west"]);
+        let west = v.pop().expect("west");
+        let east = v.pop().expect("east");
+        let host = v.pop().expect("host");
+        let h = host.admin();
+        apply_deploy(&h);
+        for (m, nodes) in [
+            // East labels its nodes the GA way, west the legacy way.
+            (
+                &east,
+                vec![node(
+                    "e1",
+                    &[
+                        ("topology.kubernetes.io/region", "us-east1"),
+                        ("topology.kubernetes.io/zone", "us-east1-b"),
+                    ],
+                )],
+            ),
+            (
+                &west,
+                vec![node(
+                    "w1",
+                    &[
+                        ("failure-domain.beta.kubernetes.io/region", "us-west1"),
+                        ("failure-domain.beta.kubernetes.io/zone", "us-west1-a"),
+                    ],
+                )],
+            ),
+        ] {
+            let k = m.admin();
+            apply_member(&k);
+            k.apply(&namespace("shop"));
+            for n in nodes {
+                k.apply(&n);
+            }
+        }
+        h.apply(&domain("fed", ZONE));
+        h.apply(&namespace("shop"));
+        let zones = tempfile::tempdir().expect("zones");
+        Fed {
+            env,
+            host,
+            east,
+            west,
+            zones,
+        }
+    }
+
+    fn kubeconfig(&self) -> PathBuf {
+        self.host.kubeconfig(self.env.dir.path(), MERIDIAN_TOKEN)
+    }
+
+    fn web_in(&self, m: &ApiServer, addrs: &[&str], ready: bool) {
+        let k = m.admin();
+        k.apply(&lb_service("shop", "web"));
+        set_service_lb(&k, "shop", "web", addrs);
+        k.apply(&slice("shop", "web", ready));
+    }
+}
+
+// ---------------------------------------------------------------- tests
+
+/// Issue 4, points 1 and 2: records filled from member clusters, DNSEndpoints written, names
+/// answered with the nearest healthy cluster, and every kind of change reflected within a
+/// second.
+#[test]
+fn kubernetes_federated_service_and_ingress_records() {
+    let _serial = serial();
+    let t0 = Instant::now();
+    let fed = Fed::start();
+    let setup = t0.elapsed();
+    let h = fed.host.admin();
+    fed.web_in(&fed.east, &["192.0.2.1", "2001:db8::1"], true);
+    fed.web_in(&fed.west, &["192.0.2.2"], true);
+    register_member(&h, &fed.east, json!({}));
+    register_member(&h, &fed.west, json!({}));
+    let rec = h.apply(&service_record("shop", "web", json!({"dnsPrefix": "www"})));
+    let uid = rec["metadata"]["uid"].as_str().expect("uid").to_string();
+
+    let s = meridian(fed.zones.path(), &fed.kubeconfig(), "replica-a");
+    wait_for(Duration::from_secs(20), "readyz", || {
+        ready_ok(&s).then_some(())
+    });
+
+    // Nearest cluster by ECS: San Francisco → us-west1 (Oregon); New York → us-east1.
+    let sf = s.q().ecs("192.0.2.0", 24);
+    let ny = s.q().ecs("198.51.100.0", 24);
+    await_answer(
+        &s,
+        &sf,
+        &global("web"),
+        RecordType::A,
+        &["192.0.2.2"],
+        Duration::from_secs(10),
+    );
+    await_answer(
+        &s,
+        &ny,
+        &global("web"),
+        RecordType::A,
+        &["192.0.2.1"],
+        Duration::from_secs(2),
+    );
+    // IPv6 load-balancer addresses are kept: AAAA from east, the only cluster with one.
+    await_answer(
+        &s,
+        &sf,
+        &global("web"),
+        RecordType::AAAA,
+        &["2001:db8::1"],
+        Duration::from_secs(2),
+    );
+    // Region and zone names, regions and zones read from node labels (GA and legacy).
+    await_answer(
+        &s,
+        &sf,
+        &regional("web", "us-east1"),
+        RecordType::A,
+        &["192.0.2.1"],
+        Duration::from_secs(2),
+    );
+    await_answer(
+        &s,
+        &sf,
+        &format!("web.shop.fed.svc.us-west1-a.us-west1.{ZONE}."),
+        RecordType::A,
+        &["192.0.2.2"],
+        Duration::from_secs(2),
+    );
+    await_answer(
+        &s,
+        &ny,
+        &format!("www.{ZONE}."),
+        RecordType::A,
+        &[&format!("cname:{}", global("web")), "192.0.2.1"],
+        Duration::from_secs(2),
+    );
+
+    // The status KubeFed's controller wrote, now meridian's: sorted by cluster.
+    let st = wait_for(Duration::from_secs(10), "status written", || {
+        status_of(&h, "shop", "web").filter(|s| s["dns"].as_array().is_some_and(|a| a.len() == 2))
+    });
+    assert_eq!(st["domain"], ZONE);
+    assert_eq!(st["dns"][0]["cluster"], "east");
+    assert_eq!(st["dns"][0]["region"], "us-east1");
+    assert_eq!(st["dns"][0]["zones"], json!(["us-east1-b"]));
+    assert_eq!(
+        st["dns"][0]["loadBalancer"]["ingress"],
+        json!([{"ip": "192.0.2.1"}, {"ip": "2001:db8::1"}])
+    );
+    assert_eq!(st["dns"][1]["cluster"], "west");
+    assert_eq!(st["dns"][1]["region"], "us-west1");
+    // The DNSEndpoint, named and owned the KubeFed way.
+    let ep_path = path(
+        "multiclusterdns.kubefed.io/v1alpha1",
+        "DNSEndpoint",
+        Some("shop"),
+        Some("service-web"),
+    );
+    let ep = wait_for(Duration::from_secs(10), "DNSEndpoint service-web", || {
+        h.get(&ep_path)
+    });
+    assert_eq!(
+        ep["metadata"]["ownerReferences"][0]["kind"],
+        "ServiceDNSRecord"
+    );
+    assert_eq!(ep["metadata"]["ownerReferences"][0]["uid"], uid.as_str());
+    let names: Vec<String> = ep["spec"]["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["dnsName"].as_str().unwrap_or(""),
+                e["recordType"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert!(
+        names.contains(&format!("web.shop.fed.svc.{ZONE} A")),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&format!("web.shop.fed.svc.{ZONE} AAAA")),
+        "{names:?}"
+    );
+    assert!(names.contains(&format!("www.{ZONE} CNAME")), "{names:?}");
+    // Update only on change: nothing more is written while nothing changes.
+    let writes = |s: &Server| {
+        metric(
+            &s.metrics(),
+            "meridian_kubernetes_writes_total",
+            &[("result", "ok")],
+        )
+    };
+    let before = writes(&s);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(writes(&s), before, "writes without a change");
+
+    // --- changes, each timed from the API call to the changed answer.
+    let mut timings = Vec::new();
+    // 1. A Service's load-balancer address changes.
+    let t = Instant::now();
+    set_service_lb(&fed.west.admin(), "shop", "web", &["192.0.2.22"]);
+    await_answer(
+        &s,
+        &sf,
+        &global("web"),
+        RecordType::A,
+        &["192.0.2.22"],
+        Duration::from_secs(5),
+    );
+    timings.push(("lb address", t.elapsed()));
+    wait_for(
+        Duration::from_secs(10),
+        "status follows the new address",
+        || {
+            status_of(&h, "shop", "web")
+                .filter(|s| s["dns"][1]["loadBalancer"]["ingress"] == json!([{"ip": "192.0.2.22"}]))
+        },
+    );
+
+    // 2. No ready endpoints in east: east drops out of the record; its region falls back by
+    //    CNAME to the global name, which answers west.
+    let t = Instant::now();
+    fed.east.admin().apply(&slice("shop", "web", false));
+    await_answer(
+        &s,
+        &ny,
+        &global("web"),
+        RecordType::A,
+        &["192.0.2.22"],
+        Duration::from_secs(5),
+    );
+    timings.push(("endpoints not ready", t.elapsed()));
+    await_answer(
+        &s,
+        &ny,
+        &regional("web", "us-east1"),
+        RecordType::A,
+        &[&format!("cname:{}", global("web")), "192.0.2.22"],
+        Duration::from_secs(2),
+    );
+    wait_for(
+        Duration::from_secs(10),
+        "status: east kept with an empty loadBalancer",
+        || {
+            status_of(&h, "shop", "web").filter(|s| {
+                s["dns"][0]["cluster"] == "east"
+                    && s["dns"][0]["loadBalancer"].get("ingress").is_none()
+            })
+        },
+    );
+    let t = Instant::now();
+    fed.east.admin().apply(&slice("shop", "web", true));
+    await_answer(
+        &s,
+        &ny,
+        &global("web"),
+        RecordType::A,
+        &["192.0.2.1"],
+        Duration::from_secs(5),
+    );
+    timings.push(("endpoints ready again", t.elapsed()));
+
+    // 3. Hand-made DNSEndpoints of both API groups are served as written.
+    h.apply(&json!({"apiVersion": "multiclusterdns.kubefed.io/v1alpha1", "kind": "DNSEndpoint",
+        "metadata": {"name": "static", "namespace": "shop"},
+        "spec": {"endpoints": [{"dnsName": format!("static.{ZONE}"), "recordType": "A", "targets": ["198.51.100.7"], "recordTTL": 30}]}}));
+    h.apply(&json!({"apiVersion": "externaldns.k8s.io/v1alpha1", "kind": "DNSEndpoint",
+        "metadata": {"name": "ext", "namespace": "shop"},
+        "spec": {"endpoints": [
+            {"dnsName": format!("ext.{ZONE}"), "recordType": "AAAA", "targets": ["2001:db8::7"], "setIdentifier": "x",
+             "providerSpecific": [{"name": "aws/weight", "value": "1"}]},
+            {"dnsName": format!("alias.{ZONE}"), "recordType": "CNAME", "targets": [format!("static.{ZONE}")]}]}}));
+    let q = s.q();
+    await_answer(
+        &s,
+        &q,
+        &format!("static.{ZONE}."),
+        RecordType::A,
+        &["198.51.100.7"],
+        Duration::from_secs(5),
+    );
+    await_answer(
+        &s,
+        &q,
+        &format!("ext.{ZONE}."),
+        RecordType::AAAA,
+        &["2001:db8::7"],
+        Duration::from_secs(2),
+    );
+    await_answer(
+        &s,
+        &q,
+        &format!("alias.{ZONE}."),
+        RecordType::A,
+        &[&format!("cname:static.{ZONE}."), "198.51.100.7"],
+        Duration::from_secs(2),
+    );
+
+    // 4. An invalid object is logged, counted and skipped; the rest is served.
+    let errors = |s: &Server| {
+        metric(
+            &s.metrics(),
+            "meridian_source_errors_total",
+            &[("source", "kubernetes")],
+        )
+    };
+    let e0 = errors(&s);
+    let mut bad = service_record("shop", "bad", json!({}));
+    bad["metadata"]["annotations"] = json!({"meridian.io/policy": "closest"});
+    h.apply(&bad);
+    wait_for(Duration::from_secs(5), "error counted", || {
+        (errors(&s) > e0).then_some(())
+    });
+    assert!(
+        s.log_text().contains("closest"),
+        "the error names the bad value"
+    );
+    await_answer(
+        &s,
+        &ny,
+        &global("web"),
+        RecordType::A,
+        &["192.0.2.1"],
+        Duration::from_secs(1),
+    );
+    h.delete(&path(
+        "multiclusterdns.kubefed.io/v1alpha1",
+        "ServiceDNSRecord",
+        Some("shop"),
+        Some("bad"),
+    ));
+
+    // 5. IngressDNSRecord over the members' Ingresses; a hostname load balancer is a CNAME.
+    for (m, lb) in [
+        (&fed.east, json!([{"ip": "192.0.2.31"}])),
+        (&fed.west, json!([{"hostname": "lb-west.elb.example.net"}])),
+    ] {
+        let k = m.admin();
+        k.apply(
+            &json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": "shopfront", "namespace": "shop"},
+            "spec": {"rules": [{"host": format!("shop.{ZONE}")}]}}),
+        );
+        k.merge_patch(
+            &format!(
+                "{}/status",
+                path(
+                    "networking.k8s.io/v1",
+                    "Ingress",
+                    Some("shop"),
+                    Some("shopfront")
+                )
+            ),
+            json!({"status": {"loadBalancer": {"ingress": lb}}}),
+        );
+    }
+    let t = Instant::now();
+    h.apply(
+        &json!({"apiVersion": "multiclusterdns.kubefed.io/v1alpha1", "kind": "IngressDNSRecord",
+        "metadata": {"name": "shopfront", "namespace": "shop"},
+        "spec": {"hosts": [format!("shop.{ZONE}")], "recordTTL": 30}}),
+    );
+    await_answer(
+        &s,
+        &ny,
+        &format!("shop.{ZONE}."),
+        RecordType::A,
+        &["192.0.2.31"],
+        Duration::from_secs(5),
+    );
+    timings.push(("ingress record created", t.elapsed()));
+    await_answer(
+        &s,
+        &sf,
+        &format!("shop.{ZONE}."),
+        RecordType::A,
+        &["cname:lb-west.elb.example.net."],
+        Duration::from_secs(2),
+    );
+    let ip = wait_for(Duration::from_secs(10), "ingress-shopfront", || {
+        h.get(&path(
+            "multiclusterdns.kubefed.io/v1alpha1",
+            "DNSEndpoint",
+            Some("shop"),
+            Some("ingress-shopfront"),
+        ))
+    });
+    assert_eq!(ip["spec"]["endpoints"][0]["targets"], json!(["192.0.2.31"]));
+    let ist = wait_for(Duration::from_secs(10), "ingress status", || {
+        h.get(&path(
+            "multiclusterdns.kubefed.io/v1alpha1",
+            "IngressDNSRecord",
+            Some("shop"),
+            Some("shopfront"),
+        ))
+        .and_then(|v| v.get("status").cloned())
+    });
+    assert_eq!(
+        ist["dns"][1],
+        json!({"cluster": "west", "loadBalancer": {"ingress": [{"hostname": "lb-west.elb.example.net"}]}})
+    );
+
+    // 6. A member is removed: its names vanish, its entry leaves the status.
+    let t = Instant::now();
+    h.delete(&path(
+        "core.kubefed.io/v1beta1",
+        "KubeFedCluster",
+        Some(FED_NS),
+        Some("west"),
+    ));
+    await_answer(
+        &s,
+        &sf,
+        &regional("web", "us-west1"),
+        RecordType::A,
+        &["NXDOMAIN"],
+        Duration::from_secs(5),
+    );
+    timings.push(("member removed", t.elapsed()));
+    await_answer(
+        &s,
+        &sf,
+        &global("web"),
+        RecordType::A,
+        &["192.0.2.1"],
+        Duration::from_secs(1),
+    );
+    wait_for(Duration::from_secs(10), "status without west", || {
+        status_of(&h, "shop", "web").filter(|s| s["dns"].as_array().is_some_and(|a| a.len() == 1))
+    });
+
+    // 7. The record is deleted: its names vanish (NXDOMAIN) and so does its DNSEndpoint, even
+    //    with no garbage collector running.
+    let t = Instant::now();
+    h.delete(&path(
+        "multiclusterdns.kubefed.io/v1alpha1",
+        "ServiceDNSRecord",
+        Some("shop"),
+        Some("web"),
+    ));
+    await_answer(
+        &s,
+        &ny,
+        &global("web"),
+        RecordType::A,
+        &["NXDOMAIN"],
+        Duration::from_secs(5),
+    );
+    timings.push(("record deleted", t.elapsed()));
+    await_answer(
+        &s,
+        &ny,
+        &format!("www.{ZONE}."),
+        RecordType::A,
+        &["NXDOMAIN"],
+        Duration::from_secs(1),
+    );
+    wait_for(Duration::from_secs(10), "service-web deleted", || {
+        h.get(&ep_path).is_none().then_some(())
+    });
+
+    for (what, d) in &timings {
+        eprintln!(
+            "kubernetes change -> DNS answer: {what}: {} ms",
+            d.as_millis()
+        );
+        assert!(*d < Duration::from_secs(1), "{what} took {d:?}");
+    }
+    eprintln!(
+        "setup (etcd + 3 API servers + deploy/): {} ms; test total {} ms",
+        setup.as_millis(),
+        t0.elapsed().as_millis()
+    );
+}
+
+/// Issue 4, point 3: the file source and Kubernetes feed one snapshot; an API server outage
+/// keeps the last state served (source down, still ready), and a restart (with etcd compacted,
+/// so the old watches get 410 Gone) resyncs.
+#[test]
+fn kubernetes_api_loss_keeps_serving_and_resyncs() {
+    let _serial = serial();
+    let env = Env::start();
+    let mut host = env.clusters(&["host"]).pop().expect("host");
+    let h = host.admin();
+    apply_deploy(&h);
+    h.apply(&domain("fed", ZONE));
+    h.apply(&namespace("shop"));
+    let endpoint = |ip: &str| {
+        json!({"apiVersion": "externaldns.k8s.io/v1alpha1", "kind": "DNSEndpoint",
+               "metadata": {"name": "app", "namespace": "shop"},
+               "spec": {"endpoints": [{"dnsName": format!("app.{ZONE}"), "recordType": "A", "targets": [ip]}]}})
+    };
+    h.apply(&endpoint("192.0.2.10"));
+    // Without KubeFedClusters the status as written is served.
+    let mut rec = service_record("shop", "api", json!({}));
+    rec["status"] = json!({"dns": [{"cluster": "c1", "region": "europe-west1", "loadBalancer": {"ingress": [{"ip": "192.0.2.40"}]}}]});
+    let created = h.apply(&rec);
+    assert!(created.get("status").is_none(), "status is a subresource");
+    h.merge_patch(
+        &format!(
+            "{}/status",
+            path(
+                "multiclusterdns.kubefed.io/v1alpha1",
+                "ServiceDNSRecord",
+                Some("shop"),
+                Some("api")
+            )
+        ),
+        json!({"status": rec["status"]}),
+    );
+    // The file source: a zone of its own beside the Kubernetes one.
+    let zones = tempfile::tempdir().expect("zones");
+    std::fs::write(
+        zones.path().join("static.example.net.zone"),
+        "$TTL 300\n@ IN SOA ns1 host 1 7200 3600 1209600 60\n@ IN NS ns1\nns1 IN A 192.0.2.53\nwww IN A 192.0.2.54\n",
+    )
+    .expect("zone");
+    let s = meridian(
+        zones.path(),
+        &host.kubeconfig(env.dir.path(), MERIDIAN_TOKEN),
+        "replica-a",
+    );
+    let q = s.q();
+    await_answer(
+        &s,
+        &q,
+        "www.static.example.net.",
+        RecordType::A,
+        &["192.0.2.54"],
+        Duration::from_secs(1),
+    );
+    await_answer(
+        &s,
+        &q,
+        &format!("app.{ZONE}."),
+        RecordType::A,
+        &["192.0.2.10"],
+        Duration::from_secs(10),
+    );
+    await_answer(
+        &s,
+        &q,
+        &global("api"),
+        RecordType::A,
+        &["192.0.2.40"],
+        Duration::from_secs(2),
+    );
+    wait_for(Duration::from_secs(10), "readyz", || {
+        ready_ok(&s).then_some(())
+    });
+    let up = |s: &Server| {
+        metric(
+            &s.metrics(),
+            "meridian_source_up",
+            &[("source", "kubernetes")],
+        )
+    };
+    wait_for(Duration::from_secs(5), "source up", || {
+        (up(&s) == 1.0).then_some(())
+    });
+
+    // The API server goes away.
+    host.stop();
+    wait_for(Duration::from_secs(15), "source down", || {
+        (up(&s) == 0.0).then_some(())
+    });
+    assert!(ready_ok(&s), "readiness stays green on an API outage");
+    await_answer(
+        &s,
+        &q,
+        &format!("app.{ZONE}."),
+        RecordType::A,
+        &["192.0.2.10"],
+        Duration::from_secs(1),
+    );
+    await_answer(
+        &s,
+        &q,
+        &global("api"),
+        RecordType::A,
+        &["192.0.2.40"],
+        Duration::from_secs(1),
+    );
+    await_answer(
+        &s,
+        &q,
+        "www.static.example.net.",
+        RecordType::A,
+        &["192.0.2.54"],
+        Duration::from_secs(1),
+    );
+    assert!(
+        s.log_text().contains("kubernetes API unavailable"),
+        "the outage is logged"
+    );
+    // A file reload during the outage keeps the Kubernetes objects.
+    std::fs::write(
+        zones.path().join("static.example.net.zone"),
+        "$TTL 300\n@ IN SOA ns1 host 2 7200 3600 1209600 60\n@ IN NS ns1\nns1 IN A 192.0.2.53\nwww IN A 192.0.2.55\n",
+    )
+    .expect("zone");
+    s.signal("HUP");
+    await_answer(
+        &s,
+        &q,
+        "www.static.example.net.",
+        RecordType::A,
+        &["192.0.2.55"],
+        Duration::from_secs(5),
+    );
+    await_answer(
+        &s,
+        &q,
+        &format!("app.{ZONE}."),
+        RecordType::A,
+        &["192.0.2.10"],
+        Duration::from_secs(1),
+    );
+
+    // Compact etcd so the watches' resource versions are gone, then bring the server back.
+    env.compact();
+    host.restart(&env);
+    wait_for(Duration::from_secs(20), "source up again", || {
+        (up(&s) == 1.0).then_some(())
+    });
+    let t = Instant::now();
+    h.apply(&endpoint("192.0.2.11"));
+    let d = await_answer(
+        &s,
+        &q,
+        &format!("app.{ZONE}."),
+        RecordType::A,
+        &["192.0.2.11"],
+        Duration::from_secs(5),
+    );
+    eprintln!(
+        "kubernetes change -> DNS answer after resync: {} ms",
+        t.elapsed().max(d).as_millis()
+    );
+    assert!(
+        s.log_text().contains("watch recovered"),
+        "the resync is logged"
+    );
+}
+
+/// Two replicas: exactly one (the Lease holder) writes; kill it and the other takes over.
+#[test]
+fn kubernetes_leader_election_two_replicas() {
+    let _serial = serial();
+    let fed = Fed::start();
+    let h = fed.host.admin();
+    fed.web_in(&fed.east, &["192.0.2.1"], true);
+    register_member(&h, &fed.east, json!({}));
+    h.apply(&service_record("shop", "web", json!({})));
+    let kc = fed.kubeconfig();
+    let a = meridian(fed.zones.path(), &kc, "replica-a");
+    let b = meridian(fed.zones.path(), &kc, "replica-b");
+    for s in [&a, &b] {
+        await_answer(
+            s,
+            &s.q(),
+            &global("web"),
+            RecordType::A,
+            &["192.0.2.1"],
+            Duration::from_secs(15),
+        );
+    }
+    let leader = |s: &Server| metric(&s.metrics(), "meridian_leader", &[]);
+    let writes = |s: &Server| metric(&s.metrics(), "meridian_kubernetes_writes_total", &[]);
+    let a_leads = wait_for(Duration::from_secs(15), "a leader", || {
+        match (leader(&a), leader(&b)) {
+            (x, y) if x == 1.0 && y == 0.0 => Some(true),
+            (x, y) if x == 0.0 && y == 1.0 => Some(false),
+            _ => None,
+        }
+    });
+    let (first, second, first_id, second_id) = if a_leads {
+        (a, b, "replica-a", "replica-b")
+    } else {
+        (b, a, "replica-b", "replica-a")
+    };
+    wait_for(Duration::from_secs(10), "status written", || {
+        status_of(&h, "shop", "web")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        writes(&first) >= 2.0,
+        "the leader wrote status and DNSEndpoint"
+    );
+    assert_eq!(writes(&second), 0.0, "the follower wrote nothing");
+    assert_eq!(leader(&second), 0.0, "exactly one leader");
+    let lease = h
+        .get(&path(
+            "coordination.k8s.io/v1",
+            "Lease",
+            Some("meridian"),
+            Some("meridian"),
+        ))
+        .expect("lease");
+    assert_eq!(lease["spec"]["holderIdentity"], first_id);
+
+    // The leader dies without releasing the Lease; the follower takes over after expiry.
+    let killed = Instant::now();
+    drop(first);
+    set_service_lb(&fed.east.admin(), "shop", "web", &["192.0.2.5"]);
+    await_answer(
+        &second,
+        &second.q(),
+        &global("web"),
+        RecordType::A,
+        &["192.0.2.5"],
+        Duration::from_secs(2),
+    );
+    wait_for(Duration::from_secs(20), "takeover", || {
+        (leader(&second) == 1.0).then_some(())
+    });
+    let took = killed.elapsed();
+    wait_for(Duration::from_secs(10), "the new leader writes", || {
+        status_of(&h, "shop", "web")
+            .filter(|s| s["dns"][0]["loadBalancer"]["ingress"] == json!([{"ip": "192.0.2.5"}]))
+    });
+    assert!(writes(&second) >= 1.0);
+    let lease = h
+        .get(&path(
+            "coordination.k8s.io/v1",
+            "Lease",
+            Some("meridian"),
+            Some("meridian"),
+        ))
+        .expect("lease");
+    assert_eq!(lease["spec"]["holderIdentity"], second_id);
+    eprintln!(
+        "leader killed -> follower leads: {} ms (lease 3s)",
+        took.as_millis()
+    );
+}
+
+/// deploy/: every manifest is applied (server-side; the Deployment as a server-side dry run)
+/// and the member manifests in a member; the Deployment's probes and security are as promised.
+#[test]
+fn kubernetes_deploy_manifests_apply() {
+    let _serial = serial();
+    let env = Env::start();
+    let mut v = env.clusters(&["host", "member"]);
+    let member = v.pop().expect("member");
+    let host = v.pop().expect("host");
+    apply_deploy(&host.admin());
+    apply_member(&member.admin());
+    let h = host.admin();
+    assert!(
+        h.get(&path("v1", "Service", Some("meridian"), Some("meridian")))
+            .is_some()
+    );
+    assert!(
+        h.get(&path(
+            "policy/v1",
+            "PodDisruptionBudget",
+            Some("meridian"),
+            Some("meridian")
+        ))
+        .is_some()
+    );
+    let docs = yaml_docs(&deploy_dir().join("deployment.yaml"));
+    let d = &docs[0];
+    assert_eq!(d["spec"]["replicas"], 2);
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(
+        d["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"],
+        true
+    );
+    // The dry run is validated by the server: a broken Deployment is refused.
+    let mut broken = d.clone();
+    broken["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = json!(70000);
+    let (code, _) = h.call(
+        "PATCH",
+        &format!(
+            "{}?fieldManager=meridian-test&force=true&dryRun=All",
+            obj_path(&broken)
+        ),
+        Some(("application/apply-patch+yaml", broken.to_string())),
+    );
+    assert_eq!(code, 422, "server-side dry run validates");
+    let svc = h
+        .get(&path("v1", "Service", Some("meridian"), Some("meridian")))
+        .expect("service");
+    let ports: Vec<String> = svc["spec"]["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .map(|p| format!("{}/{}", p["port"], p["protocol"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(ports, ["53/UDP", "53/TCP"]);
+    // Least privilege: meridian's identity may not read Secrets outside KubeFed's namespace.
+    let as_meridian = Kc {
+        base: host.url(),
+        token: MERIDIAN_TOKEN.to_string(),
+        http: insecure_client(),
+    };
+    assert_eq!(
+        as_meridian
+            .call("GET", "/api/v1/namespaces/default/secrets", None)
+            .0,
+        403
+    );
+    assert_eq!(
+        as_meridian
+            .call("GET", &format!("/api/v1/namespaces/{FED_NS}/secrets"), None)
+            .0,
+        200
+    );
+    let lines =
+        std::io::Cursor::new(std::fs::read(deploy_dir().join("Dockerfile")).expect("Dockerfile"));
+    let dockerfile: Vec<String> = BufReader::new(lines)
+        .lines()
+        .map_while(Result::ok)
+        .collect();
+    assert!(
+        dockerfile
+            .iter()
+            .any(|l| l.starts_with("USER ") && !l.contains("root")),
+        "non-root image"
+    );
+}
