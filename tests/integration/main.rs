@@ -2,5 +2,6 @@
 
 mod common;
 mod dns;
+mod health;
 mod hostile;
 mod k8s;
