@@ -551,7 +551,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         shutdown_rx.clone(),
     ));
     let kube_enabled = kube.is_some();
-    match kube {
+    let kube_handle = match kube {
         // Ready once the Kubernetes source has handed over its first complete state.
         Some(opts) => {
             tracing::info!(
@@ -560,10 +560,16 @@ async fn serve(args: ServeArgs) -> Result<()> {
                 identity = %opts.lease.identity,
                 "starting the kubernetes source"
             );
-            kubernetes::start(opts, publisher.clone(), ready.clone()).await?;
+            Some(
+                kubernetes::start(opts, publisher.clone(), ready.clone(), shutdown_rx.clone())
+                    .await?,
+            )
         }
-        None => ready.store(true, Ordering::Release),
-    }
+        None => {
+            ready.store(true, Ordering::Release);
+            None
+        }
+    };
     tracing::info!(dns = %udp_addr, admin = %admin_addr, udp_workers = workers, "serving");
 
     let reload_args = args.source.clone();
@@ -580,6 +586,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
     ready.store(false, Ordering::Release);
     stop.store(true, Ordering::Relaxed);
     let _ = shutdown_tx.send(true);
+    if let Some(k) = kube_handle {
+        k.stopped().await;
+    }
     scheduler.stop().await;
     let _ = tcp_task.await;
     let _ = admin_task.await;

@@ -38,6 +38,7 @@ pub struct Metrics {
     pub leader: IntGauge,
     pub kubernetes_writes: IntCounterVec,
     pub kubernetes_member_up: IntGaugeVec,
+    pub kubernetes_planned_writes: IntGauge,
     pub rrl: IntCounterVec,
 }
 
@@ -232,6 +233,11 @@ impl Metrics {
                     "1 while a member cluster's API server is listed and watched."
                 ),
                 &["cluster"]
+            )),
+            kubernetes_planned_writes: reg!(IntGauge::new(
+                "meridian_kubernetes_planned_writes",
+                "Writes the last pass found necessary (status or DNSEndpoints differing from the \
+                 computed ones); 0 when everything written is current."
             )),
             rrl: reg!(IntCounterVec::new(
                 Opts::new(

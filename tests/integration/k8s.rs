@@ -898,7 +898,7 @@ impl Fed {
 fn kubernetes_federated_service_and_ingress_records() {
     let _serial = serial();
     let t0 = Instant::now();
-    let fed = Fed::start();
+    let mut fed = Fed::start();
     let setup = t0.elapsed();
     let h = fed.host.admin();
     fed.web_in(&fed.east, &["192.0.2.1", "2001:db8::1"], true);
@@ -1025,8 +1025,14 @@ fn kubernetes_federated_service_and_ingress_records() {
             &[("result", "ok")],
         )
     };
+    // Once the watches have seen meridian's own writes, the next passes plan none.
+    let planned = |s: &Server| metric(&s.metrics(), "meridian_kubernetes_planned_writes", &[]);
+    wait_for(Duration::from_secs(5), "no write planned", || {
+        (planned(&s) == 0.0).then_some(())
+    });
     let before = writes(&s);
-    std::thread::sleep(Duration::from_millis(2500));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(planned(&s), 0.0, "a write planned without a change");
     assert_eq!(writes(&s), before, "writes without a change");
 
     // --- changes, each timed from the API call to the changed answer.
@@ -1235,7 +1241,44 @@ fn kubernetes_federated_service_and_ingress_records() {
         json!({"cluster": "west", "loadBalancer": {"ingress": [{"hostname": "lb-west.elb.example.net"}]}})
     );
 
-    // 6. A member is removed: its names vanish, its entry leaves the status.
+    // 6. A member's API server goes away: after the offline grace (2 s here) its entries stay,
+    //    with an empty loadBalancer (KubeFed's offline clusters), so it leaves the answers and
+    //    its region falls back to the global name.
+    // (Timed from the server's exit: a graceful apiserver shutdown itself takes seconds.)
+    fed.west.stop();
+    let t = Instant::now();
+    await_answer(
+        &s,
+        &sf,
+        &regional("web", "us-west1"),
+        RecordType::A,
+        &[&format!("cname:{}", global("web")), "192.0.2.1"],
+        Duration::from_secs(10),
+    );
+    eprintln!(
+        "member API server stopped -> offline in answers: {} ms (grace 2 s)",
+        t.elapsed().as_millis()
+    );
+    wait_for(
+        Duration::from_secs(10),
+        "status: west offline, kept empty",
+        || {
+            status_of(&h, "shop", "web").filter(|s| {
+                s["dns"][1]["cluster"] == "west"
+                    && s["dns"][1]["loadBalancer"].get("ingress").is_none()
+            })
+        },
+    );
+    assert_eq!(
+        metric(
+            &s.metrics(),
+            "meridian_kubernetes_member_up",
+            &[("cluster", "west")]
+        ),
+        0.0
+    );
+
+    // 7. A member is removed: its names vanish, its entry leaves the status.
     let t = Instant::now();
     h.delete(&path(
         "core.kubefed.io/v1beta1",
@@ -1264,7 +1307,7 @@ fn kubernetes_federated_service_and_ingress_records() {
         status_of(&h, "shop", "web").filter(|s| s["dns"].as_array().is_some_and(|a| a.len() == 1))
     });
 
-    // 7. The record is deleted: its names vanish (NXDOMAIN) and so does its DNSEndpoint, even
+    // 8. The record is deleted: its names vanish (NXDOMAIN) and so does its DNSEndpoint, even
     //    with no garbage collector running.
     let t = Instant::now();
     h.delete(&path(
@@ -1567,6 +1610,23 @@ fn kubernetes_leader_election_two_replicas() {
     eprintln!(
         "leader killed -> follower leads: {} ms (lease 3s)",
         took.as_millis()
+    );
+
+    // An orderly stop (SIGTERM, as on a rolling update) releases the Lease at once.
+    let mut second = second;
+    second.signal("TERM");
+    assert_eq!(second.wait_exit(Duration::from_secs(10)), Some(0));
+    let lease = h
+        .get(&path(
+            "coordination.k8s.io/v1",
+            "Lease",
+            Some("meridian"),
+            Some("meridian"),
+        ))
+        .expect("lease");
+    assert!(
+        lease["spec"].get("holderIdentity").is_none(),
+        "released on shutdown: {lease}"
     );
 }
 

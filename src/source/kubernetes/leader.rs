@@ -90,11 +90,17 @@ pub struct LeaseOptions {
     pub grace: u64,
 }
 
-/// Runs the election for as long as the process lives; the receiver says whether this replica
-/// leads. A lost API server ends nothing: the manager is rebuilt until it works.
-pub fn elect(client: kube::Client, opts: LeaseOptions) -> watch::Receiver<bool> {
+/// Runs the election until `shutdown` turns true; the receiver says whether this replica leads.
+/// A lost API server ends nothing: the manager is rebuilt until it works. On shutdown a held
+/// Lease is released, so a follower takes over at once rather than after expiry; the returned
+/// task ends when that is done.
+pub fn elect(
+    client: kube::Client,
+    opts: LeaseOptions,
+    mut shutdown: watch::Receiver<bool>,
+) -> (watch::Receiver<bool>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(false);
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let m = metrics::get();
         loop {
             let built = LeaseManagerBuilder::new(client.clone(), &opts.name)
@@ -109,8 +115,10 @@ pub fn elect(client: kube::Client, opts: LeaseOptions) -> watch::Receiver<bool> 
                 Ok(mg) => mg,
                 Err(e) => {
                     tracing::warn!(error = %e, lease = %opts.name, "cannot set up the leader lease; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        _ = shutdown.changed() => return,
+                    }
                 }
             };
             let (mut state, task) = manager.watch().await;
@@ -121,8 +129,20 @@ pub fn elect(client: kube::Client, opts: LeaseOptions) -> watch::Receiver<bool> 
                     m.leader.set(i64::from(leading));
                     tx.send_replace(leading);
                 }
-                if state.changed().await.is_err() {
-                    break;
+                tokio::select! {
+                    r = state.changed() => if r.is_err() { break },
+                    _ = shutdown.changed() => {
+                        // Writes stop first; closing the channel makes the manager release.
+                        tx.send_replace(false);
+                        m.leader.set(0);
+                        drop(state);
+                        match task.await {
+                            Ok(Ok(_)) => tracing::info!(identity = %opts.identity, "leader lease released"),
+                            Ok(Err(e)) => tracing::warn!(error = %e, "cannot release the leader lease; it expires by itself"),
+                            Err(e) => tracing::warn!(error = %e, "leader lease task failed"),
+                        }
+                        return;
+                    }
                 }
             }
             // The manager's task ended (it only does on errors it cannot retry): start over as
@@ -136,7 +156,7 @@ pub fn elect(client: kube::Client, opts: LeaseOptions) -> watch::Receiver<bool> 
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
-    rx
+    (rx, task)
 }
 
 /// A write just made is not repeated for this long while the watch catches up with it.

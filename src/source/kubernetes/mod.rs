@@ -81,18 +81,36 @@ pub async fn client(opts: &KubeOptions) -> Result<kube::Client, KubeError> {
     kube::Client::try_from(config).map_err(|e| KubeError::Client(e.to_string()))
 }
 
+/// The running source, for an orderly shutdown.
+pub struct KubeHandle {
+    elect: tokio::task::JoinHandle<()>,
+}
+
+impl KubeHandle {
+    /// Waits (bounded) for the leader Lease to be released after shutdown was signalled.
+    pub async fn stopped(self) {
+        if tokio::time::timeout(Duration::from_secs(3), self.elect)
+            .await
+            .is_err()
+        {
+            tracing::warn!("leader lease not released in time; it expires by itself");
+        }
+    }
+}
+
 /// Starts the source. `synced` is set once the first complete state has been handed to the
 /// publisher (readiness); it is never cleared, since meridian serves the last state on an
-/// API outage.
+/// API outage. `shutdown` turning true releases the leader Lease.
 pub async fn start(
     opts: KubeOptions,
     publisher: PublisherHandle,
     synced: Arc<AtomicBool>,
-) -> Result<(), KubeError> {
+    shutdown: tokio_watch::Receiver<bool>,
+) -> Result<KubeHandle, KubeError> {
     let client = client(&opts).await?;
     let dirty = Arc::new(Notify::new());
     let host = Host::start(client.clone(), &opts.kubefed_namespace, dirty.clone());
-    let leading = leader::elect(client.clone(), opts.lease.clone());
+    let (leading, elect) = leader::elect(client.clone(), opts.lease.clone(), shutdown);
     let (plan_tx, plan_rx) = tokio_watch::channel(Arc::new(Vec::new()));
     tokio::spawn(leader::run_writer(client, plan_rx, leading.clone()));
     metrics::get()
@@ -114,7 +132,7 @@ pub async fn start(
         first_change: None,
     };
     tokio::spawn(async move { agg.run().await });
-    Ok(())
+    Ok(KubeHandle { elect })
 }
 
 struct Aggregator {
@@ -506,6 +524,8 @@ impl Aggregator {
                 "kubernetes source ready"
             );
         }
+        // Zero in a steady state: what the API server holds is what meridian would write.
+        m.kubernetes_planned_writes.set(plan.len() as i64);
         if self.plan_tx.borrow().as_slice() != plan.as_slice() || !plan.is_empty() {
             self.plan_tx.send_replace(Arc::new(plan));
         }
