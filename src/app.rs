@@ -93,6 +93,10 @@ pub struct ServeArgs {
     /// Most simultaneous DNS-over-TCP connections from one address.
     #[arg(long, default_value_t = 64)]
     pub tcp_max_per_source: usize,
+    /// How often to look for changed zone, YAML and GeoIP files (reloaded like SIGHUP);
+    /// 0 turns watching off.
+    #[arg(long, default_value = "1s")]
+    pub watch_interval: String,
     /// Idle timeout of DNS-over-TCP connections (RFC 7766), e.g. 10s.
     #[arg(long, default_value = "10s")]
     pub tcp_idle_timeout: String,
@@ -471,6 +475,12 @@ fn explain(args: ExplainArgs) -> Result<i32> {
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
+    let watch = if args.watch_interval.trim() == "0" {
+        std::time::Duration::ZERO
+    } else {
+        crate::model::parse_duration(&args.watch_interval)
+            .map_err(|e| anyhow!("--watch-interval: {e}"))?
+    };
     let idle = crate::model::parse_duration(&args.tcp_idle_timeout)
         .map_err(|e| anyhow!("--tcp-idle-timeout: {e}"))?;
     if admin::needs_token(&args.admin) && args.admin_token.is_none() {
@@ -575,9 +585,29 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let reload_args = args.source.clone();
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // File changes reload like SIGHUP does; polled, so atomic renames and network mounts work.
+    let geo_path = || shared.load().geo.as_ref().map(|g| g.path().to_path_buf());
+    let mut seen = crate::source::watch::fingerprint(&reload_args.zones, geo_path().as_deref());
+    let mut tick = tokio::time::interval(if watch.is_zero() {
+        std::time::Duration::from_secs(3600)
+    } else {
+        watch
+    });
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = hup.recv() => reload(&reload_args, kube_enabled, &publisher).await,
+            _ = hup.recv() => {
+                seen = crate::source::watch::fingerprint(&reload_args.zones, geo_path().as_deref());
+                reload(&reload_args, kube_enabled, &publisher).await
+            }
+            _ = tick.tick(), if !watch.is_zero() => {
+                let now = crate::source::watch::fingerprint(&reload_args.zones, geo_path().as_deref());
+                if now != seen {
+                    seen = now;
+                    tracing::info!("files changed in {}", reload_args.zones.display());
+                    reload(&reload_args, kube_enabled, &publisher).await;
+                }
+            }
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
         }

@@ -3,6 +3,7 @@
 
 pub mod file;
 pub mod kubernetes;
+pub mod watch;
 
 use thiserror::Error;
 

@@ -659,3 +659,25 @@ fn sigterm_exits_cleanly() {
     s.signal("TERM");
     assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0));
 }
+
+#[test]
+fn file_changes_reload_without_a_signal() {
+    let dir = zones_with(&[]);
+    let zone = dir.path().join("gslb.example.com.zone");
+    let s = Server::start_with(dir.path(), &["--watch-interval", "100ms"]);
+    assert_eq!(
+        addrs(&s.q().ask("static.gslb.example.com.", RecordType::A)),
+        vec!["192.0.2.10"]
+    );
+    let text = std::fs::read_to_string(&zone)
+        .expect("zone")
+        .replace("static  IN A    192.0.2.10", "static  IN A    192.0.2.12");
+    let tmp = dir.path().join("zone.tmp");
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, &zone).expect("rename");
+    wait_for(Duration::from_secs(10), "reload on file change", || {
+        (addrs(&s.q().ask("static.gslb.example.com.", RecordType::A)) == vec!["192.0.2.12"])
+            .then_some(())
+    });
+    assert!(s.log_text().contains("files changed"));
+}
