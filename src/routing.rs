@@ -393,6 +393,20 @@ mod tests {
     }
 
     #[test]
+    fn unready_targets_are_down_for_their_name() {
+        // Kubernetes readiness: Los Angeles has no ready endpoints for this record.
+        let mut d = dyn_name(Policy::Geo, AllDown::All, false);
+        d.targets[2].ready = false;
+        assert_eq!(pick(&d, &health([true; 4]), Some(SF)), one(1));
+        // A region name whose only target is unready falls back to the wider name.
+        let mut d = dyn_name(Policy::Geo, AllDown::All, true);
+        for t in &mut d.targets {
+            t.ready = false;
+        }
+        assert_eq!(pick(&d, &health([true; 4]), Some(SF)), Selection::Fallback);
+    }
+
+    #[test]
     fn unplaceable_clients() {
         let d = dyn_name(Policy::Geo, AllDown::All, false);
         assert_eq!(pick(&d, &health([true; 4]), None), Selection::AllHealthy);

@@ -382,3 +382,112 @@ fn humantime_like(t: SystemTime) -> String {
         Err(_) => "now".to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+    use crate::model::{DNSEndpoint, DNSEndpointSpec, Domain, Endpoint};
+    use arc_swap::ArcSwap;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn meta(name: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("ns".into()),
+            ..Default::default()
+        }
+    }
+
+    fn kube(objects: Vec<Object>) -> Update {
+        Update::Kubernetes(Box::new(KubeInputs {
+            objects: objects
+                .into_iter()
+                .map(|o| Located {
+                    location: format!("{KUBERNETES_LOCATION} ({})", o.display_name()),
+                    value: o,
+                })
+                .collect(),
+            unready: HashSet::new(),
+        }))
+    }
+
+    fn endpoint(name: &str, dns_name: &str) -> Object {
+        Object::DNSEndpoint(DNSEndpoint {
+            metadata: meta(name),
+            spec: DNSEndpointSpec {
+                endpoints: vec![Endpoint {
+                    dns_name: dns_name.into(),
+                    targets: vec!["192.0.2.1".into()],
+                    record_type: "A".into(),
+                    ..Default::default()
+                }],
+            },
+        })
+    }
+
+    async fn next(shared: &Shared, after: u64) -> Arc<Snapshot> {
+        for _ in 0..500 {
+            let s = shared.load_full();
+            if s.generation > after {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        panic!("no new snapshot");
+    }
+
+    fn has(s: &Snapshot, name: &str) -> bool {
+        let n = hickory_proto::rr::Name::from_ascii(name).expect("name");
+        let key = compile::wire_name(&n).expect("wire");
+        s.compiled
+            .nodes
+            .get(&key)
+            .is_some_and(|n| !n.rrsets.is_empty())
+    }
+
+    #[tokio::test]
+    async fn kubernetes_fragment_is_merged_and_bad_objects_counted_once() {
+        let empty = compile::compile(Catalog::default(), Settings::default()).expect("compile");
+        let shared: Shared = Arc::new(ArcSwap::from_pointee(Snapshot::new(Arc::new(empty), None)));
+        let publisher = start(shared.clone(), FileInputs::default());
+        let errors = || {
+            metrics::get()
+                .source_errors
+                .with_label_values(&["kubernetes"])
+                .get()
+        };
+        let e0 = errors();
+        let domain = Object::Domain(Domain {
+            metadata: meta("d"),
+            domain: "k.example.org".into(),
+            name_server: None,
+        });
+        publisher.send(kube(vec![
+            domain.clone(),
+            endpoint("good", "a.k.example.org"),
+            endpoint("bad", "outside.example.net"),
+        ]));
+        let s = next(&shared, 1).await;
+        assert!(has(&s, "a.k.example.org."));
+        assert_eq!(errors(), e0 + 1, "the bad object is counted");
+        // Another rebuild with the same bad object does not count it again.
+        publisher.send(kube(vec![
+            domain,
+            endpoint("good", "b.k.example.org"),
+            endpoint("bad", "outside.example.net"),
+        ]));
+        let s = next(&shared, s.generation).await;
+        assert!(has(&s, "b.k.example.org."));
+        assert!(!has(&s, "a.k.example.org."));
+        assert_eq!(errors(), e0 + 1);
+        // An empty fragment takes the Kubernetes names away.
+        let generation = s.generation;
+        publisher.send(kube(vec![]));
+        let s = next(&shared, generation).await;
+        assert!(
+            !has(&s, "b.k.example.org."),
+            "names vanish with their objects"
+        );
+    }
+}

@@ -720,8 +720,8 @@ fn service_record(ns: &str, name: &str, extra_spec: Value) -> Value {
 
 // ---------------------------------------------------------------- meridian
 
-fn meridian(zones: &Path, kubeconfig: &Path, identity: &str) -> Server {
-    Server::start_with(
+fn meridian(zones: &Path, kubeconfig: &Path, identity: &str) -> Meridian {
+    Meridian(Server::start_with(
         zones,
         &[
             "--kubeconfig",
@@ -742,7 +742,7 @@ fn meridian(zones: &Path, kubeconfig: &Path, identity: &str) -> Server {
             "--identity",
             identity,
         ],
-    )
+    ))
 }
 
 /// Addresses, CNAME targets first: `["cname:x.", "192.0.2.1"]`.
@@ -786,6 +786,43 @@ fn await_answer(
         "{name} {t}: wanted {want:?}, last answer {last:?} after {timeout:?}\nmeridian log:\n{}",
         tail(&s.log_text())
     );
+}
+
+/// meridian under test; on a failing test its log goes to stderr (tail) and a file (whole),
+/// and with MERIDIAN_TEST_KEEP_LOGS set, to the file always.
+struct Meridian(Server);
+
+impl std::ops::Deref for Meridian {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Meridian {
+    fn deref_mut(&mut self) -> &mut Server {
+        &mut self.0
+    }
+}
+
+impl Drop for Meridian {
+    fn drop(&mut self) {
+        let failing = std::thread::panicking();
+        if !failing && std::env::var_os("MERIDIAN_TEST_KEEP_LOGS").is_none() {
+            return;
+        }
+        let text = self.0.log_text();
+        let file = std::env::temp_dir().join(format!("meridian-{}.log", self.0.pid()));
+        let _ = std::fs::write(&file, &text);
+        if failing {
+            eprintln!(
+                "----- meridian {} log (whole: {}) -----\n{}",
+                self.0.pid(),
+                file.display(),
+                tail(&text)
+            );
+        }
+    }
 }
 
 fn tail(text: &str) -> String {

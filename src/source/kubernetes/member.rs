@@ -156,27 +156,46 @@ impl Member {
         Ok(Member {
             spec,
             started: Instant::now(),
-            services: watch::spawn(
+            // Kept: name, namespace and status (the load balancer).
+            services: watch::spawn_trimmed(
                 Api::all(client.clone()),
                 cfg.clone(),
                 (),
                 w("Service"),
                 dirty.clone(),
+                |s: &mut Service| {
+                    trim_meta(&mut s.metadata);
+                    s.spec = None;
+                },
             ),
-            // Only slices that belong to a Service matter.
-            slices: watch::spawn(
+            // Only slices that belong to a Service matter, and of them only readiness.
+            slices: watch::spawn_trimmed(
                 Api::all(client.clone()),
                 cfg.clone().labels("kubernetes.io/service-name"),
                 (),
                 w("EndpointSlice"),
                 dirty.clone(),
+                |s: &mut EndpointSlice| {
+                    trim_meta(&mut s.metadata);
+                    s.ports = None;
+                    for e in &mut s.endpoints {
+                        e.addresses.clear();
+                        e.deprecated_topology = None;
+                        e.hints = None;
+                        e.target_ref = None;
+                    }
+                },
             ),
-            ingresses: watch::spawn(
+            ingresses: watch::spawn_trimmed(
                 Api::all(client.clone()),
                 cfg.clone(),
                 (),
                 w("Ingress"),
                 dirty.clone(),
+                |i: &mut Ingress| {
+                    trim_meta(&mut i.metadata);
+                    i.spec = None;
+                },
             ),
             // Metadata only: labels are all that is needed of a node.
             nodes: watch::spawn(
@@ -306,6 +325,13 @@ impl Member {
             ready: true,
         })
     }
+}
+
+/// Drops what no member lookup reads (labels stay: slices are found by theirs).
+fn trim_meta(m: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
+    m.managed_fields = None;
+    m.annotations = None;
+    m.owner_references = None;
 }
 
 const REGION: &str = "topology.kubernetes.io/region";

@@ -127,11 +127,29 @@ where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Eq + Hash + Clone + Send + Sync,
 {
+    spawn_trimmed(api, config, dyntype, what, dirty, |_| {})
+}
+
+/// As [`spawn`], with `trim` applied to each object before it is stored: member clusters hold
+/// many objects of which meridian needs a few fields, so the rest is not kept in memory.
+pub fn spawn_trimmed<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    dyntype: K::DynamicType,
+    what: String,
+    dirty: Arc<Notify>,
+    trim: impl FnMut(&mut K) + Send + 'static,
+) -> Watch<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone + Send + Sync,
+{
     let writer = reflector::store::Writer::new(dyntype);
     let store = writer.as_reader();
     let state = WatchState::default();
     let st = state.clone();
-    let stream = reflect(writer, watcher(api, config)).backoff(QuickBackoff::default());
+    let stream =
+        reflect(writer, watcher(api, config).modify(trim)).backoff(QuickBackoff::default());
     let task = tokio::spawn(run(stream, st, what, dirty));
     Watch { store, state, task }
 }
