@@ -169,6 +169,8 @@ pub async fn run_writer(
     mut leader: watch::Receiver<bool>,
 ) {
     let mut recent: HashMap<(&'static str, String, String), (Write, Instant)> = HashMap::new();
+    // Last error per object: a write failing the same way every pass is logged once.
+    let mut failing: HashMap<(&'static str, String, String), String> = HashMap::new();
     loop {
         tokio::select! {
             r = plans.changed() => if r.is_err() { return },
@@ -202,13 +204,20 @@ pub async fn run_writer(
                         elapsed_ms = started.elapsed().as_millis() as u64,
                         "wrote"
                     );
+                    failing.remove(&key);
                     recent.insert(key, (w.clone(), Instant::now()));
                 }
                 Err(e) => {
                     m.kubernetes_writes
                         .with_label_values(&[w.label(), "error"])
                         .inc();
-                    tracing::warn!(write = w.label(), kind = k, namespace = ns, name, error = %e, "write failed; retrying on the next pass");
+                    let text = e.to_string();
+                    if failing.get(&key) != Some(&text) {
+                        tracing::warn!(write = w.label(), kind = k, namespace = ns, name, error = %text, "write failed; retrying every pass");
+                        failing.insert(key, text);
+                    } else {
+                        tracing::debug!(write = w.label(), kind = k, namespace = ns, name, error = %text, "write still failing");
+                    }
                 }
             }
         }

@@ -313,14 +313,12 @@ impl Aggregator {
             if (st.region.is_none() || st.zones.is_empty())
                 && let Some(mb) = member
             {
-                {
-                    let (region, zones) = mb.topology();
-                    if st.region.is_none() {
-                        st.region = region;
-                    }
-                    if st.zones.is_empty() {
-                        st.zones = zones;
-                    }
+                let (region, zones) = mb.topology();
+                if st.region.is_none() {
+                    st.region = region;
+                }
+                if st.zones.is_empty() {
+                    st.zones = zones;
                 }
             }
             infos.push(ClusterInfo {
@@ -526,6 +524,11 @@ impl Aggregator {
         }
         // Zero in a steady state: what the API server holds is what meridian would write.
         m.kubernetes_planned_writes.set(plan.len() as i64);
+        if self.host.failing() {
+            // The writes would fail too; they are planned again once the API server is back.
+            return;
+        }
+        // Sent again while not empty, so the writer retries what failed.
         if self.plan_tx.borrow().as_slice() != plan.as_slice() || !plan.is_empty() {
             self.plan_tx.send_replace(Arc::new(plan));
         }
