@@ -21,6 +21,15 @@ pub struct CompileError {
     pub message: String,
 }
 
+/// Hasher of the name tables, which every query probes several times (the zone walk tries each
+/// suffix of the name): foldhash, seeded per process, about ten times cheaper than std's SipHash
+/// on 20–40-byte names. Keys come from configuration and the API server, not from queries; a
+/// query only probes, so it cannot grow a collision chain.
+pub type NameHasher = foldhash::fast::RandomState;
+
+/// A table keyed by lowercased wire-form names.
+pub type NameMap<V> = HashMap<Box<[u8]>, V, NameHasher>;
+
 /// Lowercased, uncompressed wire form of a name: the key of every table.
 pub fn wire_name(name: &Name) -> Result<Box<[u8]>, CompileError> {
     let mut buf = Vec::with_capacity(64);
@@ -138,8 +147,8 @@ pub struct Compiled {
     pub settings: Settings,
     pub catalog: Catalog,
     pub zones: Vec<CZone>,
-    pub zone_index: HashMap<Box<[u8]>, u32>,
-    pub nodes: HashMap<Box<[u8]>, Node>,
+    pub zone_index: NameMap<u32>,
+    pub nodes: NameMap<Node>,
     pub dyns: Vec<CDyn>,
     pub clusters: Vec<CCluster>,
     pub endpoints: Vec<EndpointKey>,
@@ -154,7 +163,7 @@ impl Compiled {
     }
 }
 
-fn find_zone_in(index: &HashMap<Box<[u8]>, u32>, name: &[u8]) -> Option<u32> {
+fn find_zone_in(index: &NameMap<u32>, name: &[u8]) -> Option<u32> {
     let mut i = 0;
     while i < name.len() {
         if let Some(z) = index.get(&name[i..]) {
@@ -171,8 +180,8 @@ fn find_zone_in(index: &HashMap<Box<[u8]>, u32>, name: &[u8]) -> Option<u32> {
 
 pub fn compile(catalog: Catalog, settings: Settings) -> Result<Compiled, CompileError> {
     let mut zones = Vec::with_capacity(catalog.zones.len());
-    let mut zone_index = HashMap::new();
-    let mut nodes: HashMap<Box<[u8]>, Node> = HashMap::new();
+    let mut zone_index = NameMap::default();
+    let mut nodes: NameMap<Node> = NameMap::default();
     for (i, z) in catalog.zones.iter().enumerate() {
         let apex = wire_name(&z.apex)?;
         let soa_data = rdata_bytes(&z.apex, &z.soa.data)?;
@@ -247,7 +256,7 @@ pub fn compile(catalog: Catalog, settings: Settings) -> Result<Compiled, Compile
         })
         .collect();
     let mut endpoints: Vec<EndpointKey> = Vec::new();
-    let mut endpoint_ids: HashMap<EndpointKey, u32> = HashMap::new();
+    let mut endpoint_ids: HashMap<EndpointKey, u32, NameHasher> = HashMap::default();
     let mut dyns = Vec::with_capacity(catalog.dyn_names.len());
     for (i, d) in catalog.dyn_names.iter().enumerate() {
         let key = wire_name(&d.name)?;
@@ -305,7 +314,7 @@ fn compile_dyn(
     source: u32,
     clusters: &[CCluster],
     endpoints: &mut Vec<EndpointKey>,
-    ids: &mut HashMap<EndpointKey, u32>,
+    ids: &mut HashMap<EndpointKey, u32, NameHasher>,
 ) -> Result<CDyn, CompileError> {
     let mut endpoint = |addr: IpAddr| -> u32 {
         let key = EndpointKey {
