@@ -75,6 +75,9 @@ impl Server {
             .arg(zones)
             .args(extra)
             .env("MERIDIAN_LOG", "info,meridian=debug")
+            // Inside a pod this would switch the Kubernetes source on (in-cluster config):
+            // tests choose their sources explicitly.
+            .env_remove("KUBERNETES_SERVICE_HOST")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
