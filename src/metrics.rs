@@ -39,6 +39,7 @@ pub struct Metrics {
     pub kubernetes_writes: IntCounterVec,
     pub kubernetes_member_up: IntGaugeVec,
     pub kubernetes_planned_writes: IntGauge,
+    pub kubernetes_propagation: Histogram,
     pub rrl: IntCounterVec,
 }
 
@@ -238,6 +239,16 @@ impl Metrics {
                 "meridian_kubernetes_planned_writes",
                 "Writes the last pass found necessary (status or DNSEndpoints differing from the \
                  computed ones); 0 when everything written is current."
+            )),
+            kubernetes_propagation: reg!(Histogram::with_opts(
+                HistogramOpts::new(
+                    "meridian_kubernetes_propagation_seconds",
+                    "From a watch event (host or member) to the changed state handed to the \
+                     snapshot publisher."
+                )
+                .buckets(vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0
+                ])
             )),
             rrl: reg!(IntCounterVec::new(
                 Opts::new(

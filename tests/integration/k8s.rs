@@ -1409,6 +1409,15 @@ fn kubernetes_federated_service_and_ingress_records() {
         );
         assert!(*d < Duration::from_secs(1), "{what} took {d:?}");
     }
+    // meridian's own view of the same path: watch event -> state handed to the publisher.
+    let text = s.metrics();
+    let n = metric(&text, "meridian_kubernetes_propagation_seconds_count", &[]);
+    let sum = metric(&text, "meridian_kubernetes_propagation_seconds_sum", &[]);
+    assert!(n >= timings.len() as f64, "propagation observed: {n}");
+    eprintln!(
+        "meridian_kubernetes_propagation_seconds: {n} events, mean {:.1} ms",
+        sum / n * 1000.0
+    );
     eprintln!(
         "setup (etcd + 3 API servers + deploy/): {} ms; test total {} ms",
         setup.as_millis(),

@@ -504,6 +504,7 @@ impl Aggregator {
         let inputs = KubeInputs { objects, unready };
         if self.last_sent.as_ref() != Some(&inputs) {
             if let Some(t) = self.first_change.take() {
+                m.kubernetes_propagation.observe(t.elapsed().as_secs_f64());
                 tracing::debug!(
                     since_event_ms = t.elapsed().as_millis() as u64,
                     objects = inputs.objects.len(),
