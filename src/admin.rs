@@ -255,7 +255,15 @@ async fn drain(
     let until = match q.duration.as_deref() {
         Some(d) => match parse_duration(d) {
             Ok(d) if d > Duration::ZERO => Some(SystemTime::now() + d),
-            Ok(_) => None,
+            // `for=0s` would otherwise read as "no end": an operator asking for a zero-length
+            // drill must not get a permanent drain.
+            Ok(_) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    Json(json!({"error": "for: must be positive (leave it out to drain until undrained)"})),
+                )
+                    .into_response();
+            }
             Err(e) => {
                 return (
                     StatusCode::BAD_REQUEST,

@@ -520,6 +520,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let health = HealthStatus::default();
     // Probing starts with the first catalog, before the first query (DESIGN §3).
     let scheduler = crate::health::scheduler::start_with_publisher(&publisher, health.clone());
+    scheduler.initial_round_published(&publisher).await;
     let ready = Arc::new(AtomicBool::new(false));
 
     let workers = args.udp_workers.unwrap_or_else(|| {
@@ -580,11 +581,13 @@ async fn serve(args: ServeArgs) -> Result<()> {
             None
         }
     };
+    // Handlers before "serving": SIGHUP's default action is to exit, and a reload may be asked
+    // for as soon as the server says it serves.
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tracing::info!(dns = %udp_addr, admin = %admin_addr, udp_workers = workers, "serving");
 
     let reload_args = args.source.clone();
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     // File changes reload like SIGHUP does; polled, so atomic renames and network mounts work.
     let geo_path = || shared.load().geo.as_ref().map(|g| g.path().to_path_buf());
     let mut seen = crate::source::watch::fingerprint(&reload_args.zones, geo_path().as_deref());

@@ -7,8 +7,12 @@
 //! - One task per endpoint, so a slow target never delays another; at most
 //!   `health.maxConcurrentProbes` probes are in flight at once (a semaphore), and each probe is
 //!   cut off at its `timeout`.
-//! - The first probe of each endpoint waits a random part of its interval, so endpoints that
-//!   appear together are not probed in lockstep.
+//! - The endpoints of the catalog served at start-up are probed at once, in one round the server
+//!   waits for (bounded) before it answers its first query — gdnsd's "initial round of
+//!   monitoring": the first answers then come from probe results, not from assumptions about
+//!   some targets mixed with results for others. Their next probe, and the first probe of every
+//!   endpoint that appears later, waits a random part of the interval, so endpoints are not
+//!   probed in lockstep.
 //! - Every result updates `HealthStatus` (admin API) and the metrics; transitions from the state
 //!   machine go to the publisher, which republishes the snapshot. The task of an endpoint is the
 //!   only sender for that endpoint, so its reports arrive in order.
@@ -19,7 +23,7 @@ use std::time::SystemTime;
 
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
-use tokio::time::{Duration, Instant, MissedTickBehavior};
+use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::HealthStatus;
@@ -61,13 +65,88 @@ struct Running {
 pub struct Scheduler {
     cancel: CancellationToken,
     task: JoinHandle<()>,
+    /// Endpoints of the start-up catalog still without a first result.
+    initial: watch::Receiver<usize>,
+    /// Longest probe timeout among them: the initial round's natural bound.
+    initial_timeout: Duration,
+}
+
+/// How long start-up waits for the initial round beyond the longest probe timeout.
+const INITIAL_ROUND_SLACK: Duration = Duration::from_millis(500);
+
+/// How the initial round went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InitialRound {
+    pub endpoints: usize,
+    pub reported: usize,
+    pub elapsed: Duration,
 }
 
 impl Scheduler {
+    /// Waits until every endpoint of the start-up catalog has its first result, or until the
+    /// longest probe timeout plus `slack` has passed (probes queued behind
+    /// `maxConcurrentProbes`, or a target slower than its timeout, must not hold start-up for
+    /// long: those endpoints keep counting as `upUntilFirstResult`).
+    pub async fn initial_round(&self, slack: Duration) -> InitialRound {
+        let started = Instant::now();
+        let endpoints = *self.initial.borrow();
+        let mut rx = self.initial.clone();
+        let _ = tokio::time::timeout(self.initial_timeout + slack, rx.wait_for(|n| *n == 0)).await;
+        let left = *rx.borrow();
+        InitialRound {
+            endpoints,
+            reported: endpoints.saturating_sub(left),
+            elapsed: started.elapsed(),
+        }
+    }
+
+    /// The server's start-up step: the initial round (see `initial_round`), then a publisher
+    /// flush so that the snapshot the first query reads holds its results.
+    pub async fn initial_round_published(&self, publisher: &PublisherHandle) {
+        let round = self.initial_round(INITIAL_ROUND_SLACK).await;
+        publisher.flush().await;
+        if round.reported < round.endpoints {
+            tracing::warn!(
+                endpoints = round.endpoints,
+                reported = round.reported,
+                elapsed_ms = round.elapsed.as_millis() as u64,
+                "initial health checks incomplete: the rest count as upUntilFirstResult until their first result"
+            );
+        } else {
+            tracing::info!(
+                endpoints = round.endpoints,
+                elapsed_ms = round.elapsed.as_millis() as u64,
+                "initial health checks done"
+            );
+        }
+    }
+
     /// Stops every probe and waits for the tasks to end.
     pub async fn stop(self) {
         self.cancel.cancel();
         let _ = self.task.await;
+    }
+}
+
+/// Counts one endpoint of the initial round as done: on its first result, or when its task
+/// ends without one (so the round never waits for a task that is gone).
+struct FirstResult(Option<Arc<watch::Sender<usize>>>);
+
+impl FirstResult {
+    fn done(&mut self) {
+        if let Some(tx) = self.0.take() {
+            tx.send_modify(|n| *n = n.saturating_sub(1));
+        }
+    }
+
+    fn initial(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+impl Drop for FirstResult {
+    fn drop(&mut self) {
+        self.done();
     }
 }
 
@@ -83,27 +162,50 @@ pub fn start_with_publisher(publisher: &PublisherHandle, status: HealthStatus) -
 
 /// Starts the scheduler over a stream of catalogs (the current one is taken at once).
 pub fn start<F: ProbeFactory, R: Reporter>(
-    catalogs: watch::Receiver<Arc<Compiled>>,
+    mut catalogs: watch::Receiver<Arc<Compiled>>,
     factory: Arc<F>,
     reporter: Arc<R>,
     status: HealthStatus,
 ) -> Scheduler {
     let cancel = CancellationToken::new();
-    let task = tokio::spawn(run(catalogs, factory, reporter, status, cancel.clone()));
-    Scheduler { cancel, task }
+    // The round is this catalog's endpoints, whatever arrives before the task runs.
+    let first = catalogs.borrow_and_update().clone();
+    let probed = first.endpoints.iter().filter(|k| k.probed());
+    let count = probed.clone().count();
+    let initial_timeout = probed.map(|k| k.probe.timeout).max().unwrap_or_default();
+    let (round_tx, initial) = watch::channel(count);
+    let task = tokio::spawn(run(
+        first,
+        catalogs,
+        factory,
+        reporter,
+        status,
+        Arc::new(round_tx),
+        cancel.clone(),
+    ));
+    Scheduler {
+        cancel,
+        task,
+        initial,
+        initial_timeout,
+    }
 }
 
 async fn run<F: ProbeFactory, R: Reporter>(
+    first: Arc<Compiled>,
     mut catalogs: watch::Receiver<Arc<Compiled>>,
     factory: Arc<F>,
     reporter: Arc<R>,
     status: HealthStatus,
+    round: Arc<watch::Sender<usize>>,
     cancel: CancellationToken,
 ) {
     let mut running: HashMap<EndpointKey, Running> = HashMap::new();
     let mut limit: Option<(usize, Arc<Semaphore>)> = None;
+    // Only the endpoints of the first catalog make up the initial round.
+    let mut round = Some(round);
+    let mut compiled = first;
     loop {
-        let compiled = catalogs.borrow_and_update().clone();
         let max = compiled.settings.health.max_concurrent_probes.max(1);
         let sem = match &limit {
             Some((n, s)) if *n == max => s.clone(),
@@ -161,6 +263,7 @@ async fn run<F: ProbeFactory, R: Reporter>(
                         reporter.clone(),
                         status.clone(),
                         meta_rx,
+                        FirstResult(round.clone()),
                         token.clone(),
                     ));
                     running.insert(
@@ -178,10 +281,12 @@ async fn run<F: ProbeFactory, R: Reporter>(
         if started > 0 {
             tracing::debug!(started, probing = running.len(), "probes started");
         }
+        round = None;
         tokio::select! {
             _ = cancel.cancelled() => break,
             changed = catalogs.changed() => if changed.is_err() { break },
         }
+        compiled = catalogs.borrow_and_update().clone();
     }
     for (_, r) in running.drain() {
         r.cancel.cancel();
@@ -244,6 +349,7 @@ async fn probe_loop<F: ProbeFactory, R: Reporter>(
     reporter: Arc<R>,
     status: HealthStatus,
     mut meta: watch::Receiver<Meta>,
+    mut first: FirstResult,
     cancel: CancellationToken,
 ) {
     let spec = key.probe.clone();
@@ -264,10 +370,13 @@ async fn probe_loop<F: ProbeFactory, R: Reporter>(
     ];
 
     let interval = spec.interval.max(Duration::from_millis(1));
-    let jitter = Duration::from_millis(fastrand::u64(0..interval.as_millis().max(1) as u64));
-    let mut ticker = tokio::time::interval_at(Instant::now() + jitter, interval);
-    // A probe slower than the interval pushes the next one back rather than firing a burst.
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let jitter = || Duration::from_millis(fastrand::u64(0..interval.as_millis().max(1) as u64));
+    // See the module comment: the initial round probes at once, everything else is spread.
+    let mut next = if first.initial() {
+        Instant::now()
+    } else {
+        Instant::now() + jitter()
+    };
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
@@ -282,7 +391,7 @@ async fn probe_loop<F: ProbeFactory, R: Reporter>(
                 gauge.set(&current.cluster, machine.up());
                 continue;
             }
-            _ = ticker.tick() => {}
+            _ = tokio::time::sleep_until(next) => {}
         }
         let permit = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -300,6 +409,17 @@ async fn probe_loop<F: ProbeFactory, R: Reporter>(
         };
         let latency = started.elapsed();
         drop(permit);
+        let after = Instant::now();
+        next = if first.initial() {
+            // Leave the initial round's lockstep.
+            after + jitter()
+        } else if next + interval > after {
+            next + interval
+        } else {
+            // A probe slower than the interval pushes the next one back rather than firing
+            // them back to back.
+            after + interval
+        };
         let now = SystemTime::now();
         let ok = result.is_ok();
         durations[match &result {
@@ -325,6 +445,8 @@ async fn probe_loop<F: ProbeFactory, R: Reporter>(
         gauge.set(&current.cluster, machine.up());
         let Some(t) = transition else { continue };
         reporter.report(key.clone(), t.up);
+        // After the report: the round is over only once the publisher has every result.
+        first.done();
         if !t.changed() {
             tracing::debug!(
                 cluster = %current.cluster,
@@ -621,15 +743,39 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(r.rec.of(1), vec![false]);
         r.tx.send_replace(compiled(vec![key(1, 100)], Settings::default()));
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        // Long enough for a probe in flight (5ms) to finish first.
+        tokio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!(r.rec.of(1), vec![false, false]);
         r.sched.stop().await;
     }
 
     #[tokio::test(start_paused = true)]
-    async fn first_probes_are_spread_over_the_interval() {
+    async fn the_initial_round_probes_at_once_then_spreads() {
         let keys: Vec<EndpointKey> = (1..=20).map(|i| key(i, 1000)).collect();
         let r = rig(keys, Settings::default());
+        let round = r.sched.initial_round(Duration::from_millis(100)).await;
+        assert_eq!(round.endpoints, 20);
+        assert_eq!(round.reported, 20);
+        // Every probe at once (each takes 5ms), every result reported before the round ends.
+        assert_eq!(round.elapsed, Duration::from_millis(5));
+        assert_eq!(r.rec.0.lock().expect("lock").len(), 20);
+        // The second probes are spread over the next interval.
+        let mut seen = Vec::new();
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            seen.push((1..=20).filter(|i| r.script.calls(*i) > 1).count());
+        }
+        assert!(seen[0] < 20, "{seen:?}");
+        assert_eq!(seen[9], 20, "{seen:?}");
+        r.sched.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn endpoints_appearing_later_are_spread_over_the_interval() {
+        let r = rig(vec![], Settings::default());
+        assert_eq!(r.sched.initial_round(Duration::ZERO).await.endpoints, 0);
+        let keys: Vec<EndpointKey> = (1..=20).map(|i| key(i, 1000)).collect();
+        r.tx.send_replace(compiled(keys, Settings::default()));
         let mut seen = Vec::new();
         for _ in 0..10 {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -638,6 +784,23 @@ mod tests {
         // Not all at once, all within one interval.
         assert!(seen[0] < 20, "{seen:?}");
         assert_eq!(seen[9], 20, "{seen:?}");
+        r.sched.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_initial_round_is_bounded() {
+        // One probe at a time, each timing out at 50ms: three take 150ms, the round gives up
+        // after 50ms + 20ms with one result.
+        let mut settings = Settings::default();
+        settings.health.max_concurrent_probes = 1;
+        let r = rig((1..=3).map(|i| key(i, 1000)).collect(), settings);
+        for i in 1..=3 {
+            r.script.set(i, "s");
+        }
+        let round = r.sched.initial_round(Duration::from_millis(20)).await;
+        assert_eq!(round.endpoints, 3);
+        assert_eq!(round.reported, 1);
+        assert_eq!(round.elapsed, Duration::from_millis(70));
         r.sched.stop().await;
     }
 

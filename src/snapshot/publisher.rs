@@ -75,6 +75,9 @@ pub enum Update {
         cluster: String,
         reply: Option<oneshot::Sender<bool>>,
     },
+    /// Replies once every update sent before it is applied and published (start-up waits for
+    /// the initial health round to be in the snapshot before answering queries).
+    Flush(oneshot::Sender<()>),
 }
 
 #[derive(Clone)]
@@ -111,6 +114,13 @@ impl PublisherHandle {
         });
         rx.await.unwrap_or(false)
     }
+
+    /// Waits until every update sent before this call is published.
+    pub async fn flush(&self) {
+        let (reply, rx) = oneshot::channel();
+        self.send(Update::Flush(reply));
+        let _ = rx.await;
+    }
 }
 
 struct State {
@@ -128,6 +138,8 @@ struct State {
     rebuild: bool,
     /// Kubernetes-attributed catalog errors already reported, so each is logged and counted once.
     reported: HashSet<String>,
+    /// Flushes to answer after this burst is published.
+    flushed: Vec<oneshot::Sender<()>>,
 }
 
 /// Starts the publisher over an already-published first snapshot, compiled from `files` alone.
@@ -149,6 +161,7 @@ pub fn start(shared: Shared, files: FileInputs) -> PublisherHandle {
         kube: None,
         rebuild: false,
         reported: HashSet::new(),
+        flushed: Vec::new(),
     };
     metrics::get().snapshot_generation.set(st.generation as i64);
     tokio::spawn(async move {
@@ -184,6 +197,9 @@ pub fn start(shared: Shared, files: FileInputs) -> PublisherHandle {
             }
             if changed {
                 st.publish();
+            }
+            for reply in st.flushed.drain(..) {
+                let _ = reply.send(());
             }
         }
     });
@@ -241,6 +257,10 @@ impl State {
                     let _ = r.send(d);
                 }
                 true
+            }
+            Update::Flush(reply) => {
+                self.flushed.push(reply);
+                false
             }
             Update::Undrain { cluster, reply } => {
                 let had = self.drains.remove(&cluster).is_some();

@@ -4,10 +4,10 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
@@ -61,6 +61,7 @@ impl Server {
 
     /// Starts meridian; Err carries its output if it exits before serving.
     pub fn try_start(zones: &Path, extra: &[&str]) -> Result<Server, String> {
+        demo_targets();
         let mut child = Command::new(BIN)
             .args([
                 "--log-format",
@@ -180,6 +181,45 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The demo clusters' VIPs: zones/demo.yaml probes http://VIP:8080/ for its web record. The
+/// last is the Los Angeles VIP that hostile.rs's reload test swaps in.
+pub const DEMO_VIPS: [&str; 4] = ["127.10.0.1", "127.20.0.1", "127.30.0.1", "127.30.0.9"];
+
+/// Serves HTTP 200 on the demo VIPs, once per test process, as `zones/demo-targets.sh start`
+/// does by hand. Every server started from the demo zones then finds the demo clusters healthy,
+/// as the demo scenario expects, whatever else runs on this machine; tests that exercise
+/// failures use targets of their own. A VIP already served (demo-targets.sh running) is left
+/// alone.
+pub fn demo_targets() {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        for ip in DEMO_VIPS {
+            let Ok(l) = TcpListener::bind((ip, 8080)) else {
+                continue;
+            };
+            std::thread::spawn(move || {
+                for s in l.incoming().flatten() {
+                    std::thread::spawn(move || http_ok(s));
+                }
+            });
+        }
+    });
+}
+
+/// Reads one HTTP request and answers 200.
+fn http_ok(mut s: TcpStream) {
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut req = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => req.extend_from_slice(&buf[..n]),
+        }
+    }
+    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n");
 }
 
 pub fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, String) {

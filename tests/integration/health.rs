@@ -319,7 +319,7 @@ fn wait_endpoint(
     pred: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
     wait_for(WAIT, &format!("{ip}: {what}"), || {
-        let e = endpoint(s, ip);
+        let e = endpoints_at(&state(s), ip).pop()?;
         (!e["lastResult"].is_null() && pred(&e)).then_some(e)
     })
 }
@@ -775,11 +775,19 @@ fn drains_via_the_api_and_the_cli_and_their_expiry() {
         404
     );
     assert_eq!(s.http("POST", "/api/v1/clusters/atlantis/drain").0, 404);
+    let bad_for = |d: &str| {
+        s.http(
+            "POST",
+            &format!("/api/v1/clusters/los-angeles/drain?for={d}"),
+        )
+    };
+    assert_eq!(bad_for("soon").0, 400);
+    let (code, body) = bad_for("0s");
     assert_eq!(
-        s.http("POST", "/api/v1/clusters/los-angeles/drain?for=soon")
-            .0,
-        400
+        code, 400,
+        "a zero-length drain is refused, not made permanent: {body}"
     );
+    assert!(state(&s)["drains"]["los-angeles"].is_null());
 
     // CLI: a drill that ends by itself.
     let (code, out, err) = run(&["drain", "los-angeles", "--for", "1s", "--admin", &admin]);
@@ -872,7 +880,10 @@ fn probes_follow_reloads() {
         &fast("http", port),
         &[("los-angeles", la.clone()), ("new-york", ny.clone())],
     );
-    std::fs::write(dir.path().join("health-test.yaml"), next).expect("rewrite");
+    // Atomically (the file watcher must not read a half-written file), then SIGHUP.
+    let tmp = dir.path().join("health-test.tmp");
+    std::fs::write(&tmp, next).expect("write");
+    std::fs::rename(&tmp, dir.path().join("health-test.yaml")).expect("rename");
     s.signal("HUP");
     wait_endpoint(&s, &ny, "probed after the reload", |e| {
         e["lastResult"]["ok"] == true
