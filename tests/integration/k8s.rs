@@ -10,10 +10,11 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, ResponseCode};
@@ -418,15 +419,74 @@ impl ApiServer {
 
     /// A kubeconfig for meridian: the real CA (no verification shortcut), a token.
     fn kubeconfig(&self, dir: &Path, token: &str) -> PathBuf {
-        let path = dir.join(format!("kubeconfig-{}", self.name));
+        self.kubeconfig_via(dir, token, self.port)
+    }
+
+    /// A kubeconfig reaching this server through another loopback port (a [`Proxy`]).
+    fn kubeconfig_via(&self, dir: &Path, token: &str, port: u16) -> PathBuf {
+        let path = dir.join(format!("kubeconfig-{}-{port}", self.name));
         let ca = std::fs::read(self.ca()).expect("apiserver.crt");
         let text = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n",
-            self.url(),
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:{port}\n    certificate-authority-data: {}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n",
             base64_encode(&ca)
         );
         std::fs::write(&path, text).expect("kubeconfig");
         path
+    }
+}
+
+/// A TCP relay to an API server whose connections the test can cut (a network blip: the server
+/// stays up, its watch cache keeps every resource version, so watches resume without a relist).
+struct Proxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(target: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let up = Arc::new(AtomicBool::new(true));
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
+        let (up2, conns2) = (up.clone(), conns.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().map_while(Result::ok) {
+                if !up2.load(Ordering::SeqCst) {
+                    continue; // dropped: the connection is closed at once
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let pipe = |mut from: TcpStream, mut to: TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                if let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) {
+                    if let Ok(mut v) = conns2.lock() {
+                        v.push(c2.try_clone().expect("clone"));
+                        v.push(s2.try_clone().expect("clone"));
+                    }
+                    pipe(client, s2);
+                    pipe(server, c2);
+                }
+            }
+        });
+        Proxy { port, up, conns }
+    }
+
+    /// Closes every relayed connection and refuses new ones until [`Proxy::restore`].
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for c in self.conns.lock().expect("conns").drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
     }
 }
 
@@ -1461,6 +1521,8 @@ fn kubernetes_api_loss_keeps_serving_and_resyncs() {
         json!({"status": rec["status"]}),
     );
     // The file source: a zone of its own beside the Kubernetes one.
+    // meridian reaches the API server through a relay the test can cut.
+    let proxy = Proxy::start(host.port);
     let zones = tempfile::tempdir().expect("zones");
     std::fs::write(
         zones.path().join("static.example.net.zone"),
@@ -1469,7 +1531,7 @@ fn kubernetes_api_loss_keeps_serving_and_resyncs() {
     .expect("zone");
     let s = meridian(
         zones.path(),
-        &host.kubeconfig(env.dir.path(), MERIDIAN_TOKEN),
+        &host.kubeconfig_via(env.dir.path(), MERIDIAN_TOKEN, proxy.port),
         "replica-a",
     );
     let q = s.q();
@@ -1596,6 +1658,61 @@ fn kubernetes_api_loss_keeps_serving_and_resyncs() {
     assert!(
         log.contains("too old resource version"),
         "a 410 Gone was met and survived"
+    );
+
+    // A second outage, this time with nothing compacted and nothing changed meanwhile: the
+    // watches resume silently from their resource versions, and recovery must still be seen.
+    host.stop();
+    wait_for(Duration::from_secs(15), "source down (2)", || {
+        (up(&s) == 0.0).then_some(())
+    });
+    host.restart(&env);
+    let t = Instant::now();
+    wait_for(Duration::from_secs(10), "source up (2)", || {
+        (up(&s) == 1.0).then_some(())
+    });
+    eprintln!(
+        "API server restarted -> source up: {} ms",
+        t.elapsed().as_millis()
+    );
+    await_answer(
+        &s,
+        &q,
+        &format!("app.{ZONE}."),
+        RecordType::A,
+        &["192.0.2.11"],
+        Duration::from_secs(1),
+    );
+
+    // A network blip: connections cut, the server stays up and nothing changes. The watches
+    // resume from their resource versions without a relist and without events; recovery must
+    // still be noticed.
+    proxy.cut();
+    wait_for(Duration::from_secs(15), "source down (blip)", || {
+        (up(&s) == 0.0).then_some(())
+    });
+    proxy.restore();
+    let t = Instant::now();
+    wait_for(Duration::from_secs(10), "source up (blip)", || {
+        (up(&s) == 1.0).then_some(())
+    });
+    eprintln!(
+        "connections back -> source up without a relist: {} ms",
+        t.elapsed().as_millis()
+    );
+    let t = Instant::now();
+    h.apply(&endpoint("192.0.2.12"));
+    await_answer(
+        &s,
+        &q,
+        &format!("app.{ZONE}."),
+        RecordType::A,
+        &["192.0.2.12"],
+        Duration::from_secs(5),
+    );
+    eprintln!(
+        "kubernetes change -> DNS answer after the blip: {} ms",
+        t.elapsed().as_millis()
     );
 }
 

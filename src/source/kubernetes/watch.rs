@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kube::Resource;
-use kube::api::Api;
+use kube::api::{Api, ListParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, Event, watcher};
@@ -148,40 +148,68 @@ where
     let store = writer.as_reader();
     let state = WatchState::default();
     let st = state.clone();
+    let probe = api.clone();
     let stream =
         reflect(writer, watcher(api, config).modify(trim)).backoff(QuickBackoff::default());
-    let task = tokio::spawn(run(stream, st, what, dirty));
+    let task = tokio::spawn(run(stream, probe, st, what, dirty));
     Watch { store, state, task }
 }
 
-async fn run<K, S>(stream: S, st: WatchState, what: String, dirty: Arc<Notify>)
+/// How often a failing watch checks whether its kind is readable again.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// Clears the failing state; returns since when it was failing, if it was.
+fn recovered(st: &WatchState, what: &str, dirty: &Notify) -> Option<Instant> {
+    let was = st.with(|i| {
+        let was = i.failing_since.take();
+        i.absent = false;
+        i.last_error = None;
+        was
+    });
+    if let Some(since) = was {
+        tracing::info!(
+            watch = %what,
+            after_ms = since.elapsed().as_millis() as u64,
+            "watch recovered"
+        );
+        dirty.notify_one();
+    }
+    was
+}
+
+async fn run<K, S>(stream: S, probe: Api<K>, st: WatchState, what: String, dirty: Arc<Notify>)
 where
+    K: Resource + Clone + DeserializeOwned + Debug,
     S: futures::Stream<Item = Result<Event<K>, watcher::Error>> + Send,
 {
     let mut stream = std::pin::pin!(stream);
-    while let Some(ev) = stream.next().await {
+    let mut tick = tokio::time::interval(PROBE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let ev = tokio::select! {
+            ev = stream.next() => match ev {
+                Some(ev) => ev,
+                None => return,
+            },
+            _ = tick.tick() => {
+                // A watch that resumes from a still-valid resourceVersion yields nothing until
+                // something changes, so recovery would go unnoticed: ask the server directly
+                // whether the kind is readable again (bounded, so the stream is not starved).
+                if st.failing_since().is_some() {
+                    let lp = ListParams::default().limit(1);
+                    if let Ok(Ok(_)) = tokio::time::timeout(BACKOFF_MAX, probe.list(&lp)).await {
+                        recovered(&st, &what, &dirty);
+                    }
+                }
+                continue;
+            }
+        };
         match ev {
             Ok(ev) => {
-                let recovered = st.with(|i| {
-                    let was = i.failing_since.take();
-                    i.absent = false;
-                    i.last_error = None;
-                    was
-                });
-                if let Some(since) = recovered {
-                    tracing::info!(
-                        watch = %what,
-                        after_ms = since.elapsed().as_millis() as u64,
-                        "watch recovered"
-                    );
-                }
+                recovered(&st, &what, &dirty);
                 match ev {
                     // Objects of an initial list are buffered by the reflector until InitDone.
-                    Event::Init | Event::InitApply(_) => {
-                        if recovered.is_some() {
-                            dirty.notify_one();
-                        }
-                    }
+                    Event::Init | Event::InitApply(_) => {}
                     Event::InitDone => {
                         st.with(|i| i.synced = true);
                         dirty.notify_one();
