@@ -10,6 +10,8 @@
 //! a dead target is seen within `fall` probes (`interval × fall`, plus the probe timeout when it
 //! hangs instead of refusing), a revived one within `rise` probes (`interval × rise`).
 //!
+//! Under `cargo test --all-targets` (no `--bench` argument) it runs one short drill only.
+//!
 //! Environment: `FAILOVER_DRILLS` (drills per configuration, default per row below),
 //! `FAILOVER_CONFIGS` (e.g. `100ms:2:2:refuse,1s:3:2:hang` — interval:fall:rise:mode).
 //! Traffic stays on 127.0.0.0/8.
@@ -303,7 +305,9 @@ fn parse_configs(spec: &str, drills: Option<usize>) -> Vec<Config> {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; a filter argument is not supported here.
+    // `cargo bench` passes `--bench`. Without it this is `cargo test --all-targets` (CI): one
+    // short drill, so the benchmark is known to work, without a minute of drills in every run.
+    let smoke = !std::env::args().any(|a| a == "--bench");
     let drills = std::env::var("FAILOVER_DRILLS")
         .ok()
         .map(|v| match v.parse() {
@@ -315,6 +319,7 @@ fn main() {
         });
     let configs = match std::env::var("FAILOVER_CONFIGS") {
         Ok(spec) => parse_configs(&spec, drills),
+        Err(_) if smoke => parse_configs("100ms:2:2:refuse", Some(1)),
         Err(_) => {
             let row = |ms, fall, rise, mode, n| Config {
                 interval: Duration::from_millis(ms),
@@ -332,8 +337,13 @@ fn main() {
         }
     };
     println!(
-        "failover drills: meridian {} (bench profile), client San Francisco, los-angeles target failed and revived",
-        env!("CARGO_PKG_VERSION")
+        "failover drills: meridian {}{}, client San Francisco, los-angeles target failed and revived",
+        env!("CARGO_PKG_VERSION"),
+        if smoke {
+            " (smoke run: `cargo bench --bench failover` for figures)"
+        } else {
+            ""
+        }
     );
     println!();
     println!(

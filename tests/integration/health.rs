@@ -1119,3 +1119,25 @@ fn https_probes_verify_certificates_unless_told_not_to() {
         "{hosts:?}"
     );
 }
+
+#[test]
+fn check_refuses_a_relative_probe_ca() {
+    let yaml = record(
+        "relative",
+        &[
+            ("probe", "https".to_string()),
+            ("probe-ca", "ca.pem".to_string()),
+        ],
+        &[("los-angeles", "127.0.0.1".to_string())],
+    );
+    let dir = zones_with(&[("health-test.yaml", &yaml)]);
+    let zones = dir.path().to_str().expect("utf-8 path");
+    let (code, _, err) = run(&["check", "--zones", zones]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(
+            "ServiceDNSRecord hc/relative): metadata.annotations[\"meridian.io/probe-ca\"]: \"ca.pem\" must be an absolute path"
+        ),
+        "{err}"
+    );
+}
