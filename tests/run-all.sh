@@ -42,7 +42,8 @@ step "tests"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --locked --all-targets 2>&1 | tee "$log"
+# Benches are compiled by clippy above and run by benches/run.sh, not here.
+cargo test --locked --lib --bins --tests 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 passed=$(grep -Eo 'test result: [A-Za-z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
@@ -70,7 +71,7 @@ if ((status == 0)); then
     cp -n fuzz/corpus/respond/* "$corpus_work/" 2>/dev/null || true
     set +e
     PATH="$tools/bin:$PATH" cargo +nightly fuzz run respond --target-dir "$MERIDIAN_CACHE/fuzz-target" \
-        "$corpus_work" fuzz/corpus/respond -- -max_total_time="${MERIDIAN_FUZZ_SECONDS:-60}" -rss_limit_mb=4096 2>&1 | tail -n 20
+        "$corpus_work" fuzz/corpus/respond -- -max_total_time="${MERIDIAN_FUZZ_SECONDS:-60}" -rss_limit_mb=4096 2>&1 | grep -v "^#\\|Uses: " | tail -n 60
     fuzz_status=${PIPESTATUS[0]}
     set -e
     if ((fuzz_status == 0)); then

@@ -17,7 +17,7 @@ static SNAP: LazyLock<Snapshot> = LazyLock::new(|| {
     let zones = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../zones");
     let loaded = load(&SourceArgs { zones, geoip: None })
         .unwrap_or_else(|e| panic!("demo zones must load: {e:?}"));
-    Snapshot::new(Arc::new(loaded.compiled), loaded.geo.map(Arc::new))
+    Snapshot::new(Arc::new(loaded.compiled), loaded.geo)
 });
 
 fuzz_target!(|data: &[u8]| {

@@ -226,12 +226,13 @@ fn reloads_under_load_lose_no_query_and_never_serve_a_half_loaded_state() {
     let yaml = dir.path().join("demo.yaml");
     let zone_a = std::fs::read_to_string(&zone).expect("zone");
     let yaml_a = std::fs::read_to_string(&yaml).expect("yaml");
-    // Version B changes both files: a static address and the Los Angeles VIP.
+    // Version B changes both files: a static address and the Los Angeles address of the `api`
+    // record (not health-checked, so only the reload decides what is served).
     let zone_b = zone_a.replace("static  IN A    192.0.2.10", "static  IN A    192.0.2.11");
-    let yaml_b = yaml_a.replace("ip: 127.30.0.1", "ip: 127.30.0.9");
+    let yaml_b = yaml_a.replace("ip: 198.51.100.30", "ip: 198.51.100.39");
     let s = Server::start(dir.path());
     let stop = Arc::new(AtomicBool::new(false));
-    let answered = Arc::new(AtomicUsize::new(0));
+    let answered = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
     let mut clients = Vec::new();
     for i in 0..2 {
         let q = s.q().ecs("192.0.2.0", 24);
@@ -244,9 +245,9 @@ fn reloads_under_load_lose_no_query_and_never_serve_a_half_loaded_state() {
                     ("static.gslb.example.com.", "192.0.2.10", "192.0.2.11")
                 } else {
                     (
-                        "web.shop.demo.svc.gslb.example.com.",
-                        "127.30.0.1",
-                        "127.30.0.9",
+                        "api.shop.demo.svc.gslb.example.com.",
+                        "198.51.100.30",
+                        "198.51.100.39",
                     )
                 };
                 let raw = q
@@ -260,7 +261,7 @@ fn reloads_under_load_lose_no_query_and_never_serve_a_half_loaded_state() {
                     "{name}: half-loaded answer {got:?}"
                 );
                 seen.insert(got);
-                answered.fetch_add(1, Ordering::Relaxed);
+                answered[i].fetch_add(1, Ordering::Relaxed);
             }
             seen.len()
         }));
@@ -278,9 +279,25 @@ fn reloads_under_load_lose_no_query_and_never_serve_a_half_loaded_state() {
             std::fs::rename(&tmp, path).expect("rename");
         }
         s.signal("HUP");
-        let want = (round + 2) as f64;
+        // Wait on the observable state: both names answer from the version just written.
+        let (want_static, want_api) = if round % 2 == 0 {
+            ("192.0.2.11", "198.51.100.39")
+        } else {
+            ("192.0.2.10", "198.51.100.30")
+        };
+        let q = s.q().ecs("192.0.2.0", 24);
         wait_for(Duration::from_secs(10), "reload applied", || {
-            (metric(&s.metrics(), "meridian_reloads_total", &[("result", "ok")]) >= want - 1.0)
+            let st = addrs(&q.ask("static.gslb.example.com.", RecordType::A));
+            let api = addrs(&q.ask("api.shop.demo.svc.gslb.example.com.", RecordType::A));
+            (st == vec![want_static] && api == vec![want_api]).then_some(())
+        });
+        // And both load clients have asked again since, so each sees every version.
+        let before: Vec<usize> = answered.iter().map(|a| a.load(Ordering::Relaxed)).collect();
+        wait_for(Duration::from_secs(10), "clients progressing", || {
+            answered
+                .iter()
+                .zip(&before)
+                .all(|(a, b)| a.load(Ordering::Relaxed) > b + 2)
                 .then_some(())
         });
     }
@@ -289,7 +306,13 @@ fn reloads_under_load_lose_no_query_and_never_serve_a_half_loaded_state() {
         let versions = c.join().expect("client thread");
         assert_eq!(versions, 2, "both versions were served");
     }
-    assert!(answered.load(Ordering::Relaxed) > 100);
+    assert!(
+        answered
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .sum::<usize>()
+            > 100
+    );
 }
 
 #[test]
