@@ -624,7 +624,13 @@ async fn serve(args: ServeArgs) -> Result<()> {
     }
     scheduler.stop().await;
     let _ = tcp_task.await;
-    let _ = admin_task.await;
+    // Idle keep-alive admin connections would hold a graceful shutdown open forever.
+    if tokio::time::timeout(std::time::Duration::from_secs(2), admin_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("admin connections still open after 2s; closing them");
+    }
     for t in udp_threads {
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
