@@ -35,18 +35,25 @@ running() {
   [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null
 }
 
-# Waits until the target accepts connections (or its process died).
+# Waits until the target accepts connections; fails if its process died (e.g. the address is
+# already served by something else, such as a test run's stand-in).
 wait_listening() {
   local cluster="$1" ip="$2"
   for _ in $(seq 1 50); do
-    if python3 - "$ip" "$PORT" <<'PY' 2>/dev/null; then return 0; fi
+    running "$cluster" || break
+    if python3 - "$ip" "$PORT" <<'PY' 2>/dev/null; then
 import socket, sys
 socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=0.2).close()
 PY
-    running "$cluster" || break
+      sleep 0.1
+      running "$cluster" && return 0
+      break
+    fi
     sleep 0.1
   done
-  echo "$cluster: target did not start; see $DIR/$cluster.log" >&2
+  rm -f "$DIR/$cluster.pid"
+  echo "$cluster: target did not start on $ip:$PORT:" >&2
+  tail -n 3 "$DIR/$cluster.log" >&2
   return 1
 }
 
