@@ -224,14 +224,15 @@ fn record(name: &str, annotations: &[(&str, String)], targets: &[(&str, String)]
     y
 }
 
-/// Fast probe settings: 100ms apart, two results to change state.
+/// Fast probe settings: 100ms apart, two results to change state. The timeout is generous so
+/// that a loaded machine (CI) does not fail a healthy target; refusals and statuses are instant.
 fn fast(kind: &str, port: u16) -> Vec<(&'static str, String)> {
     vec![
         ("probe", kind.to_string()),
         ("probe-port", port.to_string()),
         ("probe-path", "/healthz".to_string()),
         ("probe-interval", "100ms".to_string()),
-        ("probe-timeout", "500ms".to_string()),
+        ("probe-timeout", "2s".to_string()),
         ("rise", "2".to_string()),
         ("fall", "2".to_string()),
     ]
