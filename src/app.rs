@@ -1,5 +1,6 @@
 //! The edges: command line, loading, and the serve lifecycle (build → run → drain).
 
+use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -384,7 +385,8 @@ fn admin_call(method: reqwest::Method, url: &str, token: Option<&str>) -> Result
             .and_then(|v| serde_json::to_string_pretty(&v).ok())
             .unwrap_or(body);
         if status.is_success() {
-            println!("{pretty}");
+            // A closed pipe (`| head`) is not an error worth a panic.
+            let _ = writeln!(std::io::stdout(), "{pretty}");
             Ok(0)
         } else {
             eprintln!("{status}: {pretty}");

@@ -145,12 +145,17 @@ pub fn select(
             return out;
         }
         out.all_down = true;
+        // A drained cluster stays out even now: a drill must not be undone by an outage
+        // elsewhere. Only when every cluster is drained do drains give way.
+        let keep_drained = only_drained_left(d, fam, health);
+        let candidate =
+            |t: &CTarget| eligible(t, fam) && (keep_drained || !health.drained(t.cluster));
         out.selection = match d.all_down {
             AllDown::All => Selection::AllTargets,
             AllDown::Empty => Selection::Empty,
             AllDown::Servfail => Selection::Servfail,
             AllDown::Nearest => match (geo, &position) {
-                (true, Some(p)) => match nearest(d, clusters, p, |t| eligible(t, fam)) {
+                (true, Some(p)) => match nearest(d, clusters, p, candidate) {
                     Some(target) => Selection::One {
                         target,
                         any_health: true,
@@ -160,7 +165,7 @@ pub fn select(
                 _ => match d
                     .failover
                     .iter()
-                    .find(|&&i| eligible(&d.targets[i as usize], fam))
+                    .find(|&&i| candidate(&d.targets[i as usize]))
                 {
                     Some(&target) => Selection::One {
                         target,
@@ -230,6 +235,14 @@ pub fn select(
         }
     };
     out
+}
+
+/// True when every eligible target is drained: all-down answers may then use drained clusters.
+pub fn only_drained_left(d: &CDyn, fam: Family, health: &HealthView) -> bool {
+    d.targets
+        .iter()
+        .filter(|t| eligible(t, fam))
+        .all(|t| health.drained(t.cluster))
 }
 
 /// One row of `explain`: a candidate with its distance and state.
@@ -442,6 +455,28 @@ mod tests {
             assert_eq!(out.selection, want, "{policy:?}");
             assert!(out.all_down);
         }
+        // A drained cluster stays out of all-down answers while another is merely down.
+        let mut h = down.clone();
+        h.cluster_drained[2] = true;
+        let d = dyn_name(Policy::Geo, AllDown::Nearest, false);
+        let out = select(&d, Family::V4, &clusters(), &h, Some(unit(SF)), None, 0);
+        assert_eq!(
+            out.selection,
+            Selection::One {
+                target: 1,
+                any_health: true
+            }
+        );
+        h.cluster_drained = vec![true; 4];
+        let out = select(&d, Family::V4, &clusters(), &h, Some(unit(SF)), None, 0);
+        assert_eq!(
+            out.selection,
+            Selection::One {
+                target: 2,
+                any_health: true
+            },
+            "every cluster drained: drains give way"
+        );
         // Region/zone names fall back instead.
         let d = dyn_name(Policy::Geo, AllDown::All, true);
         assert_eq!(pick(&d, &down, Some(SF)), Selection::Fallback);

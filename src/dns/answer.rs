@@ -639,7 +639,7 @@ fn answer_dynamic(
             let t = &d.targets[target as usize];
             routed.cluster = Some(t.cluster);
             routed.away_from_nearest = outcome.nearest.is_some_and(|n| n != target);
-            if write_target(b, out, owner, d, target, fam, ttl, any_health) {
+            if write_target(b, out, owner, d, target, fam, ttl, any_health, 0) {
                 DynResult::Done
             } else {
                 DynResult::Nodata
@@ -647,17 +647,27 @@ fn answer_dynamic(
         }
         Selection::AllHealthy | Selection::AllTargets => {
             let any = outcome.selection == Selection::AllTargets;
+            let keep_drained = any && routing::only_drained_left(d, fam, health);
             let mut wrote = false;
+            let mut written = 0u64;
             for i in 0..d.targets.len() as u32 {
                 let t = &d.targets[i as usize];
                 if !routing::eligible(t, fam) || (!any && !routing::healthy(t, fam, health)) {
+                    continue;
+                }
+                if any && !keep_drained && health.drained(t.cluster) {
                     continue;
                 }
                 // Hostname-only targets cannot be merged into an address set.
                 if t.v4.is_empty() && t.v6.is_empty() {
                     continue;
                 }
-                wrote |= write_target(b, out, owner, d, i, fam, ttl, any);
+                if write_target(b, out, owner, d, i, fam, ttl, any, written) {
+                    wrote = true;
+                    if i < 64 {
+                        written |= 1u64 << i;
+                    }
+                }
             }
             if wrote {
                 DynResult::Done
@@ -689,6 +699,13 @@ fn answer_dynamic(
             DynResult::Done
         }
     };
+    // Along a CNAME chain (zone → region → global) the last name decides the cluster; what
+    // happened on the way (a fallback, an all-down answer) still counts.
+    if let Some(prev) = b.routed {
+        routed.fallback |= prev.fallback;
+        routed.all_down |= prev.all_down;
+        routed.away_from_nearest |= prev.away_from_nearest;
+    }
     b.routed = Some(routed);
     result
 }
@@ -714,13 +731,24 @@ fn write_target(
     fam: Family,
     ttl: u32,
     any_health: bool,
+    written: u64,
 ) -> bool {
     let t = &d.targets[target as usize];
     let health = &*b.snap.health;
+    // Clusters may share an address: in a multi-cluster answer each address appears once.
+    let earlier = |j: usize| j < 64 && written & (1u64 << j) != 0;
+    let dup4 =
+        |ip| (0..target as usize).any(|j| earlier(j) && d.targets[j].v4.iter().any(|x| x.ip == ip));
+    let dup6 =
+        |ip| (0..target as usize).any(|j| earlier(j) && d.targets[j].v6.iter().any(|x| x.ip == ip));
     let mut wrote = false;
     match fam {
         Family::V4 => {
             for a in &t.v4 {
+                if dup4(a.ip) {
+                    wrote = true;
+                    continue;
+                }
                 if any_health || health.up(a.endpoint) {
                     put_rr(
                         out,
@@ -737,6 +765,10 @@ fn write_target(
         }
         Family::V6 => {
             for a in &t.v6 {
+                if dup6(a.ip) {
+                    wrote = true;
+                    continue;
+                }
                 if any_health || health.up(a.endpoint) {
                     put_rr(
                         out,

@@ -681,3 +681,39 @@ fn file_changes_reload_without_a_signal() {
     });
     assert!(s.log_text().contains("files changed"));
 }
+
+#[test]
+fn shared_addresses_appear_once_and_chain_fallbacks_are_counted() {
+    let shared = r#"apiVersion: multiclusterdns.kubefed.io/v1alpha1
+kind: ServiceDNSRecord
+metadata:
+  name: shared
+  namespace: shop
+  annotations: {meridian.io/policy: all}
+spec: {domainRef: demo}
+status:
+  dns:
+  - {cluster: new-york, region: us-east, zones: [nyc1], loadBalancer: {ingress: [{ip: 198.51.100.77}]}}
+  - {cluster: houston, region: us-central, zones: [hou1], loadBalancer: {ingress: [{ip: 198.51.100.77}]}}
+  - {cluster: los-angeles, region: us-west, zones: [lax1], loadBalancer: {ingress: [{ip: 198.51.100.78}]}}
+"#;
+    let dir = zones_with(&[("shared.yaml", shared)]);
+    let s = Server::start(dir.path());
+    let m = s
+        .q()
+        .ask("shared.shop.demo.svc.gslb.example.com.", RecordType::A);
+    assert_eq!(addrs(&m), vec!["198.51.100.77", "198.51.100.78"]);
+    // The zone name has no IPv6 address: CNAME to the region, then the global name (NODATA).
+    let m = s.q().ask(
+        "web.shop.demo.svc.lax1.us-west.gslb.example.com.",
+        RecordType::AAAA,
+    );
+    assert_eq!(m.answers.len(), 2, "two CNAMEs");
+    assert!(
+        m.answers
+            .iter()
+            .all(|r| r.record_type() == RecordType::CNAME)
+    );
+    assert_eq!(m.authorities[0].record_type(), RecordType::SOA);
+    assert!(metric(&s.metrics(), "meridian_cname_fallback_answers_total", &[]) >= 1.0);
+}
