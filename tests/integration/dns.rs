@@ -717,3 +717,21 @@ status:
     assert_eq!(m.authorities[0].record_type(), RecordType::SOA);
     assert!(metric(&s.metrics(), "meridian_cname_fallback_answers_total", &[]) >= 1.0);
 }
+
+#[test]
+fn chaos_answers_when_configured() {
+    let config = std::fs::read_to_string(repo_zones().join("demo.yaml"))
+        .expect("demo.yaml")
+        .replace(
+            "maxDynamicTTL: 30",
+            "maxDynamicTTL: 30\n  versionBind: \"meridian test\"\n  idServer: \"ns-a\"",
+        );
+    let dir = zones_with(&[("demo.yaml", &config)]);
+    let s = Server::start(dir.path());
+    let out = dig(s.dns, &["version.bind", "TXT", "CH", "+short"]);
+    assert_eq!(out.trim(), "\"meridian test\"");
+    let out = dig(s.dns, &["id.server", "TXT", "CH", "+short"]);
+    assert_eq!(out.trim(), "\"ns-a\"");
+    let out = dig(s.dns, &["other.bind", "TXT", "CH"]);
+    assert!(out.contains("status: REFUSED"), "{out}");
+}

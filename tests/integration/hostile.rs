@@ -336,3 +336,40 @@ fn sigterm_finishes_in_flight_tcp_and_exits() {
     );
     assert!(s.log_text().contains("stopped"));
 }
+
+#[test]
+fn thousands_of_connections_from_one_source_leave_room_for_others() {
+    // Defaults: at most 64 connections per source address, 1024 in total.
+    let s = Server::start(&repo_zones());
+    let mut held = Vec::new();
+    for _ in 0..2000 {
+        if let Ok(t) = TcpStream::connect(s.dns) {
+            held.push(t);
+        }
+    }
+    wait_for(
+        Duration::from_secs(10),
+        "the per-source cap to apply",
+        || {
+            let text = s.metrics();
+            (metric(&text, "meridian_dns_tcp_connections", &[]) <= 64.0
+                && metric(
+                    &text,
+                    "meridian_dns_tcp_refused_total",
+                    &[("limit", "per_source")],
+                ) >= 1900.0)
+                .then_some(())
+        },
+    );
+    // Another source is still served over TCP, and everyone over UDP.
+    let mut t = connect_from("127.0.0.2", s.dns);
+    let p = s.q().packet("static.gslb.example.com.", RecordType::A);
+    t.write_all(&[&(p.len() as u16).to_be_bytes()[..], &p].concat())
+        .expect("write");
+    let mut len = [0u8; 2];
+    t.read_exact(&mut len).expect("answered despite the flood");
+    assert_eq!(
+        addrs(&s.q().ask("static.gslb.example.com.", RecordType::A)),
+        vec!["192.0.2.10"]
+    );
+}
