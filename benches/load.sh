@@ -5,10 +5,10 @@
 #   LOAD_DURATION=20 LOAD_RATE=30000 bash benches/load.sh
 #   LOAD_SETS="geo" LOAD_SWAP=0 bash benches/load.sh
 #
-# Scenario (the demo, zones/): three clusters (New York 127.10.0.1, Houston 127.20.0.1, Los
-# Angeles 127.30.0.1), distance routing from the demo GeoIP database (zones/demo-geoip.mmdb),
-# HTTP health checks every 2 s against local targets on port 8080 of each cluster address
-# (zones/demo-targets.sh; rise 2, fall 3). gdnsd gets the same: plugin_geoip with
+# Scenario (the demo, zones/): three clusters (New York, Houston, Los Angeles), distance routing
+# from the demo GeoIP database (zones/demo-geoip.mmdb), HTTP health checks every 2 s against
+# local targets on port 8080 of each cluster address (rise 2, fall 3). The VIPs are moved to
+# 127.{110,120,130}.0.1 in a copy of zones/ so the targets here never collide with the demo's. gdnsd gets the same: plugin_geoip with
 # auto_dc_coords (city-auto-mode over the same mmdb) and an http_status service type against the
 # same targets, and the same static records. Query sets (dnsperf binary input, -B, so every
 # query carries its own ECS option):
@@ -80,13 +80,32 @@ cleanup() {
   for p in "${PIDS[@]:-}"; do
     if [[ -n "$p" ]]; then wait "$p" 2>/dev/null || true; fi
   done
-  TMPDIR="$WORK" bash "$ROOT/zones/demo-targets.sh" stop >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
-# ---------------------------------------------------------------- health-check targets
-log "starting health-check targets (zones/demo-targets.sh, state in $WORK)"
-TMPDIR="$WORK" bash "$ROOT/zones/demo-targets.sh" start >&2
+# ---------------------------------------------------------------- zone and health-check targets
+# The demo zones, with the clusters' VIPs moved from 127.{10,20,30}.0.x to 127.{110,120,130}.0.x
+# so this benchmark's targets never collide with the demo's or the integration tests' (which
+# bind the demo addresses and stop them to test failover).
+ZONES="$WORK/zones"
+mkdir -p "$ZONES"
+cp "$ROOT"/zones/*.zone "$ROOT"/zones/*.yaml "$ROOT"/zones/*.mmdb "$ZONES/"
+sed -i -e 's/127\.10\.0\./127.110.0./g' -e 's/127\.20\.0\./127.120.0./g' \
+  -e 's/127\.30\.0\./127.130.0./g' "$ZONES"/*.yaml
+VIP_NY=127.110.0.1 VIP_HOU=127.120.0.1 VIP_LA=127.130.0.1
+log "starting health-check targets on $VIP_NY, $VIP_HOU, $VIP_LA port 8080"
+for ip in $VIP_NY $VIP_HOU $VIP_LA; do
+  mkdir -p "$WORK/www-$ip"
+  echo ok >"$WORK/www-$ip/index.html"
+  python3 -m http.server 8080 --bind "$ip" --directory "$WORK/www-$ip" >"$WORK/target-$ip.log" 2>&1 &
+  PIDS+=("$!")
+done
+for ip in $VIP_NY $VIP_HOU $VIP_LA; do
+  for _ in $(seq 1 50); do
+    python3 -c 'import socket, sys; socket.create_connection((sys.argv[1], 8080), timeout=0.2).close()' "$ip" 2>/dev/null && break
+    sleep 0.1
+  done
+done
 
 # ---------------------------------------------------------------- query files
 python3 - "$WORK" <<'PY'
@@ -181,9 +200,9 @@ plugins => {
         map => demo
         service_types => web_http
         dcmap => {
-          new-york => 127.10.0.1,
-          houston => 127.20.0.1,
-          los-angeles => 127.30.0.1,
+          new-york => $VIP_NY,
+          houston => $VIP_HOU,
+          los-angeles => $VIP_LA,
         }
       }
     }
@@ -217,7 +236,7 @@ SERVER_PID=""
 start_meridian() { # start_meridian WORKERS [taskset-cpu]
   local pin=()
   [[ -n "${2:-}" ]] && pin=(taskset -c "$2")
-  "${pin[@]}" "$MERIDIAN" serve --zones "$ROOT/zones" --listen "127.0.0.1:$MPORT" \
+  "${pin[@]}" "$MERIDIAN" serve --zones "$ZONES" --listen "127.0.0.1:$MPORT" \
     --admin "127.0.0.1:$MADMIN" --udp-workers "$1" >"$WORK/meridian.log" 2>&1 &
   SERVER_PID=$!
   PIDS+=("$SERVER_PID")
@@ -242,7 +261,7 @@ wait_ready() { # wait_ready PORT NAME
   for _ in $(seq 1 60); do
     ans="$(dig +time=1 +tries=1 +short @127.0.0.1 -p "$1" web.shop.demo.svc.gslb.example.com A \
       +subnet=192.0.2.0/24 2>/dev/null || true)"
-    if [[ "$ans" == "127.30.0.1" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    if [[ "$ans" == "$VIP_LA" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
       sleep 5 # two more probe rounds: every target is up
       return 0
     fi
