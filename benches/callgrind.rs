@@ -85,7 +85,7 @@ fn main() {
             .unwrap_or_else(|| panic!("unknown case {case}"));
         vec![c.packet]
     };
-    let counters = QueryCounters::new(Transport::Udp);
+    let mut counters = QueryCounters::new(Transport::Udp);
     let src = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let mut out = Vec::with_capacity(4096);
     let mut sum = 0usize;
@@ -99,16 +99,7 @@ fn main() {
         let a = answer::respond(&snap, black_box(p), src, Transport::Udp, 7, &mut out)
             .expect("answered");
         if count {
-            counters.count(
-                &a,
-                |c| {
-                    snap.compiled
-                        .clusters
-                        .get(c as usize)
-                        .map(|c| c.name.clone())
-                },
-                "all",
-            );
+            counters.count(&a, &snap);
         }
         sum += out.len();
     }

@@ -116,7 +116,7 @@ fn bench(c: &mut Criterion) {
 
     // What the UDP worker adds per answered query: the Prometheus counters, including the
     // per-cluster `answers_total{policy,cluster}` label lookup of routed answers.
-    let counters = QueryCounters::new(Transport::Udp);
+    let mut counters = QueryCounters::new(Transport::Udp);
     let mut g = c.benchmark_group("respond_and_count");
     for case in &cases {
         g.bench_function(case.name, |b| {
@@ -130,16 +130,7 @@ fn bench(c: &mut Criterion) {
                     &mut out,
                 )
                 .expect("answered");
-                counters.count(
-                    &a,
-                    |i| {
-                        snap.compiled
-                            .clusters
-                            .get(i as usize)
-                            .map(|c| c.name.clone())
-                    },
-                    "all",
-                );
+                counters.count(&a, &snap);
             })
         });
     }

@@ -2,7 +2,7 @@
 //! client address or a raw query name). Query-path counters are resolved to handles up front so
 //! counting is one atomic add.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -11,7 +11,8 @@ use prometheus::{
 
 use crate::dns::answer::{Answered, Transport};
 use crate::dns::wire;
-use crate::model::Policy;
+use crate::model::{AllDown, Policy};
+use crate::snapshot::Snapshot;
 
 pub struct Metrics {
     pub registry: Registry,
@@ -277,11 +278,28 @@ pub fn get() -> &'static Metrics {
     M.get_or_init(Metrics::new)
 }
 
-/// Query counters resolved once per worker: counting is an atomic add, no label lookup.
+/// Query counters resolved once per worker (and the per-cluster ones once per catalog):
+/// counting is one atomic add, no label lookup and no allocation per query.
 pub struct QueryCounters {
     by: Vec<IntCounter>,
     truncated: IntCounter,
     failover: [IntCounter; 4],
+    all_down: [IntCounter; 4],
+    /// `answers_total{policy, cluster}` by cluster index, then policy; resolved for `catalog`.
+    answers: Vec<[IntCounter; 4]>,
+    answers_any: [IntCounter; 4],
+    catalog: usize,
+}
+
+const POLICIES: [Policy; 4] = [Policy::Geo, Policy::Failover, Policy::Weighted, Policy::All];
+
+fn policy_index(p: Policy) -> usize {
+    match p {
+        Policy::Geo => 0,
+        Policy::Failover => 1,
+        Policy::Weighted => 2,
+        Policy::All => 3,
+    }
 }
 
 impl QueryCounters {
@@ -297,52 +315,74 @@ impl QueryCounters {
                 by.push(m.queries.with_label_values(&[t, q, r]));
             }
         }
+        let per_policy = |v: &IntCounterVec, extra: Option<&str>| {
+            POLICIES.map(|p| match extra {
+                Some(e) => v.with_label_values(&[p.as_str(), e]),
+                None => v.with_label_values(&[p.as_str()]),
+            })
+        };
         QueryCounters {
             by,
             truncated: m.truncated.with_label_values(&[t]),
-            failover: [
-                m.failover_answers.with_label_values(&["geo"]),
-                m.failover_answers.with_label_values(&["failover"]),
-                m.failover_answers.with_label_values(&["weighted"]),
-                m.failover_answers.with_label_values(&["all"]),
-            ],
+            failover: per_policy(&m.failover_answers, None),
+            all_down: [
+                AllDown::All,
+                AllDown::Nearest,
+                AllDown::Empty,
+                AllDown::Servfail,
+            ]
+            .map(|a| m.all_down_answers.with_label_values(&[a.as_str()])),
+            answers: Vec::new(),
+            answers_any: per_policy(&m.answers, Some("*")),
+            catalog: 0,
         }
     }
 
-    /// Counts one answer. Per-cluster counters need the cluster's name; they are looked up by
-    /// label only for routed answers.
-    pub fn count(
-        &self,
-        a: &Answered,
-        cluster_name: impl FnOnce(u32) -> Option<String>,
-        mode: &str,
-    ) {
+    /// Counts one answer given from `snap`.
+    pub fn count(&mut self, a: &Answered, snap: &Snapshot) {
         self.by[qtype_index(a.qtype) * RCODES.len() + rcode_index(a.rcode)].inc();
         if a.truncated {
             self.truncated.inc();
         }
-        if let Some(r) = a.routed {
+        let Some(r) = a.routed else {
+            return;
+        };
+        let c = &snap.compiled;
+        let key = Arc::as_ptr(c) as usize;
+        if key != self.catalog {
+            // A new catalog: resolve its clusters' counters once.
             let m = get();
-            let p = r.policy.as_str();
-            let cluster = r.cluster.and_then(cluster_name);
-            m.answers
-                .with_label_values(&[p, cluster.as_deref().unwrap_or("*")])
-                .inc();
-            if r.away_from_nearest {
-                let i = match r.policy {
-                    Policy::Geo => 0,
-                    Policy::Failover => 1,
-                    Policy::Weighted => 2,
-                    Policy::All => 3,
-                };
-                self.failover[i].inc();
-            }
-            if r.all_down {
-                m.all_down_answers.with_label_values(&[mode]).inc();
-            }
-            if r.fallback {
-                m.cname_fallbacks.inc();
-            }
+            self.answers = c
+                .clusters
+                .iter()
+                .map(|cl| POLICIES.map(|p| m.answers.with_label_values(&[p.as_str(), &cl.name])))
+                .collect();
+            self.catalog = key;
+        }
+        let p = policy_index(r.policy);
+        match r.cluster.and_then(|i| self.answers.get(i as usize)) {
+            Some(set) => set[p].inc(),
+            None => self.answers_any[p].inc(),
+        }
+        if r.away_from_nearest {
+            self.failover[p].inc();
+        }
+        if r.all_down {
+            let mode = c
+                .dyns
+                .get(r.dyn_index as usize)
+                .map(|d| d.all_down)
+                .unwrap_or_default();
+            let i = match mode {
+                AllDown::All => 0,
+                AllDown::Nearest => 1,
+                AllDown::Empty => 2,
+                AllDown::Servfail => 3,
+            };
+            self.all_down[i].inc();
+        }
+        if r.fallback {
+            get().cname_fallbacks.inc();
         }
     }
 }

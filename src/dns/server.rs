@@ -115,7 +115,7 @@ pub fn spawn_udp_workers(
 }
 
 fn udp_worker(sock: UdpSocket, shared: Shared, stop: Arc<AtomicBool>) {
-    let counters = QueryCounters::new(Transport::Udp);
+    let mut counters = QueryCounters::new(Transport::Udp);
     let m = metrics::get();
     let dropped = m.dropped.with_label_values(&["malformed"]);
     let rrl_dropped = m.rrl.with_label_values(&["dropped"]);
@@ -172,27 +172,11 @@ fn udp_worker(sock: UdpSocket, shared: Shared, stop: Arc<AtomicBool>) {
                 if let Err(e) = sock.send_to(&out, src) {
                     tracing::debug!(error = %e, "UDP send failed");
                 }
-                counters.count(
-                    &a,
-                    |c| {
-                        snap.compiled
-                            .clusters
-                            .get(c as usize)
-                            .map(|c| c.name.clone())
-                    },
-                    mode_of(&snap, &a),
-                );
+                counters.count(&a, &snap);
             }
             None => dropped.inc(),
         }
     }
-}
-
-fn mode_of(snap: &crate::snapshot::Snapshot, a: &answer::Answered) -> &'static str {
-    a.routed
-        .and_then(|r| snap.compiled.dyns.get(r.dyn_index as usize))
-        .map(|d| d.all_down.as_str())
-        .unwrap_or("all")
 }
 
 /// Per-source connection counts, shared by the accept loop and the connection tasks.
@@ -282,7 +266,7 @@ async fn tcp_connection(
     idle: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
-    let counters = QueryCounters::new(Transport::Tcp);
+    let mut counters = QueryCounters::new(Transport::Tcp);
     let mut inbuf = vec![0u8; 65535];
     let mut out = Vec::with_capacity(4096);
     let mut framed = Vec::with_capacity(4098);
@@ -324,16 +308,7 @@ async fn tcp_connection(
             // A packet we would drop over UDP ends a TCP connection.
             return Ok(());
         };
-        counters.count(
-            &a,
-            |c| {
-                snap.compiled
-                    .clusters
-                    .get(c as usize)
-                    .map(|c| c.name.clone())
-            },
-            mode_of(&snap, &a),
-        );
+        counters.count(&a, &snap);
         framed.clear();
         framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
         framed.extend_from_slice(&out);
