@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 use super::answer::{self, Transport};
 use super::rrl::{Rrl, Verdict, truncate_answer};
 use crate::metrics::{self, QueryCounters};
-use crate::snapshot::Shared;
+use crate::snapshot::{Shared, Snapshot};
 
 #[derive(Clone, Debug)]
 pub struct TcpLimits {
@@ -114,68 +114,203 @@ pub fn spawn_udp_workers(
         .collect()
 }
 
-fn udp_worker(sock: UdpSocket, shared: Shared, stop: Arc<AtomicBool>) {
-    let mut counters = QueryCounters::new(Transport::Udp);
-    let m = metrics::get();
-    let dropped = m.dropped.with_label_values(&["malformed"]);
-    let rrl_dropped = m.rrl.with_label_values(&["dropped"]);
-    let rrl_slipped = m.rrl.with_label_values(&["slipped"]);
-    let mut rrl_cfg = shared.load().compiled.settings.rrl.clone();
-    let mut rrl = Rrl::new(rrl_cfg.clone());
+/// Per-worker state for answering UDP packets: counters, the rate limiter.
+struct UdpHandler {
+    counters: QueryCounters,
+    dropped: prometheus::IntCounter,
+    rrl_dropped: prometheus::IntCounter,
+    rrl_slipped: prometheus::IntCounter,
+    rrl_cfg: crate::dns::rrl::RrlConfig,
+    rrl: Rrl,
+}
+
+impl UdpHandler {
+    fn new(shared: &Shared) -> UdpHandler {
+        let m = metrics::get();
+        let rrl_cfg = shared.load().compiled.settings.rrl.clone();
+        UdpHandler {
+            counters: QueryCounters::new(Transport::Udp),
+            dropped: m.dropped.with_label_values(&["malformed"]),
+            rrl_dropped: m.rrl.with_label_values(&["dropped"]),
+            rrl_slipped: m.rrl.with_label_values(&["slipped"]),
+            rrl: Rrl::new(rrl_cfg.clone()),
+            rrl_cfg,
+        }
+    }
+
+    /// Answers one packet into `out`; false when nothing is to be sent.
+    fn handle(&mut self, snap: &Snapshot, packet: &[u8], src: IpAddr, out: &mut Vec<u8>) -> bool {
+        let Some(a) = answer::respond(snap, packet, src, Transport::Udp, fastrand::u32(..), out)
+        else {
+            self.dropped.inc();
+            return false;
+        };
+        if snap.compiled.settings.rrl != self.rrl_cfg {
+            self.rrl_cfg = snap.compiled.settings.rrl.clone();
+            self.rrl = Rrl::new(self.rrl_cfg.clone());
+        }
+        if self.rrl.enabled() {
+            match self.rrl.check(src, Instant::now()) {
+                Verdict::Send => {}
+                Verdict::Slip => {
+                    self.rrl_slipped.inc();
+                    truncate_answer(out, a.question_end);
+                }
+                Verdict::Drop => {
+                    self.rrl_dropped.inc();
+                    return false;
+                }
+            }
+        }
+        self.counters.count(&a, snap);
+        true
+    }
+}
+
+fn recv_error(e: &io::Error) {
+    if !matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    ) {
+        tracing::warn!(error = %e, "UDP receive failed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Portable worker: one `recv_from` and one `send_to` per query.
+#[cfg_attr(target_os = "linux", allow(dead_code))]
+fn udp_worker_simple(sock: UdpSocket, shared: Shared, stop: Arc<AtomicBool>) {
+    let mut h = UdpHandler::new(&shared);
     let mut inbuf = vec![0u8; 65535];
     let mut out = Vec::with_capacity(4096);
     while !stop.load(Ordering::Relaxed) {
         let (n, src) = match sock.recv_from(&mut inbuf) {
             Ok(x) => x,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                tracing::warn!(error = %e, "UDP receive failed");
-                std::thread::sleep(Duration::from_millis(10));
+                recv_error(&e);
                 continue;
             }
         };
         let snap = shared.load();
-        match answer::respond(
-            &snap,
-            &inbuf[..n],
-            src.ip(),
-            Transport::Udp,
-            fastrand::u32(..),
-            &mut out,
-        ) {
-            Some(a) => {
-                if snap.compiled.settings.rrl != rrl_cfg {
-                    rrl_cfg = snap.compiled.settings.rrl.clone();
-                    rrl = Rrl::new(rrl_cfg.clone());
-                }
-                if rrl.enabled() {
-                    match rrl.check(src.ip(), Instant::now()) {
-                        Verdict::Send => {}
-                        Verdict::Slip => {
-                            rrl_slipped.inc();
-                            truncate_answer(&mut out, a.question_end);
-                        }
-                        Verdict::Drop => {
-                            rrl_dropped.inc();
-                            continue;
-                        }
-                    }
-                }
-                if let Err(e) = sock.send_to(&out, src) {
-                    tracing::debug!(error = %e, "UDP send failed");
-                }
-                counters.count(&a, &snap);
-            }
-            None => dropped.inc(),
+        if h.handle(&snap, &inbuf[..n], src.ip(), &mut out)
+            && let Err(e) = sock.send_to(&out, src)
+        {
+            tracing::debug!(error = %e, "UDP send failed");
         }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn udp_worker(sock: UdpSocket, shared: Shared, stop: Arc<AtomicBool>) {
+    udp_worker_simple(sock, shared, stop)
+}
+
+/// Linux worker: batches of up to `BATCH` queries per `recvmmsg` and their answers per
+/// `sendmmsg`, as gdnsd does — under load most of a query's CPU is the two system calls, so
+/// batching them is what lowers cost per query. Under light load a batch is one packet
+/// (`MSG_WAITFORONE`), so latency does not wait for a batch to fill.
+#[cfg(target_os = "linux")]
+fn udp_worker(sock: UdpSocket, shared: Shared, stop: Arc<AtomicBool>) {
+    use std::os::fd::AsRawFd;
+    const BATCH: usize = 32;
+    // Larger UDP queries do not exist in practice; one that is cut off fails to parse.
+    const BUF: usize = 4096;
+    let fd = sock.as_raw_fd();
+    let mut h = UdpHandler::new(&shared);
+    let mut bufs = vec![[0u8; BUF]; BATCH];
+    let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(1500)).collect();
+    // SAFETY: all-zero is a valid value for these plain C structs.
+    let mut addrs: [libc::sockaddr_storage; BATCH] = unsafe { std::mem::zeroed() };
+    let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+    let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    let mut out_iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+    let mut out_hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    while !stop.load(Ordering::Relaxed) {
+        for i in 0..BATCH {
+            iovs[i].iov_base = bufs[i].as_mut_ptr().cast();
+            iovs[i].iov_len = BUF;
+            hdrs[i].msg_hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
+            hdrs[i].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+            hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
+            hdrs[i].msg_hdr.msg_iovlen = 1;
+            hdrs[i].msg_hdr.msg_control = std::ptr::null_mut();
+            hdrs[i].msg_hdr.msg_controllen = 0;
+            hdrs[i].msg_hdr.msg_flags = 0;
+            hdrs[i].msg_len = 0;
+        }
+        // SAFETY: every header points at live buffers of the stated sizes owned by this frame.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                hdrs.as_mut_ptr(),
+                BATCH as u32,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            recv_error(&io::Error::last_os_error());
+            continue;
+        }
+        let snap = shared.load();
+        let mut k = 0;
+        for i in 0..n as usize {
+            let len = (hdrs[i].msg_len as usize).min(BUF);
+            let Some(src) = sockaddr_ip(&addrs[i]) else {
+                continue;
+            };
+            if h.handle(&snap, &bufs[i][..len], src, &mut outs[i]) {
+                out_iovs[k].iov_base = outs[i].as_mut_ptr().cast();
+                out_iovs[k].iov_len = outs[i].len();
+                out_hdrs[k].msg_hdr.msg_name =
+                    (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
+                out_hdrs[k].msg_hdr.msg_namelen = hdrs[i].msg_hdr.msg_namelen;
+                out_hdrs[k].msg_hdr.msg_iov = &mut out_iovs[k];
+                out_hdrs[k].msg_hdr.msg_iovlen = 1;
+                out_hdrs[k].msg_hdr.msg_control = std::ptr::null_mut();
+                out_hdrs[k].msg_hdr.msg_controllen = 0;
+                out_hdrs[k].msg_hdr.msg_flags = 0;
+                k += 1;
+            }
+        }
+        let mut sent = 0;
+        while sent < k {
+            // SAFETY: headers 0..k point at the answers and addresses filled in above.
+            let r =
+                unsafe { libc::sendmmsg(fd, out_hdrs[sent..].as_mut_ptr(), (k - sent) as u32, 0) };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                // One unsendable answer (e.g. an unreachable client) must not hold the rest.
+                tracing::debug!(error = %e, "UDP send failed");
+                sent += 1;
+            } else {
+                sent += (r as usize).max(1);
+            }
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn sockaddr_ip(ss: &libc::sockaddr_storage) -> Option<IpAddr> {
+    match ss.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says this storage holds a sockaddr_in.
+            let sin =
+                unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Some(IpAddr::V4(std::net::Ipv4Addr::from(u32::from_be(
+                sin.sin_addr.s_addr,
+            ))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this storage holds a sockaddr_in6.
+            let sin6 =
+                unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            Some(IpAddr::V6(std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr)))
+        }
+        _ => None,
     }
 }
 
