@@ -9,9 +9,8 @@ use std::path::{Path, PathBuf};
 
 use hickory_proto::rr::{Name, Record};
 use hickory_proto::serialize::txt::{LexerError, ParseError, Parser};
-use serde::de::DeserializeOwned;
 
-use super::{Located, SourceError};
+use super::{Located, SourceError, typed};
 use crate::config::RawConfig;
 use crate::model::{self, Object};
 
@@ -262,17 +261,6 @@ fn decode_object(value: serde_norway::Value) -> Result<Decoded, DecodeError> {
     }
     if name.is_empty() && kind != "MeridianConfig" {
         return Err(fail("metadata.name: missing".to_string()));
-    }
-    fn typed<T: DeserializeOwned>(v: serde_norway::Value) -> Result<T, String> {
-        serde_path_to_error::deserialize(v).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner().to_string();
-            if path == "." {
-                inner
-            } else {
-                format!("{path}: {inner}")
-            }
-        })
     }
     let obj = match (api_version.as_str(), kind.as_str()) {
         (model::GROUP_MULTICLUSTERDNS, "Domain") => Object::Domain(typed(value).map_err(fail)?),

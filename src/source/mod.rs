@@ -31,3 +31,21 @@ pub struct Located<T> {
     pub location: String,
     pub value: T,
 }
+
+/// Deserializes a value (YAML from files, JSON from the API server) into a typed object; the
+/// error names the field path (`spec.recordTTL: invalid type …`).
+pub fn typed<'de, T, D>(value: D) -> Result<T, String>
+where
+    T: serde::Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        if path == "." {
+            inner
+        } else {
+            format!("{path}: {inner}")
+        }
+    })
+}

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::watcher;
-use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
 use super::watch::{self, Watch, WatchState};
 use crate::metrics;
 use crate::model::Object;
 use crate::snapshot::publisher::KUBERNETES_LOCATION;
+use crate::source::typed;
 
 /// The kinds read from the host, with their API resources.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -178,18 +178,6 @@ struct Cached {
 pub struct Decoder {
     cache: HashMap<(Kind, String, String), Cached>,
     seen: HashSet<(Kind, String, String)>,
-}
-
-fn typed<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, String> {
-    serde_path_to_error::deserialize(v).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        if path == "." {
-            inner
-        } else {
-            format!("{path}: {inner}")
-        }
-    })
 }
 
 fn to_object(kind: Kind, obj: &DynamicObject) -> Result<Object, String> {
