@@ -476,6 +476,28 @@ fn explain(args: ExplainArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// Lifts the soft open-file limit to the hard one: the TCP connection cap (default 1024) plus
+/// sockets, files and probes must fit, and many shells start services with a soft limit of 1024.
+fn raise_fd_limit() {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+                let old = lim.rlim_cur;
+                lim.rlim_cur = lim.rlim_max;
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                    tracing::debug!(from = old, to = lim.rlim_max, "raised the open-file limit");
+                }
+            }
+        }
+    }
+}
+
 async fn serve(args: ServeArgs) -> Result<()> {
     let watch = if args.watch_interval.trim() == "0" {
         std::time::Duration::ZERO
@@ -491,6 +513,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             args.admin
         );
     }
+    raise_fd_limit();
     let kube = args.kube.options()?;
     let started = Instant::now();
     let loaded = match load_with(&args.source, kube.is_some()) {

@@ -60,6 +60,26 @@ fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
     Ok(s.into())
 }
 
+/// The TCP listener. A deep accept queue (the kernel caps it at `net.core.somaxconn`) rides out
+/// connection bursts: with a shallow one, SYN cookies let clients believe they are connected
+/// while the server never sees them.
+fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.bind(&addr.into())?;
+    s.listen(4096)?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
 /// Binds `workers` UDP sockets on `addr` (the first bind reports the error, e.g. port in use).
 pub fn bind_udp(addr: SocketAddr, workers: usize) -> io::Result<Vec<UdpSocket>> {
     let first = udp_socket(addr)?;
@@ -82,11 +102,8 @@ pub fn bind_dns(
     loop {
         let udp = bind_udp(addr, workers)?;
         let bound = udp[0].local_addr()?;
-        match std::net::TcpListener::bind(bound) {
-            Ok(tcp) => {
-                tcp.set_nonblocking(true)?;
-                return Ok((udp, tcp));
-            }
+        match tcp_listener(bound) {
+            Ok(tcp) => return Ok((udp, tcp)),
             Err(e) if addr.port() == 0 && e.kind() == io::ErrorKind::AddrInUse && attempts < 16 => {
                 attempts += 1;
             }
