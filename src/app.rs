@@ -670,7 +670,9 @@ pub async fn reload(
     publisher: &publisher::PublisherHandle,
 ) {
     let args2 = args.clone();
-    let result = tokio::task::spawn_blocking(move || load_with(&args2, other_sources)).await;
+    let result = publisher::off_path("meridian-reload", move || load_with(&args2, other_sources))
+        .await
+        .ok_or("no thread for the reload");
     let m = metrics::get();
     match result {
         Ok(Ok(l)) => {
@@ -683,7 +685,10 @@ pub async fn reload(
                 args.zones.display()
             );
             // The publisher merges the new fragment with the other sources' and recompiles.
-            publisher.send(Update::Files(Box::new(l.inputs)));
+            publisher.send(Update::Files(
+                Box::new(l.inputs),
+                Some(Arc::new(l.compiled)),
+            ));
         }
         Ok(Err(errs)) => {
             m.reloads.with_label_values(&["failed"]).inc();

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     pub endpoint_up: IntGaugeVec,
     pub probe_duration: HistogramVec,
+    pub probe_lag: Histogram,
+    pub probe_missed: IntCounter,
     pub health_transitions: IntCounterVec,
     pub drains: IntCounterVec,
     pub drained: IntGaugeVec,
@@ -181,6 +183,17 @@ impl Metrics {
                 ]),
                 &["probe", "result"]
             )),
+            probe_lag: reg!(Histogram::with_opts(
+                HistogramOpts::new(
+                    "meridian_probe_start_lag_seconds",
+                    "How late probes start after their scheduled time (scheduler or concurrency-cap backlog)."
+                )
+                .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5])
+            )),
+            probe_missed: reg!(IntCounter::with_opts(Opts::new(
+                "meridian_probe_intervals_missed_total",
+                "Probe intervals that passed without a probe: a probe started a whole interval late, or one outlasted its interval."
+            ))),
             health_transitions: reg!(IntCounterVec::new(
                 Opts::new(
                     "meridian_health_transitions_total",

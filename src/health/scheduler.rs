@@ -401,6 +401,12 @@ async fn probe_loop<F: ProbeFactory, R: Reporter>(
             },
         };
         let started = Instant::now();
+        let lag = started.saturating_duration_since(next);
+        m.probe_lag.observe(lag.as_secs_f64());
+        if !first.initial() && lag >= interval {
+            m.probe_missed
+                .inc_by((lag.as_nanos() / interval.as_nanos().max(1)) as u64);
+        }
         let result = tokio::select! {
             _ = cancel.cancelled() => break,
             r = tokio::time::timeout(spec.timeout, probe.check()) => {
@@ -418,6 +424,7 @@ async fn probe_loop<F: ProbeFactory, R: Reporter>(
         } else {
             // A probe slower than the interval pushes the next one back rather than firing
             // them back to back.
+            m.probe_missed.inc();
             after + interval
         };
         let now = SystemTime::now();

@@ -23,6 +23,38 @@ use crate::model::Object;
 use crate::source::Located;
 use crate::source::file::ZoneFile;
 
+/// Runs `f` on a thread of its own at a lower CPU priority (nice +10) and awaits the result.
+/// Catalog builds and reloads cost milliseconds to seconds of CPU; on a core the UDP workers
+/// share, a normal-priority burst preempts them and shows in the query path's p99, while at
+/// nice +10 the scheduler lets a waiting worker run first. None if no thread could be started.
+pub async fn off_path<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            lower_thread_priority(10);
+            let _ = tx.send(f());
+        })
+        .ok()?;
+    rx.await.ok()
+}
+
+/// Raises the calling thread's nice value (always allowed; lowering it back is not).
+fn lower_thread_priority(by: i32) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid has no preconditions; setpriority on our own thread id only changes its
+    // scheduling weight (on Linux a PRIO_PROCESS id is a thread).
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        let _ = libc::setpriority(libc::PRIO_PROCESS, tid, by);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = by;
+}
+
 /// Burst window: updates arriving within it share one publication.
 const DEBOUNCE: Duration = Duration::from_millis(2);
 
@@ -58,8 +90,9 @@ pub enum Update {
         compiled: Arc<Compiled>,
         geo: Option<Arc<GeoDb>>,
     },
-    /// The file source changed (SIGHUP reload).
-    Files(Box<FileInputs>),
+    /// The file source changed (SIGHUP reload), with the catalog compiled from the files alone
+    /// (served as it is while no other source contributes: no second compile).
+    Files(Box<FileInputs>, Option<Arc<Compiled>>),
     /// The Kubernetes source changed.
     Kubernetes(Box<KubeInputs>),
     /// An endpoint's health changed.
@@ -193,7 +226,7 @@ pub fn start(shared: Shared, files: FileInputs) -> PublisherHandle {
             }
             if st.rebuild {
                 st.rebuild = false;
-                changed |= st.rebuild_catalog();
+                changed |= st.rebuild_catalog().await;
             }
             if changed {
                 st.publish();
@@ -219,10 +252,20 @@ impl State {
                 self.install(compiled, geo);
                 true
             }
-            Update::Files(f) => {
+            Update::Files(f, compiled) => {
                 self.files = *f;
-                self.rebuild = true;
-                false
+                match compiled {
+                    Some(c) if self.kube.is_none() => {
+                        self.rebuild = false;
+                        let geo = self.files.geo.clone();
+                        self.install(c, geo);
+                        true
+                    }
+                    _ => {
+                        self.rebuild = true;
+                        false
+                    }
+                }
             }
             Update::Kubernetes(k) => {
                 if self.kube.as_ref() != Some(&*k) {
@@ -290,8 +333,10 @@ impl State {
         self.catalogs_tx.send_replace(compiled);
     }
 
-    /// Merges the fragments and compiles them; on failure the served catalog stays.
-    fn rebuild_catalog(&mut self) -> bool {
+    /// Merges the fragments and compiles them, off the query path's core time (see
+    /// [`off_path`]); on failure the served catalog stays. Updates arriving meanwhile wait in
+    /// the channel: this is still the only writer.
+    async fn rebuild_catalog(&mut self) -> bool {
         let started = Instant::now();
         let mut inputs = Inputs {
             zone_files: self.files.zone_files.clone(),
@@ -303,7 +348,16 @@ impl State {
             inputs.objects.extend(k.objects.iter().cloned());
             inputs.unready = k.unready.clone();
         }
-        let (cat, errors) = catalog::build(&inputs, &self.files.settings);
+        let settings = self.files.settings.clone();
+        let Some((errors, result)) = off_path("meridian-compile", move || {
+            let (cat, errors) = catalog::build(&inputs, &settings);
+            (errors, compile::compile(cat, settings))
+        })
+        .await
+        else {
+            tracing::error!("catalog build thread failed; still serving the previous catalog");
+            return false;
+        };
         let m = metrics::get();
         let mut now_reported = HashSet::new();
         for e in &errors {
@@ -321,7 +375,7 @@ impl State {
             now_reported.insert(text);
         }
         self.reported = now_reported;
-        match compile::compile(cat, self.files.settings.clone()) {
+        match result {
             Ok(c) => {
                 let geo = self.files.geo.clone();
                 tracing::debug!(
