@@ -310,13 +310,18 @@ run() {
   t0="$(cpu_ticks "$SERVER_PID")"
   c0="$(core_busy "$SERVER_CPU")"
   if [[ "$mode" == swap ]]; then
-    (
-      end=$((SECONDS + DURATION))
-      while ((SECONDS < end)); do
-        kill -HUP "$SERVER_PID" 2>/dev/null || exit 0
-        sleep 0.1
-      done
-    ) &
+    # One process that forks nothing (a shell loop would fork `sleep` every 100 ms), on the
+    # client's core: what the run measures is the server's swap, not the swapper.
+    taskset -c "$CLIENT_CPU" python3 -c '
+import os, signal, sys, time
+pid, end = int(sys.argv[1]), time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        break
+    time.sleep(0.1)
+' "$SERVER_PID" "$DURATION" &
     swapper=$!
   fi
   "${pin[@]}" dnsperf -B -d "$WORK/$set.bin" -s 127.0.0.1 -p "$port" -l "$DURATION" -c 8 \

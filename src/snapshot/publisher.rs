@@ -23,10 +23,12 @@ use crate::model::Object;
 use crate::source::Located;
 use crate::source::file::ZoneFile;
 
-/// Runs `f` on a thread of its own at a lower CPU priority (nice +10) and awaits the result.
-/// Catalog builds and reloads cost milliseconds to seconds of CPU; on a core the UDP workers
-/// share, a normal-priority burst preempts them and shows in the query path's p99, while at
-/// nice +10 the scheduler lets a waiting worker run first. None if no thread could be started.
+/// Runs `f` on a thread of its own at idle CPU priority and awaits the result. Catalog builds
+/// and reloads cost milliseconds to seconds of CPU; on a core the UDP workers share, a
+/// normal-priority burst (or a merely niced one: EEVDF lets the running task finish its slice)
+/// delays them and shows in the query path's p99. A `SCHED_IDLE` thread is preempted the
+/// moment a worker wakes. The price: while the workers saturate every core, rebuilds wait.
+/// None if no thread could be started.
 pub async fn off_path<T: Send + 'static>(
     name: &str,
     f: impl FnOnce() -> T + Send + 'static,
@@ -35,24 +37,21 @@ pub async fn off_path<T: Send + 'static>(
     std::thread::Builder::new()
         .name(name.to_string())
         .spawn(move || {
-            lower_thread_priority(10);
+            idle_priority();
             let _ = tx.send(f());
         })
         .ok()?;
     rx.await.ok()
 }
 
-/// Raises the calling thread's nice value (always allowed; lowering it back is not).
-fn lower_thread_priority(by: i32) {
+/// Puts the calling thread in `SCHED_IDLE` (always allowed for one's own threads).
+fn idle_priority() {
     #[cfg(target_os = "linux")]
-    // SAFETY: gettid has no preconditions; setpriority on our own thread id only changes its
-    // scheduling weight (on Linux a PRIO_PROCESS id is a thread).
+    // SAFETY: pid 0 is the calling thread; the param struct is read only.
     unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        let _ = libc::setpriority(libc::PRIO_PROCESS, tid, by);
+        let param = libc::sched_param { sched_priority: 0 };
+        let _ = libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
     }
-    #[cfg(not(target_os = "linux"))]
-    let _ = by;
 }
 
 /// Burst window: updates arriving within it share one publication.
