@@ -253,18 +253,8 @@ fn main() {
             std::process::exit(2)
         }
     };
-    // Targets, and the server's sockets to them, need an fd each.
-    // SAFETY: getrlimit/setrlimit only touch the struct passed in.
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
+    // Targets need an fd each, as the server's sockets to them do.
+    meridian::app::raise_fd_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

@@ -478,7 +478,7 @@ fn explain(args: ExplainArgs) -> Result<i32> {
 
 /// Lifts the soft open-file limit to the hard one: the TCP connection cap (default 1024) plus
 /// sockets, files and probes must fit, and many shells start services with a soft limit of 1024.
-fn raise_fd_limit() {
+pub fn raise_fd_limit() {
     #[cfg(unix)]
     {
         let mut lim = libc::rlimit {
@@ -684,11 +684,9 @@ pub async fn reload(
                 "reloaded {}",
                 args.zones.display()
             );
-            // The publisher merges the new fragment with the other sources' and recompiles.
-            publisher.send(Update::Files(
-                Box::new(l.inputs),
-                Some(Arc::new(l.compiled)),
-            ));
+            // The publisher serves this compile as it is, or, with other sources, merges the
+            // new fragment with theirs and recompiles.
+            publisher.send(Update::Files(Box::new(l.inputs), Arc::new(l.compiled)));
         }
         Ok(Err(errs)) => {
             m.reloads.with_label_values(&["failed"]).inc();

@@ -39,19 +39,25 @@ impl Default for TcpLimits {
     }
 }
 
-fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+/// A socket for `addr`'s family, address reuse on, IPv6 sockets IPv6-only.
+fn new_socket(addr: SocketAddr, ty: Type, proto: Protocol) -> io::Result<Socket> {
     let domain = if addr.is_ipv4() {
         Domain::IPV4
     } else {
         Domain::IPV6
     };
-    let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    let s = Socket::new(domain, ty, Some(proto))?;
     s.set_reuse_address(true)?;
-    #[cfg(unix)]
-    s.set_reuse_port(true)?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
     }
+    Ok(s)
+}
+
+fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let s = new_socket(addr, Type::DGRAM, Protocol::UDP)?;
+    #[cfg(unix)]
+    s.set_reuse_port(true)?;
     // Large buffers ride out bursts while a worker is descheduled.
     let _ = s.set_recv_buffer_size(4 << 20);
     let _ = s.set_send_buffer_size(4 << 20);
@@ -64,16 +70,7 @@ fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
 /// connection bursts: with a shallow one, SYN cookies let clients believe they are connected
 /// while the server never sees them.
 fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    let domain = if addr.is_ipv4() {
-        Domain::IPV4
-    } else {
-        Domain::IPV6
-    };
-    let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
-    s.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        s.set_only_v6(true)?;
-    }
+    let s = new_socket(addr, Type::STREAM, Protocol::TCP)?;
     s.bind(&addr.into())?;
     s.listen(4096)?;
     s.set_nonblocking(true)?;

@@ -91,7 +91,7 @@ pub enum Update {
     },
     /// The file source changed (SIGHUP reload), with the catalog compiled from the files alone
     /// (served as it is while no other source contributes: no second compile).
-    Files(Box<FileInputs>, Option<Arc<Compiled>>),
+    Files(Box<FileInputs>, Arc<Compiled>),
     /// The Kubernetes source changed.
     Kubernetes(Box<KubeInputs>),
     /// An endpoint's health changed.
@@ -253,18 +253,14 @@ impl State {
             }
             Update::Files(f, compiled) => {
                 self.files = *f;
-                match compiled {
-                    Some(c) if self.kube.is_none() => {
-                        self.rebuild = false;
-                        let geo = self.files.geo.clone();
-                        self.install(c, geo);
-                        true
-                    }
-                    _ => {
-                        self.rebuild = true;
-                        false
-                    }
+                if self.kube.is_some() {
+                    self.rebuild = true;
+                    return false;
                 }
+                self.rebuild = false;
+                let geo = self.files.geo.clone();
+                self.install(compiled, geo);
+                true
             }
             Update::Kubernetes(k) => {
                 if self.kube.as_ref() != Some(&*k) {
