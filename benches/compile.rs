@@ -16,7 +16,8 @@
 //!   (Catalog + Compiled);
 //! - RSS: a child process per size (this binary re-run with MERIDIAN_BENCH_RSS=N) generates the
 //!   input, resets its peak RSS (`/proc/self/clear_refs` 5), runs build+compile once, and reports
-//!   the peak RSS growth and the process's peak RSS (VmHWM); also that first, cold run's time.
+//!   the peak RSS growth and the process's peak RSS (VmHWM); also that first, cold run's time
+//!   and the part of it `catalog::build` took.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
@@ -205,16 +206,20 @@ fn rss_child(n: usize) {
     // Reset the peak RSS to the current RSS (Linux >= 4.0).
     let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
     let t = Instant::now();
-    let compiled = build_and_compile(&inputs, &settings);
+    let (cat, errors) = catalog::build(&inputs, &settings);
+    assert!(errors.is_empty(), "generated objects rejected: {errors:?}");
+    let built = t.elapsed();
+    let compiled = compile::compile(cat, settings.clone()).expect("compile");
     let took = t.elapsed();
     let hwm_kb = proc_status_kb("VmHWM:");
     let after_kb = proc_status_kb("VmRSS:");
     println!(
-        "{n} {} {} {hwm_kb} {before_kb} {after_kb} {} {}",
+        "{n} {} {} {hwm_kb} {before_kb} {after_kb} {} {} {}",
         took.as_secs_f64() * 1000.0,
         compiled.nodes.len(),
         compiled.endpoints.len(),
         u8::from(reset),
+        built.as_secs_f64() * 1000.0,
     );
 }
 
@@ -223,10 +228,11 @@ fn memory_report() {
         "snapshot compile memory (ServiceDNSRecords x 3 clusters; 7 names and 3 endpoints each)"
     );
     println!(
-        "{:>8} {:>9} {:>10} {:>14} {:>14} {:>15} {:>14} {:>13}",
+        "{:>8} {:>9} {:>10} {:>9} {:>14} {:>14} {:>15} {:>14} {:>13}",
         "records",
         "names",
         "cold ms",
+        "build ms",
         "heap peak MB",
         "heap kept MB",
         "RSS growth MB",
@@ -259,15 +265,16 @@ fn memory_report() {
             .filter_map(|v| v.parse().ok())
             .collect();
         let mb = |kb: f64| kb / 1024.0;
-        if f.len() >= 8 {
-            // n, ms, names, VmHWM, VmRSS before, VmRSS after, endpoints, reset ok
+        if f.len() >= 9 {
+            // n, ms, names, VmHWM, VmRSS before, VmRSS after, endpoints, reset ok, build ms
             let (ms, hwm, before) = (f[1], f[3], f[4]);
             let reset_ok = f[7] > 0.0;
             println!(
-                "{:>8} {:>9} {:>10.1} {:>14.1} {:>14.1} {:>15} {:>14.1} {:>13.1}",
+                "{:>8} {:>9} {:>10.1} {:>9.1} {:>14.1} {:>14.1} {:>15} {:>14.1} {:>13.1}",
                 n,
                 names,
                 ms,
+                f[8],
                 peak as f64 / 1e6,
                 kept as f64 / 1e6,
                 if reset_ok {

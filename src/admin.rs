@@ -168,7 +168,7 @@ async fn state_json(State(st): State<AdminState>, headers: HeaderMap) -> Respons
         .catalog
         .dyn_names
         .iter()
-        .map(|d| json!({"name": d.name.to_string(), "object": d.object, "scope": d.scope, "policy": d.options.policy, "ttl": d.ttl}))
+        .map(|d| json!({"name": d.display_name().to_string(), "object": d.object, "scope": d.scope, "policy": d.options.policy, "ttl": d.ttl}))
         .collect();
     Json(json!({
         "generation": snap.generation,

@@ -8,10 +8,12 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::rr::rdata::{CNAME, NS, SOA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 
@@ -118,8 +120,8 @@ pub struct RecordOptions {
 #[serde(rename_all = "camelCase", tag = "scope", content = "value")]
 pub enum NameScope {
     Global,
-    Region(String),
-    Zone(String),
+    Region(Arc<str>),
+    Zone(Arc<str>),
 }
 
 /// One cluster's addresses for a dynamic name.
@@ -135,29 +137,100 @@ pub struct Target {
     pub ready: bool,
 }
 
+/// A lowercased, uncompressed wire-form name, shared between the catalog and the snapshot's
+/// name table (the table's key is the catalog's allocation, not a copy).
+pub type WireName = Arc<[u8]>;
+
+/// A wire name as a hickory `Name` (for display and the admin API; never on the query path).
+/// Wire names here are built from validated labels, so decoding cannot fail in practice; a name
+/// that does not decode shows as the root.
+pub fn wire_to_name(w: &[u8]) -> Name {
+    Name::read(&mut BinDecoder::new(w)).unwrap_or_else(|_| Name::root())
+}
+
+/// Lowercased wire form of a `Name`.
+pub fn name_to_wire(n: &Name) -> Result<WireName, String> {
+    let mut v = Vec::with_capacity(n.len() + 2);
+    for label in n.iter() {
+        if label.len() > 63 {
+            return Err(format!("label of {n} is longer than 63 bytes"));
+        }
+        v.push(label.len() as u8);
+        v.extend(label.iter().map(u8::to_ascii_lowercase));
+    }
+    v.push(0);
+    if v.len() > 255 {
+        return Err(format!("{n} is longer than 255 bytes"));
+    }
+    Ok(v.into())
+}
+
+/// `labels` (checked by `check_label`) in front of the wire name `suffix`, lowercased.
+fn wire_join(labels: &[&str], suffix: &[u8]) -> Result<WireName, String> {
+    let len = labels.iter().map(|l| l.len() + 1).sum::<usize>() + suffix.len();
+    if len > 255 {
+        let text: Vec<&str> = labels.to_vec();
+        return Err(format!(
+            "{}.{} is longer than 255 bytes",
+            text.join("."),
+            wire_to_name(suffix)
+        ));
+    }
+    let mut v = Vec::with_capacity(len);
+    for l in labels {
+        v.push(l.len() as u8);
+        v.extend(l.bytes().map(|b| b.to_ascii_lowercase()));
+    }
+    v.extend_from_slice(suffix);
+    Ok(v.into())
+}
+
+/// Whether wire name `name` is `apex` or below it (label-aligned suffix).
+fn wire_within(name: &[u8], apex: &[u8]) -> bool {
+    let mut i = 0;
+    while name.len() - i >= apex.len() {
+        if name[i..] == *apex {
+            return true;
+        }
+        let l = name[i] as usize;
+        if l == 0 {
+            break;
+        }
+        i += l + 1;
+    }
+    false
+}
+
 /// A name whose answer depends on client location and health.
 #[derive(Clone, Debug, Serialize)]
 pub struct DynName {
     #[serde(serialize_with = "ser_name")]
-    pub name: Name,
+    pub name: WireName,
     /// `Kind ns/name` of the object that implies this name.
-    pub object: String,
+    pub object: Arc<str>,
     pub scope: NameScope,
     pub ttl: u32,
-    pub options: RecordOptions,
+    /// Shared by every name one object implies.
+    pub options: Arc<RecordOptions>,
     pub targets: Vec<Target>,
     /// CNAME target when no target here is healthy (region → global, zone → region).
     #[serde(serialize_with = "ser_opt_name")]
-    pub fallback: Option<Name>,
+    pub fallback: Option<WireName>,
 }
 
-fn ser_name<S: serde::Serializer>(n: &Name, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&n.to_string())
+impl DynName {
+    pub fn display_name(&self) -> Name {
+        wire_to_name(&self.name)
+    }
 }
 
-fn ser_opt_name<S: serde::Serializer>(n: &Option<Name>, s: S) -> Result<S::Ok, S::Error> {
+fn ser_name<S: serde::Serializer>(n: &WireName, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&wire_to_name(n).to_string())
+}
+
+fn ser_opt_name<S: serde::Serializer>(n: &Option<WireName>, s: S) -> Result<S::Ok, S::Error> {
     match n {
-        Some(n) => s.serialize_some(&n.to_string()),
+        Some(n) => s.serialize_some(&wire_to_name(n).to_string()),
         None => s.serialize_none(),
     }
 }
@@ -185,8 +258,13 @@ struct Builder<'a> {
     unready: &'a HashSet<(String, String)>,
     cat: Catalog,
     cluster_index: HashMap<String, usize>,
-    /// Lowercased owner names already used by dynamic names.
-    dyn_index: HashMap<Name, usize>,
+    /// Wire names already used by dynamic names.
+    dyn_index: HashMap<WireName, usize, foldhash::fast::RandomState>,
+    /// Wire form of each zone's apex, by zone index.
+    apex_wires: Vec<WireName>,
+    /// Records' options by their `meridian.io/*` annotations: most records share a few sets,
+    /// and the names of one record share one.
+    options_cache: HashMap<u64, Vec<OptionsEntry>>,
     errors: Vec<SourceError>,
 }
 
@@ -197,13 +275,15 @@ pub fn build(inputs: &Inputs, settings: &Settings) -> (Catalog, Vec<SourceError>
         unready: &inputs.unready,
         cat: Catalog::default(),
         cluster_index: HashMap::new(),
-        dyn_index: HashMap::new(),
+        dyn_index: HashMap::default(),
+        apex_wires: Vec::new(),
+        options_cache: HashMap::default(),
         errors: Vec::new(),
     };
     for zf in &inputs.zone_files {
         b.add_zone_file(zf);
     }
-    let mut domains: HashMap<String, Vec<(Option<String>, Name)>> = HashMap::new();
+    let mut domains: Domains = HashMap::new();
     for o in &inputs.objects {
         if let Object::Domain(d) = &o.value
             && let Some(name) = b.add_domain(&o.location, d)
@@ -211,7 +291,11 @@ pub fn build(inputs: &Inputs, settings: &Settings) -> (Catalog, Vec<SourceError>
             domains
                 .entry(d.metadata.name.clone().unwrap_or_default())
                 .or_default()
-                .push((d.metadata.namespace.clone(), name));
+                .push((
+                    d.metadata.namespace.clone(),
+                    name.clone(),
+                    name_to_wire(&name).unwrap_or_else(|_| Arc::from(&b"\0"[..])),
+                ));
         }
     }
     for o in &inputs.objects {
@@ -244,6 +328,25 @@ pub fn build(inputs: &Inputs, settings: &Settings) -> (Catalog, Vec<SourceError>
     (b.cat, b.errors)
 }
 
+/// A record's `meridian.io/*` annotations and the options they give.
+type OptionsEntry = (Vec<(String, String)>, Arc<RecordOptions>);
+
+/// The `meridian.io/*` annotations of an object, in key order.
+fn meridian_annotations(meta: &ObjectMeta) -> impl Iterator<Item = (&String, &String)> {
+    meta.annotations
+        .iter()
+        .flat_map(|a| {
+            a.range::<str, _>((
+                std::ops::Bound::Included(model::ANNOTATION_PREFIX),
+                std::ops::Bound::Unbounded,
+            ))
+        })
+        .take_while(|(k, _)| k.starts_with(model::ANNOTATION_PREFIX))
+}
+
+/// Domains by name: (namespace, apex, apex in wire form).
+type Domains = HashMap<String, Vec<(Option<String>, Name, WireName)>>;
+
 fn lower_fqdn(s: &str) -> Result<Name, String> {
     let mut n = Name::from_ascii(s.trim()).map_err(|e| format!("invalid name {s:?}: {e}"))?;
     n.set_fqdn(true);
@@ -266,10 +369,20 @@ fn check_label(s: &str) -> Result<(), String> {
 }
 
 fn annotation<'m>(meta: &'m ObjectMeta, key: &str) -> Option<&'m str> {
-    meta.annotations
-        .as_ref()?
-        .get(&format!("{}{key}", model::ANNOTATION_PREFIX))
-        .map(|s| s.as_str())
+    let map = meta.annotations.as_ref()?;
+    // The full key on the stack: this runs a dozen times per record.
+    let p = model::ANNOTATION_PREFIX.as_bytes();
+    let mut buf = [0u8; 96];
+    let n = p.len() + key.len();
+    if n > buf.len() {
+        return map
+            .get(&format!("{}{key}", model::ANNOTATION_PREFIX))
+            .map(|s| s.as_str());
+    }
+    buf[..p.len()].copy_from_slice(p);
+    buf[p.len()..n].copy_from_slice(key.as_bytes());
+    let full = std::str::from_utf8(&buf[..n]).ok()?;
+    map.get(full).map(|s| s.as_str())
 }
 
 fn ann_field(key: &str) -> String {
@@ -422,7 +535,10 @@ fn parse_status_range(v: &str) -> Result<(u16, u16), String> {
 }
 
 /// Splits load-balancer ingress entries into addresses and hostnames; `field` prefixes errors.
-fn lb_targets(lb: &LoadBalancerStatus, field: &str) -> Result<(Vec<IpAddr>, Vec<String>), String> {
+fn lb_targets(
+    lb: &LoadBalancerStatus,
+    field: &dyn std::fmt::Display,
+) -> Result<(Vec<IpAddr>, Vec<String>), String> {
     let mut addrs = Vec::new();
     let mut hosts = Vec::new();
     for (j, ing) in lb.ingress.iter().enumerate() {
@@ -456,6 +572,22 @@ impl Builder<'_> {
             .filter(|(_, z)| z.apex.zone_of(name))
             .max_by_key(|(_, z)| z.apex.num_labels())
             .map(|(i, _)| i)
+    }
+
+    /// `zone_of` for a wire name.
+    fn zone_of_wire(&self, name: &[u8]) -> Option<usize> {
+        self.apex_wires
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| wire_within(name, a))
+            .max_by_key(|(_, a)| a.len())
+            .map(|(i, _)| i)
+    }
+
+    fn push_zone(&mut self, z: Zone) {
+        self.apex_wires
+            .push(name_to_wire(&z.apex).unwrap_or_else(|_| Arc::from(&b"\0"[..])));
+        self.cat.zones.push(z);
     }
 
     fn add_zone_file(&mut self, zf: &ZoneFile) {
@@ -508,7 +640,7 @@ impl Builder<'_> {
             self.err(&loc, format!("zone {apex} is already defined by {other}"));
             return;
         }
-        self.cat.zones.push(Zone {
+        self.push_zone(Zone {
             apex,
             soa,
             ns,
@@ -570,7 +702,7 @@ impl Builder<'_> {
             3600,
             RData::NS(NS(ns_name)),
         )];
-        self.cat.zones.push(Zone {
+        self.push_zone(Zone {
             apex: apex.clone(),
             soa,
             ns,
@@ -641,9 +773,37 @@ impl Builder<'_> {
         i
     }
 
-    fn options(&mut self, loc: &str, meta: &ObjectMeta) -> Option<RecordOptions> {
+    fn options(&mut self, loc: &str, meta: &ObjectMeta) -> Option<Arc<RecordOptions>> {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        // Fixed seed: the hash only picks a bucket of this map, whose entries are compared.
+        let mut h = foldhash::fast::FixedState::with_seed(0x6d65_7269).build_hasher();
+        for (k, v) in meridian_annotations(meta) {
+            k.hash(&mut h);
+            v.hash(&mut h);
+        }
+        let hash = h.finish();
+        if let Some(hit) = self.options_cache.get(&hash).and_then(|bucket| {
+            bucket.iter().find(|(pairs, _)| {
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k, v))
+                    .eq(meridian_annotations(meta))
+            })
+        }) {
+            return Some(hit.1.clone());
+        }
         match record_options(meta, &self.settings.health) {
-            Ok(o) => Some(o),
+            Ok(o) => {
+                let o = Arc::new(o);
+                let pairs = meridian_annotations(meta)
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                self.options_cache
+                    .entry(hash)
+                    .or_default()
+                    .push((pairs, o.clone()));
+                Some(o)
+            }
             Err(e) => {
                 self.err(loc, e);
                 None
@@ -653,18 +813,18 @@ impl Builder<'_> {
 
     /// Registers dynamic names, all or none: a clash leaves the whole object out.
     fn commit_dyn(&mut self, loc: &str, names: Vec<DynName>) -> bool {
-        let mut seen = HashSet::new();
-        for n in &names {
-            if let Some(&i) = self.dyn_index.get(&n.name) {
-                let other = self.cat.dyn_names[i].object.clone();
+        for (i, n) in names.iter().enumerate() {
+            if let Some(&j) = self.dyn_index.get(&n.name) {
+                let other = self.cat.dyn_names[j].object.clone();
                 self.err(
                     loc,
-                    format!("name {} is already served for {other}", n.name),
+                    format!("name {} is already served for {other}", n.display_name()),
                 );
                 return false;
             }
-            if !seen.insert(n.name.clone()) {
-                self.err(loc, format!("name {} is implied twice", n.name));
+            // An object implies a handful of names: a scan beats a set.
+            if names[..i].iter().any(|m| m.name == n.name) {
+                self.err(loc, format!("name {} is implied twice", n.display_name()));
                 return false;
             }
         }
@@ -676,96 +836,83 @@ impl Builder<'_> {
         true
     }
 
-    fn add_service_record(
-        &mut self,
-        loc: &str,
-        r: &model::ServiceDNSRecord,
-        domains: &HashMap<String, Vec<(Option<String>, Name)>>,
-    ) {
-        let object = format!(
+    fn add_service_record(&mut self, loc: &str, r: &model::ServiceDNSRecord, domains: &Domains) {
+        let meta_ns = r.metadata.namespace.as_deref();
+        let object: Arc<str> = format!(
             "ServiceDNSRecord {}/{}",
-            r.metadata.namespace.as_deref().unwrap_or(""),
+            meta_ns.unwrap_or(""),
             r.metadata.name.as_deref().unwrap_or("")
-        );
-        let ns = r
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".to_string());
+        )
+        .into();
+        let ns = meta_ns.unwrap_or("default");
         let svc = r
             .spec
             .external_name
-            .clone()
+            .as_deref()
             .filter(|s| !s.is_empty())
-            .or_else(|| r.metadata.name.clone())
+            .or(r.metadata.name.as_deref())
             .unwrap_or_default();
         let field = if r.spec.external_name.is_some() {
             "spec.externalName"
         } else {
             "metadata.name"
         };
-        if let Err(e) = check_label(&svc) {
+        if let Err(e) = check_label(svc) {
             return self.err(loc, format!("{field}: {e}"));
         }
-        if let Err(e) = check_label(&ns) {
+        if let Err(e) = check_label(ns) {
             return self.err(loc, format!("metadata.namespace: {e}"));
         }
-        let fed = r.spec.domain_ref.clone();
-        if let Err(e) = check_label(&fed) {
+        let fed = r.spec.domain_ref.as_str();
+        if let Err(e) = check_label(fed) {
             return self.err(loc, format!("spec.domainRef: {e}"));
         }
-        let Some(candidates) = domains.get(&fed) else {
+        let Some(candidates) = domains.get(fed) else {
             return self.err(loc, format!("spec.domainRef: no Domain named {fed:?}"));
         };
         // Prefer a Domain in the record's namespace; else the first by name.
-        let domain = candidates
+        let (_, domain, domain_wire) = candidates
             .iter()
-            .find(|(n, _)| n.as_deref() == Some(ns.as_str()))
-            .unwrap_or(&candidates[0])
-            .1
-            .clone();
+            .find(|(n, _, _)| n.as_deref() == Some(ns))
+            .unwrap_or(&candidates[0]);
         let Some(options) = self.options(loc, &r.metadata) else {
             return;
         };
         let ttl = r.spec.record_ttl.unwrap_or(DEFAULT_RECORD_TTL);
-        let status = r.status.clone().unwrap_or_default();
-        let base = format!("{svc}.{ns}.{fed}.svc");
-        let mk = |suffix: &str| -> Result<Name, String> {
-            let s = if suffix.is_empty() {
-                format!("{base}.{domain}")
-            } else {
-                format!("{base}.{suffix}.{domain}")
-            };
-            lower_fqdn(&s)
+        // KubeFed's scheme: <svc>.<ns>.<federation>.svc[.<zone>][.<region>].<domain>
+        let mk = |scope: &[&str]| -> Result<WireName, String> {
+            let mut labels: [&str; 6] = [svc, ns, fed, "svc", "", ""];
+            labels[4..4 + scope.len()].copy_from_slice(scope);
+            wire_join(&labels[..4 + scope.len()], domain_wire)
         };
-        let global = match mk("") {
+        let global = match mk(&[]) {
             Ok(n) => n,
             Err(e) => return self.err(loc, format!("metadata.name: {e}")),
         };
-        let mut targets: Vec<(Target, Option<String>, Vec<String>)> = Vec::new();
-        for (i, entry) in status.dns.iter().enumerate() {
-            let field = format!("status.dns[{i}]");
+        let empty = Vec::new();
+        let entries = r.status.as_ref().map_or(&empty, |s| &s.dns);
+        let mut targets: Vec<(Target, Option<&str>, &[String])> = Vec::with_capacity(entries.len());
+        for (i, entry) in entries.iter().enumerate() {
             if let Some(reg) = &entry.region
                 && let Err(e) = check_label(reg)
             {
-                return self.err(loc, format!("{field}.region: {e}"));
+                return self.err(loc, format!("status.dns[{i}].region: {e}"));
             }
             for (j, z) in entry.zones.iter().enumerate() {
                 if let Err(e) = check_label(z) {
-                    return self.err(loc, format!("{field}.zones[{j}]: {e}"));
+                    return self.err(loc, format!("status.dns[{i}].zones[{j}]: {e}"));
                 }
             }
-            let (addrs, hostnames) = match lb_targets(&entry.load_balancer, &field) {
-                Ok(t) => t,
-                Err(e) => return self.err(loc, e),
-            };
+            let (addrs, hostnames) =
+                match lb_targets(&entry.load_balancer, &format_args!("status.dns[{i}]")) {
+                    Ok(t) => t,
+                    Err(e) => return self.err(loc, e),
+                };
             if entry.cluster.is_empty() {
-                return self.err(loc, format!("{field}.cluster: missing"));
+                return self.err(loc, format!("status.dns[{i}].cluster: missing"));
             }
             let cluster = self.cluster_for(entry);
-            let ready = !self
-                .unready
-                .contains(&(object.clone(), entry.cluster.clone()));
+            let ready = self.ready(&object, &entry.cluster);
             targets.push((
                 Target {
                     cluster,
@@ -773,8 +920,8 @@ impl Builder<'_> {
                     hostnames,
                     ready,
                 },
-                entry.region.clone(),
-                entry.zones.clone(),
+                entry.region.as_deref(),
+                &entry.zones,
             ));
         }
         let mut names = vec![DynName {
@@ -787,62 +934,65 @@ impl Builder<'_> {
             fallback: None,
         }];
         // Region and zone names, in first-seen order so the output is stable.
-        let mut regions: Vec<String> = Vec::new();
-        let mut zones: Vec<(String, String)> = Vec::new();
+        let mut regions: Vec<&str> = Vec::new();
+        let mut zones: Vec<(&str, &str)> = Vec::new();
         for (_, region, zs) in &targets {
-            if let Some(r) = region {
-                if !regions.contains(r) {
-                    regions.push(r.clone());
+            if let Some(r) = *region {
+                if !regions.contains(&r) {
+                    regions.push(r);
                 }
-                for z in zs {
-                    let key = (r.clone(), z.clone());
-                    if !zones.contains(&key) {
-                        zones.push(key);
+                for z in zs.iter() {
+                    if !zones.contains(&(r, z.as_str())) {
+                        zones.push((r, z));
                     }
                 }
             }
         }
+        let mut region_names: Vec<WireName> = Vec::with_capacity(regions.len());
         for reg in &regions {
-            let name = match mk(reg) {
+            let name = match mk(&[reg]) {
                 Ok(n) => n,
                 Err(e) => return self.err(loc, format!("status.dns: region {reg}: {e}")),
             };
+            region_names.push(name.clone());
             names.push(DynName {
                 name,
                 object: object.clone(),
-                scope: NameScope::Region(reg.clone()),
+                scope: NameScope::Region(Arc::from(*reg)),
                 ttl,
                 options: options.clone(),
                 targets: targets
                     .iter()
-                    .filter(|t| t.1.as_ref() == Some(reg))
+                    .filter(|t| t.1 == Some(*reg))
                     .map(|t| t.0.clone())
                     .collect(),
                 fallback: Some(global.clone()),
             });
         }
         for (reg, z) in &zones {
-            let (name, region_name) = match (mk(&format!("{z}.{reg}")), mk(reg)) {
-                (Ok(n), Ok(r)) => (n, r),
-                (Err(e), _) | (_, Err(e)) => {
-                    return self.err(loc, format!("status.dns: zone {z}: {e}"));
-                }
+            let name = match mk(&[z, reg]) {
+                Ok(n) => n,
+                Err(e) => return self.err(loc, format!("status.dns: zone {z}: {e}")),
             };
+            let region_name = regions
+                .iter()
+                .position(|r| r == reg)
+                .map(|i| region_names[i].clone());
             names.push(DynName {
                 name,
                 object: object.clone(),
-                scope: NameScope::Zone(z.clone()),
+                scope: NameScope::Zone(Arc::from(*z)),
                 ttl,
                 options: options.clone(),
                 targets: targets
                     .iter()
-                    .filter(|t| t.1.as_ref() == Some(reg) && t.2.contains(z))
+                    .filter(|t| t.1 == Some(*reg) && t.2.iter().any(|x| x == z))
                     .map(|t| t.0.clone())
                     .collect(),
-                fallback: Some(region_name),
+                fallback: region_name,
             });
         }
-        if self.zone_of(&global).is_none() {
+        if self.zone_of_wire(&global).is_none() {
             return self.err(
                 loc,
                 format!("spec.domainRef: {domain} is not a served zone"),
@@ -853,14 +1003,14 @@ impl Builder<'_> {
                 Ok(n) => Some(Record::from_rdata(
                     n,
                     ttl,
-                    RData::CNAME(CNAME(global.clone())),
+                    RData::CNAME(CNAME(wire_to_name(&global))),
                 )),
                 Err(e) => return self.err(loc, format!("spec.dnsPrefix: {e}")),
             },
             None => None,
         };
         if let Some(rec) = &prefix_record
-            && self.dyn_index.contains_key(&rec.name)
+            && name_to_wire(&rec.name).is_ok_and(|w| self.dyn_index.contains_key(&w))
         {
             return self.err(
                 loc,
@@ -872,30 +1022,38 @@ impl Builder<'_> {
         }
     }
 
+    /// Kubernetes readiness of a record's target in one cluster.
+    fn ready(&self, object: &str, cluster: &str) -> bool {
+        // Most catalogs have every target ready: skip building the lookup key.
+        self.unready.is_empty()
+            || !self
+                .unready
+                .contains(&(object.to_string(), cluster.to_string()))
+    }
+
     fn add_ingress_record(&mut self, loc: &str, r: &model::IngressDNSRecord) {
-        let object = format!(
+        let object: Arc<str> = format!(
             "IngressDNSRecord {}/{}",
             r.metadata.namespace.as_deref().unwrap_or(""),
             r.metadata.name.as_deref().unwrap_or("")
-        );
+        )
+        .into();
         let Some(options) = self.options(loc, &r.metadata) else {
             return;
         };
         let ttl = r.spec.record_ttl.unwrap_or(DEFAULT_RECORD_TTL);
         let mut targets = Vec::new();
         for (i, entry) in r.status.iter().flat_map(|s| s.dns.iter()).enumerate() {
-            let field = format!("status.dns[{i}]");
-            let (addrs, hostnames) = match lb_targets(&entry.load_balancer, &field) {
-                Ok(t) => t,
-                Err(e) => return self.err(loc, e),
-            };
+            let (addrs, hostnames) =
+                match lb_targets(&entry.load_balancer, &format_args!("status.dns[{i}]")) {
+                    Ok(t) => t,
+                    Err(e) => return self.err(loc, e),
+                };
             let cluster = self.cluster_for(&ClusterDNS {
                 cluster: entry.cluster.clone(),
                 ..Default::default()
             });
-            let ready = !self
-                .unready
-                .contains(&(object.clone(), entry.cluster.clone()));
+            let ready = self.ready(&object, &entry.cluster);
             targets.push(Target {
                 cluster,
                 addrs,
@@ -909,14 +1067,18 @@ impl Builder<'_> {
                 Ok(n) => n,
                 Err(e) => return self.err(loc, format!("spec.hosts[{i}]: {e}")),
             };
-            if self.zone_of(&name).is_none() {
+            let wire = match name_to_wire(&name) {
+                Ok(w) => w,
+                Err(e) => return self.err(loc, format!("spec.hosts[{i}]: {e}")),
+            };
+            if self.zone_of_wire(&wire).is_none() {
                 return self.err(
                     loc,
                     format!("spec.hosts[{i}]: {name} is outside every served zone"),
                 );
             }
             names.push(DynName {
-                name,
+                name: wire,
                 object: object.clone(),
                 scope: NameScope::Global,
                 ttl,
@@ -951,7 +1113,7 @@ impl Builder<'_> {
                     format!("{f}.dnsName: {name} is outside every served zone"),
                 );
             }
-            if self.dyn_index.contains_key(&name) {
+            if name_to_wire(&name).is_ok_and(|w| self.dyn_index.contains_key(&w)) {
                 return self.err(
                     loc,
                     format!("{f}.dnsName: {name} is already served for a federated record"),
@@ -1104,11 +1266,11 @@ mod tests {
             .map(|d| {
                 format!(
                     "{} {} -> {}",
-                    d.name,
+                    d.display_name(),
                     d.targets.len(),
                     d.fallback
                         .as_ref()
-                        .map(|f| f.to_string())
+                        .map(|f| wire_to_name(f).to_string())
                         .unwrap_or_default()
                 )
             })
@@ -1172,7 +1334,7 @@ mod tests {
         let (cat, errs) = build(&inputs, &Settings::default());
         assert!(errs.is_empty(), "{errs:?}");
         assert_eq!(
-            cat.dyn_names[0].name.to_string(),
+            cat.dyn_names[0].display_name().to_string(),
             "shopfront.shop.fed.svc.gslb.example.com."
         );
     }

@@ -147,7 +147,7 @@ pub fn explain(
                 }
                 routing::Selection::Fallback => format!(
                     "no healthy cluster here: CNAME to {}",
-                    src.fallback.as_ref().map(|f| f.to_string()).unwrap_or_default()
+                    src.fallback.as_deref().map(|f| crate::catalog::wire_to_name(f).to_string()).unwrap_or_default()
                 ),
                 routing::Selection::Empty if out.all_down => {
                     "no addresses: every cluster is down, all-down policy \"empty\"".into()
@@ -165,12 +165,15 @@ pub fn explain(
             }
             (
                 Some(RecordInfo {
-                    object: src.object.clone(),
+                    object: src.object.to_string(),
                     scope: src.scope.clone(),
                     policy: d.policy.as_str().into(),
                     all_down: d.all_down.as_str().into(),
                     ttl: answer::dynamic_ttl(d, c.settings.max_dynamic_ttl, out.degraded),
-                    fallback: src.fallback.as_ref().map(|f| f.to_string()),
+                    fallback: src
+                        .fallback
+                        .as_deref()
+                        .map(|f| crate::catalog::wire_to_name(f).to_string()),
                 }),
                 cands,
                 decision,

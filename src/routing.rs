@@ -331,11 +331,12 @@ mod tests {
         let targets = (0..4)
             .map(|i| CTarget {
                 cluster: i,
-                v4: vec![Addr {
+                v4: [Addr {
                     ip: Ipv4Addr::new(127, 0, 0, i as u8 + 1),
                     endpoint: i,
-                }],
-                v6: vec![],
+                }]
+                .into(),
+                v6: Default::default(),
                 hostname: None,
                 weight: [0, 1, 3, 0][i as usize],
                 ready: true,
@@ -346,8 +347,8 @@ mod tests {
             policy,
             all_down,
             targets,
-            failover: vec![2, 0, 1, 3],
-            fallback: fallback.then(|| b"\x01x\x00".to_vec().into_boxed_slice()),
+            failover: [2, 0, 1, 3].into(),
+            fallback: fallback.then(|| b"\x01x\x00"[..].into()),
             source: 0,
             probe_interval_ms: 0,
         }

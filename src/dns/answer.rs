@@ -392,7 +392,7 @@ fn resolve(b: &mut Builder<'_>, q: &Query<'_>, out: &mut Vec<u8>) {
             return;
         };
         // Static CNAME: write it and continue at its target if that is in this zone.
-        if let Some((target, set)) = &node.cname {
+        if let Some((target, set)) = node.cname.as_deref() {
             if q.qtype == wire::TYPE_CNAME {
                 write_set(b, out, cur_at, set);
                 return;

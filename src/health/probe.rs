@@ -484,7 +484,7 @@ mod tests {
         f(&mut probe);
         EndpointKey {
             addr: addr.ip(),
-            probe,
+            probe: probe.into(),
         }
     }
 

@@ -507,7 +507,7 @@ mod tests {
     fn key(last: u8, interval_ms: u64) -> EndpointKey {
         EndpointKey {
             addr: IpAddr::from([127, 0, 0, last]),
-            probe: ProbeSpec {
+            probe: std::sync::Arc::new(ProbeSpec {
                 kind: ProbeKind::Tcp,
                 port: 80,
                 path: "/".into(),
@@ -520,7 +520,7 @@ mod tests {
                 expect_body: None,
                 insecure: false,
                 ca: None,
-            },
+            }),
         }
     }
 
@@ -814,7 +814,7 @@ mod tests {
     #[test]
     fn unprobed_endpoints_are_ignored() {
         let mut k = key(1, 100);
-        k.probe.kind = ProbeKind::None;
+        std::sync::Arc::make_mut(&mut k.probe).kind = ProbeKind::None;
         assert!(!k.probed());
     }
 }

@@ -5,12 +5,14 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
+use smallvec::SmallVec;
 use thiserror::Error;
 
-use crate::catalog::{Catalog, DynName, ProbeKind, ProbeSpec};
+use crate::catalog::{Catalog, DynName, ProbeKind, ProbeSpec, RecordOptions, WireName};
 use crate::config::Settings;
 use crate::model::{AllDown, Policy};
 
@@ -28,20 +30,14 @@ pub struct CompileError {
 pub type NameHasher = foldhash::fast::RandomState;
 
 /// A table keyed by lowercased wire-form names.
-pub type NameMap<V> = HashMap<Box<[u8]>, V, NameHasher>;
+pub type NameMap<V> = HashMap<WireName, V, NameHasher>;
 
 /// Lowercased, uncompressed wire form of a name: the key of every table.
-pub fn wire_name(name: &Name) -> Result<Box<[u8]>, CompileError> {
-    let mut buf = Vec::with_capacity(64);
-    let mut enc = BinEncoder::new(&mut buf);
-    enc.set_name_encoding(NameEncoding::UncompressedLowercase);
-    let mut n = name.clone();
-    n.set_fqdn(true);
-    n.emit(&mut enc).map_err(|e| CompileError {
+pub fn wire_name(name: &Name) -> Result<WireName, CompileError> {
+    crate::catalog::name_to_wire(name).map_err(|message| CompileError {
         what: name.to_string(),
-        message: e.to_string(),
-    })?;
-    Ok(buf.into_boxed_slice())
+        message,
+    })
 }
 
 fn rdata_bytes(owner: &Name, rd: &RData) -> Result<Box<[u8]>, CompileError> {
@@ -63,6 +59,7 @@ pub struct RRset {
     pub rdatas: Vec<Box<[u8]>>,
 }
 
+/// One name of the table. Kept small: there is one per served name (700k for 100k records).
 #[derive(Debug, Default)]
 pub struct Node {
     pub zone: u32,
@@ -70,14 +67,14 @@ pub struct Node {
     /// Index into `Compiled::dyns`.
     pub dynamic: Option<u32>,
     /// Static CNAME target, wire form (lowercased key) and the RRset to write.
-    pub cname: Option<(Box<[u8]>, RRset)>,
+    pub cname: Option<Box<(WireName, RRset)>>,
     /// NS records below the apex: a zone cut.
     pub delegation: bool,
 }
 
 #[derive(Debug)]
 pub struct CZone {
-    pub apex: Box<[u8]>,
+    pub apex: WireName,
     pub name: Name,
     pub soa: RRset,
     /// RFC 2308: negative answers carry the SOA with TTL = min(SOA TTL, SOA MINIMUM).
@@ -95,10 +92,10 @@ pub struct Addr<T> {
 #[derive(Debug)]
 pub struct CTarget {
     pub cluster: u32,
-    pub v4: Vec<Addr<Ipv4Addr>>,
-    pub v6: Vec<Addr<Ipv6Addr>>,
+    pub v4: SmallVec<[Addr<Ipv4Addr>; 1]>,
+    pub v6: SmallVec<[Addr<Ipv6Addr>; 1]>,
     /// Load-balancer hostname (wire form), used when the cluster has no address.
-    pub hostname: Option<Box<[u8]>>,
+    pub hostname: Option<WireName>,
     pub weight: u32,
     /// Kubernetes readiness: false when the cluster has no ready endpoints for this record,
     /// which makes the target unhealthy whatever its probes say.
@@ -110,11 +107,12 @@ pub struct CDyn {
     pub ttl: u32,
     pub policy: Policy,
     pub all_down: AllDown,
-    pub targets: Vec<CTarget>,
+    /// Inline for one target: region and zone names have one per cluster there.
+    pub targets: SmallVec<[CTarget; 1]>,
     /// Target indices in failover order (the annotation's order, then the rest).
-    pub failover: Vec<u32>,
+    pub failover: SmallVec<[u32; 4]>,
     /// CNAME target (wire form) when no target is healthy.
-    pub fallback: Option<Box<[u8]>>,
+    pub fallback: Option<WireName>,
     /// Index into `Catalog::dyn_names`.
     pub source: u32,
     /// Shortest probe interval among the targets' probes (0 when none is probed): the time
@@ -132,7 +130,8 @@ pub struct CCluster {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EndpointKey {
     pub addr: IpAddr,
-    pub probe: ProbeSpec,
+    /// One allocation per distinct probe, shared by every endpoint that uses it.
+    pub probe: Arc<ProbeSpec>,
 }
 
 impl EndpointKey {
@@ -219,14 +218,14 @@ pub fn compile(catalog: Catalog, settings: Settings) -> Result<Compiled, Compile
         node.zone = zone;
         if let RData::CNAME(c) = &r.data {
             let target = wire_name(&c.0)?;
-            node.cname = Some((
+            node.cname = Some(Box::new((
                 target,
                 RRset {
                     rtype,
                     ttl: r.ttl,
                     rdatas: vec![data],
                 },
-            ));
+            )));
             continue;
         }
         if r.record_type() == RecordType::NS && *key != *zones[zone as usize].apex {
@@ -255,41 +254,47 @@ pub fn compile(catalog: Catalog, settings: Settings) -> Result<Compiled, Compile
             unit: c.location.map(|p| p.unit()),
         })
         .collect();
-    let mut endpoints: Vec<EndpointKey> = Vec::new();
-    let mut endpoint_ids: HashMap<EndpointKey, u32, NameHasher> = HashMap::default();
+    let mut ep = Endpoints::default();
     let mut dyns = Vec::with_capacity(catalog.dyn_names.len());
+    nodes.reserve(catalog.dyn_names.len());
     for (i, d) in catalog.dyn_names.iter().enumerate() {
-        let key = wire_name(&d.name)?;
-        let Some(zone) = find_zone_in(&zone_index, &key) else {
+        let Some(zone) = find_zone_in(&zone_index, &d.name) else {
             continue;
         };
-        let cd = compile_dyn(d, i as u32, &clusters, &mut endpoints, &mut endpoint_ids)?;
-        let node = nodes.entry(key).or_default();
+        let cd = compile_dyn(d, i as u32, &clusters, &mut ep)?;
+        let node = nodes.entry(d.name.clone()).or_default();
         node.zone = zone;
         node.dynamic = Some(dyns.len() as u32);
         dyns.push(cd);
     }
-    // Empty non-terminals exist (NODATA, not NXDOMAIN: RFC 8020).
-    let names: Vec<Box<[u8]>> = nodes.keys().cloned().collect();
-    for name in names {
-        let Some(zone) = nodes.get(&name).map(|n| n.zone) else {
-            continue;
-        };
-        let apex_len = zones[zone as usize].apex.len();
+    let endpoints = ep.list;
+    // Empty non-terminals exist (NODATA, not NXDOMAIN: RFC 8020). Names share their parents,
+    // so each parent is looked up once per child but allocated once.
+    let mut missing: NameMap<u32> = NameMap::default();
+    for (name, node) in &nodes {
+        let apex_len = zones[node.zone as usize].apex.len();
         let mut i = 0;
         while name.len() - i > apex_len {
             i += name[i] as usize + 1;
             let parent = &name[i..];
-            if !nodes.contains_key(parent) {
-                nodes.insert(
-                    parent.into(),
-                    Node {
-                        zone,
-                        ..Default::default()
-                    },
-                );
+            if nodes.contains_key(parent) {
+                // Its own ancestors are in the table, or will be added from it.
+                break;
             }
+            if missing.contains_key(parent) {
+                break;
+            }
+            missing.insert(parent.into(), node.zone);
         }
+    }
+    for (name, zone) in missing {
+        nodes.insert(
+            name,
+            Node {
+                zone,
+                ..Default::default()
+            },
+        );
     }
     let default_cluster = settings
         .default_cluster
@@ -309,36 +314,71 @@ pub fn compile(catalog: Catalog, settings: Settings) -> Result<Compiled, Compile
     })
 }
 
+/// Endpoint ids: one per (address, probe), probes interned.
+#[derive(Default)]
+struct Endpoints {
+    list: Vec<EndpointKey>,
+    ids: HashMap<(IpAddr, u32), u32, NameHasher>,
+    /// Interned probes by value, and by the address of the options they came from (the names
+    /// of one record share one `RecordOptions`, most records a few).
+    probes: HashMap<ProbeSpec, u32, NameHasher>,
+    by_options: HashMap<usize, u32, NameHasher>,
+    specs: Vec<Arc<ProbeSpec>>,
+}
+
+impl Endpoints {
+    fn probe(&mut self, options: &Arc<RecordOptions>) -> u32 {
+        // The catalog keeps every options value alive while it compiles: addresses are stable.
+        let at = Arc::as_ptr(options) as usize;
+        if let Some(&p) = self.by_options.get(&at) {
+            return p;
+        }
+        let p = match self.probes.get(&options.probe) {
+            Some(&p) => p,
+            None => {
+                let p = self.specs.len() as u32;
+                self.specs.push(Arc::new(options.probe.clone()));
+                self.probes.insert(options.probe.clone(), p);
+                p
+            }
+        };
+        self.by_options.insert(at, p);
+        p
+    }
+
+    fn id(&mut self, addr: IpAddr, probe: u32) -> u32 {
+        let list = &mut self.list;
+        let specs = &self.specs;
+        *self.ids.entry((addr, probe)).or_insert_with(|| {
+            list.push(EndpointKey {
+                addr,
+                probe: specs[probe as usize].clone(),
+            });
+            (list.len() - 1) as u32
+        })
+    }
+}
+
 fn compile_dyn(
     d: &DynName,
     source: u32,
     clusters: &[CCluster],
-    endpoints: &mut Vec<EndpointKey>,
-    ids: &mut HashMap<EndpointKey, u32, NameHasher>,
+    ep: &mut Endpoints,
 ) -> Result<CDyn, CompileError> {
-    let mut endpoint = |addr: IpAddr| -> u32 {
-        let key = EndpointKey {
-            addr,
-            probe: d.options.probe.clone(),
-        };
-        *ids.entry(key.clone()).or_insert_with(|| {
-            endpoints.push(key);
-            (endpoints.len() - 1) as u32
-        })
-    };
-    let mut targets = Vec::with_capacity(d.targets.len());
+    let probe = ep.probe(&d.options);
+    let mut targets: SmallVec<[CTarget; 1]> = SmallVec::with_capacity(d.targets.len());
     for t in &d.targets {
-        let mut v4 = Vec::new();
-        let mut v6 = Vec::new();
+        let mut v4 = SmallVec::new();
+        let mut v6 = SmallVec::new();
         for a in &t.addrs {
             match a {
                 IpAddr::V4(ip) => v4.push(Addr {
                     ip: *ip,
-                    endpoint: endpoint(*a),
+                    endpoint: ep.id(*a, probe),
                 }),
                 IpAddr::V6(ip) => v6.push(Addr {
                     ip: *ip,
-                    endpoint: endpoint(*a),
+                    endpoint: ep.id(*a, probe),
                 }),
             }
         }
@@ -366,7 +406,7 @@ fn compile_dyn(
             ready: t.ready,
         });
     }
-    let mut failover: Vec<u32> = Vec::with_capacity(targets.len());
+    let mut failover: SmallVec<[u32; 4]> = SmallVec::with_capacity(targets.len());
     for name in &d.options.failover_order {
         for (i, t) in targets.iter().enumerate() {
             if &clusters[t.cluster as usize].name == name && !failover.contains(&(i as u32)) {
@@ -379,10 +419,6 @@ fn compile_dyn(
             failover.push(i);
         }
     }
-    let fallback = match &d.fallback {
-        Some(f) => Some(wire_name(f)?),
-        None => None,
-    };
     let probed = d.options.probe.kind != ProbeKind::None;
     Ok(CDyn {
         ttl: d.ttl,
@@ -390,7 +426,7 @@ fn compile_dyn(
         all_down: d.options.all_down,
         targets,
         failover,
-        fallback,
+        fallback: d.fallback.clone(),
         source,
         probe_interval_ms: if probed {
             d.options.probe.interval.as_millis() as u64
