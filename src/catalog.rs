@@ -16,6 +16,7 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
+use smallvec::SmallVec;
 
 use crate::config::{HealthDefaults, Settings};
 use crate::geo::{GeoPoint, tables};
@@ -129,7 +130,8 @@ pub enum NameScope {
 pub struct Target {
     /// Index into `Catalog::clusters`.
     pub cluster: usize,
-    pub addrs: Vec<IpAddr>,
+    /// Inline for one address, the usual load balancer.
+    pub addrs: SmallVec<[IpAddr; 1]>,
     /// Load-balancer hostnames (ELB style): answered by CNAME when the cluster has no address.
     pub hostnames: Vec<String>,
     /// False when Kubernetes reports no ready endpoints for the record in this cluster: the
@@ -206,6 +208,9 @@ fn wire_within(name: &[u8], apex: &[u8]) -> bool {
 pub struct DynName {
     #[serde(serialize_with = "ser_name")]
     pub name: WireName,
+    /// Index into `Catalog::zones` of the zone holding the name (set when it is committed).
+    #[serde(skip)]
+    pub zone: u32,
     /// `Kind ns/name` of the object that implies this name.
     pub object: Arc<str>,
     pub scope: NameScope,
@@ -538,8 +543,8 @@ fn parse_status_range(v: &str) -> Result<(u16, u16), String> {
 fn lb_targets(
     lb: &LoadBalancerStatus,
     field: &dyn std::fmt::Display,
-) -> Result<(Vec<IpAddr>, Vec<String>), String> {
-    let mut addrs = Vec::new();
+) -> Result<(SmallVec<[IpAddr; 1]>, Vec<String>), String> {
+    let mut addrs = SmallVec::new();
     let mut hosts = Vec::new();
     for (j, ing) in lb.ingress.iter().enumerate() {
         if let Some(ip) = ing.ip.as_deref().filter(|s| !s.is_empty()) {
@@ -828,7 +833,12 @@ impl Builder<'_> {
                 return false;
             }
         }
-        for n in names {
+        for mut n in names {
+            let Some(zone) = self.zone_of_wire(&n.name) else {
+                // Callers check their names' zones; a name outside every zone is not served.
+                continue;
+            };
+            n.zone = zone as u32;
             self.dyn_index
                 .insert(n.name.clone(), self.cat.dyn_names.len());
             self.cat.dyn_names.push(n);
@@ -926,6 +936,7 @@ impl Builder<'_> {
         }
         let mut names = vec![DynName {
             name: global.clone(),
+            zone: 0,
             object: object.clone(),
             scope: NameScope::Global,
             ttl,
@@ -957,6 +968,7 @@ impl Builder<'_> {
             region_names.push(name.clone());
             names.push(DynName {
                 name,
+                zone: 0,
                 object: object.clone(),
                 scope: NameScope::Region(Arc::from(*reg)),
                 ttl,
@@ -980,6 +992,7 @@ impl Builder<'_> {
                 .map(|i| region_names[i].clone());
             names.push(DynName {
                 name,
+                zone: 0,
                 object: object.clone(),
                 scope: NameScope::Zone(Arc::from(*z)),
                 ttl,
@@ -1079,6 +1092,7 @@ impl Builder<'_> {
             }
             names.push(DynName {
                 name: wire,
+                zone: 0,
                 object: object.clone(),
                 scope: NameScope::Global,
                 ttl,

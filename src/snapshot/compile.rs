@@ -258,35 +258,41 @@ pub fn compile(catalog: Catalog, settings: Settings) -> Result<Compiled, Compile
     let mut dyns = Vec::with_capacity(catalog.dyn_names.len());
     nodes.reserve(catalog.dyn_names.len());
     for (i, d) in catalog.dyn_names.iter().enumerate() {
-        let Some(zone) = find_zone_in(&zone_index, &d.name) else {
-            continue;
-        };
         let cd = compile_dyn(d, i as u32, &clusters, &mut ep)?;
         let node = nodes.entry(d.name.clone()).or_default();
-        node.zone = zone;
+        node.zone = d.zone;
         node.dynamic = Some(dyns.len() as u32);
         dyns.push(cd);
     }
     let endpoints = ep.list;
     // Empty non-terminals exist (NODATA, not NXDOMAIN: RFC 8020). Names share their parents,
     // so each parent is looked up once per child but allocated once.
-    let mut missing: NameMap<u32> = NameMap::default();
-    for (name, node) in &nodes {
-        let apex_len = zones[node.zone as usize].apex.len();
+    let mut missing: Vec<(WireName, u32)> = Vec::new();
+    // Parents already looked at: a small table (names share few parents), so most names cost
+    // one cache-resident probe instead of one into the big one.
+    let mut checked: std::collections::HashSet<&[u8], NameHasher> = Default::default();
+    // Walked in the catalog's order, not the table's: the names' bytes were allocated in that
+    // order, so the walk reads memory mostly in sequence.
+    let statics = nodes
+        .iter()
+        .filter(|(_, n)| n.dynamic.is_none())
+        .map(|(k, n)| (k, n.zone));
+    let dynamics = catalog.dyn_names.iter().map(|d| (&d.name, d.zone));
+    for (name, zone) in dynamics.chain(statics) {
+        let apex_len = zones[zone as usize].apex.len();
         let mut i = 0;
         while name.len() - i > apex_len {
             i += name[i] as usize + 1;
             let parent = &name[i..];
-            if nodes.contains_key(parent) {
-                // Its own ancestors are in the table, or will be added from it.
+            // Seen: it and its ancestors are handled. In the table: its ancestors are handled
+            // when its own entry comes round.
+            if !checked.insert(parent) || nodes.contains_key(parent) {
                 break;
             }
-            if missing.contains_key(parent) {
-                break;
-            }
-            missing.insert(parent.into(), node.zone);
+            missing.push((parent.into(), zone));
         }
     }
+    drop(checked);
     for (name, zone) in missing {
         nodes.insert(
             name,
@@ -324,6 +330,10 @@ struct Endpoints {
     probes: HashMap<ProbeSpec, u32, NameHasher>,
     by_options: HashMap<usize, u32, NameHasher>,
     specs: Vec<Arc<ProbeSpec>>,
+    /// Ids of the current object's addresses: its region and zone names repeat the global
+    /// name's, and this spares the big table those lookups.
+    object: usize,
+    recent: SmallVec<[(IpAddr, u32, u32); 8]>,
 }
 
 impl Endpoints {
@@ -346,16 +356,35 @@ impl Endpoints {
         p
     }
 
+    fn start_object(&mut self, object: &Arc<str>) {
+        let at = Arc::as_ptr(object) as *const u8 as usize;
+        if at != self.object {
+            self.object = at;
+            self.recent.clear();
+        }
+    }
+
     fn id(&mut self, addr: IpAddr, probe: u32) -> u32 {
+        if let Some(&(_, _, id)) = self
+            .recent
+            .iter()
+            .find(|(a, p, _)| *a == addr && *p == probe)
+        {
+            return id;
+        }
         let list = &mut self.list;
         let specs = &self.specs;
-        *self.ids.entry((addr, probe)).or_insert_with(|| {
+        let id = *self.ids.entry((addr, probe)).or_insert_with(|| {
             list.push(EndpointKey {
                 addr,
                 probe: specs[probe as usize].clone(),
             });
             (list.len() - 1) as u32
-        })
+        });
+        if self.recent.len() < self.recent.inline_size() {
+            self.recent.push((addr, probe, id));
+        }
+        id
     }
 }
 
@@ -365,6 +394,7 @@ fn compile_dyn(
     clusters: &[CCluster],
     ep: &mut Endpoints,
 ) -> Result<CDyn, CompileError> {
+    ep.start_object(&d.object);
     let probe = ep.probe(&d.options);
     let mut targets: SmallVec<[CTarget; 1]> = SmallVec::with_capacity(d.targets.len());
     for t in &d.targets {
