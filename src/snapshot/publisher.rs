@@ -54,6 +54,64 @@ fn idle_priority() {
     }
 }
 
+/// What the publisher replaces: freed by [`retire`] once no one else holds it.
+pub enum Retired {
+    Snapshot(Arc<Snapshot>),
+    Compiled(Arc<Compiled>),
+}
+
+impl Retired {
+    fn last_owner(&self) -> bool {
+        match self {
+            Retired::Snapshot(a) => Arc::strong_count(a) == 1,
+            Retired::Compiled(a) => Arc::strong_count(a) == 1,
+        }
+    }
+}
+
+/// Frees a replaced snapshot or catalog on an idle-priority thread once it holds the last
+/// reference. Freeing a large catalog takes a while (100k records: ~0.7M names, some 100 ms),
+/// and whoever drops the last reference pays it: without this, often a UDP worker whose
+/// `load()` guard outlived the swap, or the publisher's task on a core the workers share.
+pub fn retire(r: Retired) {
+    static REAPER: std::sync::OnceLock<Option<std::sync::mpsc::Sender<Retired>>> =
+        std::sync::OnceLock::new();
+    let tx = REAPER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Retired>();
+        std::thread::Builder::new()
+            .name("meridian-reaper".into())
+            .spawn(move || reap(rx))
+            .ok()
+            .map(|_| tx)
+    });
+    // No thread (resource exhaustion): dropped here instead.
+    if let Some(tx) = tx {
+        let _ = tx.send(r);
+    }
+}
+
+fn reap(rx: std::sync::mpsc::Receiver<Retired>) {
+    use std::sync::mpsc::RecvTimeoutError;
+    idle_priority();
+    let mut held: Vec<Retired> = Vec::new();
+    loop {
+        // Readers let go within microseconds; poll briefly while something is held.
+        let wait = if held.is_empty() {
+            Duration::from_secs(3600)
+        } else {
+            Duration::from_millis(2)
+        };
+        match rx.recv_timeout(wait) {
+            Ok(r) => held.push(r),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        held.extend(rx.try_iter());
+        // Dropped here, by `retain`, when this thread holds the last reference.
+        held.retain(|r| !r.last_owner());
+    }
+}
+
 /// Burst window: updates arriving within it share one publication.
 const DEBOUNCE: Duration = Duration::from_millis(2);
 
@@ -323,9 +381,10 @@ impl State {
         metrics::get()
             .snapshot_names
             .set(compiled.nodes.len() as i64);
-        self.compiled = compiled.clone();
+        let old = std::mem::replace(&mut self.compiled, compiled.clone());
+        retire(Retired::Compiled(old));
         self.geo = geo;
-        self.catalogs_tx.send_replace(compiled);
+        retire(Retired::Compiled(self.catalogs_tx.send_replace(compiled)));
     }
 
     /// Merges the fragments and compiles them, off the query path's core time (see
@@ -432,13 +491,14 @@ impl State {
                 .collect(),
         };
         self.generation += 1;
-        self.shared.store(Arc::new(Snapshot {
+        let old = self.shared.swap(Arc::new(Snapshot {
             generation: self.generation,
             published: SystemTime::now(),
             compiled: self.compiled.clone(),
             health: Arc::new(health),
             geo: self.geo.clone(),
         }));
+        retire(Retired::Snapshot(old));
         let m = metrics::get();
         m.snapshot_generation.set(self.generation as i64);
         m.snapshot_publish.observe(started.elapsed().as_secs_f64());
@@ -513,6 +573,24 @@ mod tests {
             .nodes
             .get(&key)
             .is_some_and(|n| !n.rrsets.is_empty())
+    }
+
+    #[test]
+    fn retired_catalogs_are_freed_only_after_their_last_reader() {
+        let compiled =
+            Arc::new(compile::compile(Catalog::default(), Settings::default()).expect("compile"));
+        let reader = compiled.clone();
+        let weak = Arc::downgrade(&compiled);
+        retire(Retired::Compiled(compiled));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(weak.upgrade().is_some(), "freed while a reader held it");
+        drop(reader);
+        // The reaper polls every few ms; give it ample time on a loaded machine.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while weak.upgrade().is_some() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(weak.upgrade().is_none(), "never freed");
     }
 
     #[tokio::test]
