@@ -11,14 +11,13 @@
 //! - `respond_and_count/<case>`: the same plus the per-query metrics the UDP worker records
 //!   (`metrics::QueryCounters::count`), to show what counting costs;
 //! - `parts/*`: pieces of the geo answer alone (wire parse, GeoIP lookup, routing select, the
-//!   snapshot's name lookup), to attribute the time; `parts/geoip_offset_cache` is a prototype
-//!   of a cheaper GeoIP lookup (tree walk, then the client's unit vector from a table built once
-//!   per database, keyed by the record's data offset) for comparison with `parts/geoip_lookup`
-//!   (tree walk, serde decode of the record, sin/cos) plus `parts/unit_vector`.
+//!   snapshot's name lookup), to attribute the time; `parts/geoip_lookup_unit` is what the query
+//!   path calls (tree walk, then the client's unit vector from a per-thread cache keyed by the
+//!   record's data offset), for comparison with `parts/geoip_lookup` (tree walk, serde decode of
+//!   the record) plus `parts/unit_vector` (sin/cos).
 
 mod common;
 
-use std::collections::HashMap;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -30,55 +29,6 @@ use meridian::metrics::QueryCounters;
 use meridian::routing::{self, Family};
 
 const SRC: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
-
-/// Prototype: the client's unit vector per GeoIP data record, computed once for the whole
-/// database (as gdnsd precomputes its map at load); a query walks the tree and reads the table.
-struct OffsetCache {
-    reader: maxminddb::Reader<Vec<u8>>,
-    units: HashMap<usize, [f64; 3], foldhash::fast::RandomState>,
-}
-
-#[derive(serde::Deserialize)]
-struct Loc {
-    location: Option<LatLon>,
-}
-
-#[derive(serde::Deserialize)]
-struct LatLon {
-    latitude: Option<f64>,
-    longitude: Option<f64>,
-}
-
-impl OffsetCache {
-    fn open() -> OffsetCache {
-        let reader = maxminddb::Reader::open_readfile(common::zones_dir().join("demo-geoip.mmdb"))
-            .expect("demo mmdb");
-        let mut units = HashMap::default();
-        for r in reader.networks(Default::default()).expect("networks") {
-            let r = r.expect("network");
-            let Some(off) = r.offset() else { continue };
-            if units.contains_key(&off) {
-                continue;
-            }
-            let loc: Option<Loc> = r.decode().ok().flatten();
-            if let Some(p) = loc
-                .and_then(|l| l.location)
-                .and_then(|l| meridian::geo::GeoPoint::new(l.latitude?, l.longitude?))
-            {
-                units.insert(off, p.unit());
-            }
-        }
-        OffsetCache { reader, units }
-    }
-
-    fn lookup(&self, ip: IpAddr) -> (Option<[f64; 3]>, u8) {
-        let Ok(r) = self.reader.lookup(ip) else {
-            return (None, 32);
-        };
-        let prefix = r.network().map(|n| n.prefix()).unwrap_or(32);
-        (r.offset().and_then(|o| self.units.get(&o).copied()), prefix)
-    }
-}
 
 fn bench(c: &mut Criterion) {
     let snap = common::demo_snapshot();
@@ -155,14 +105,30 @@ fn bench(c: &mut Criterion) {
     g.bench_function("geoip_lookup", |b| b.iter(|| geo.lookup(black_box(client))));
     let point = geo.lookup(client).point.expect("placed");
     g.bench_function("unit_vector", |b| b.iter(|| black_box(point).unit()));
-    let cache = OffsetCache::open();
-    assert_eq!(
-        cache.lookup(client).0,
-        unit,
-        "the prototype agrees with GeoDb::lookup"
+    assert_eq!(geo.lookup_unit(client).0, unit, "cached lookup agrees");
+    g.bench_function("geoip_lookup_unit", |b| {
+        b.iter(|| geo.lookup_unit(black_box(client)))
+    });
+    // 1024 clients in turn, from the networks load.sh draws them from (the demo database's
+    // documentation prefixes, several cities).
+    let clients: Vec<IpAddr> = (0..1024u32)
+        .map(|i| match i % 4 {
+            0 => IpAddr::from([192, 0, 2, i as u8]),
+            1 => IpAddr::from([198, 51, 100, i as u8]),
+            2 => IpAddr::from([203, 0, 113, i as u8]),
+            _ => IpAddr::from([0x2001, 0xdb8, 1 + (i as u16 >> 2) % 3, i as u16, 0, 0, 0, 1]),
+        })
+        .collect();
+    assert!(
+        clients.iter().all(|c| geo.lookup_unit(*c).0.is_some()),
+        "all placed"
     );
-    g.bench_function("geoip_offset_cache", |b| {
-        b.iter(|| cache.lookup(black_box(client)))
+    let mut i = 0;
+    g.bench_function("geoip_lookup_unit_1024_clients", |b| {
+        b.iter(|| {
+            i = (i + 1) & 1023;
+            geo.lookup_unit(black_box(clients[i]))
+        })
     });
     g.bench_function("name_lookup", |b| {
         b.iter(|| {

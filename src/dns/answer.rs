@@ -142,10 +142,7 @@ impl Builder<'_> {
             },
         };
         let l = match &self.snap.geo {
-            Some(db) => {
-                let g = db.lookup(ip);
-                (g.point.map(|p| p.unit()), g.prefix_len)
-            }
+            Some(db) => db.lookup_unit(ip),
             None => (None, 0),
         };
         self.located = Some(l);

@@ -3,8 +3,10 @@
 
 pub mod tables;
 
+use std::cell::RefCell;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -111,6 +113,31 @@ struct RawLocation {
 pub struct GeoDb {
     reader: maxminddb::Reader<Vec<u8>>,
     path: PathBuf,
+    /// Distinguishes this database's entries in the per-thread unit-vector cache.
+    id: u64,
+}
+
+/// Ids of opened databases; 0 marks an empty cache slot.
+static NEXT_DB: AtomicU64 = AtomicU64::new(1);
+
+/// Slots of the per-thread cache (48 bytes each): a record per city, and real traffic keeps a
+/// few thousand cities hot.
+const UNIT_CACHE: usize = 8192;
+
+/// A record's unit vector, keyed by the database and the record's data offset: every network
+/// of one city points at the same record, so the offset names the location.
+#[derive(Clone, Copy)]
+struct CachedUnit {
+    db: u64,
+    offset: usize,
+    unit: [f64; 3],
+    located: bool,
+}
+
+thread_local! {
+    /// Per thread, so the query path takes no lock; direct-mapped, so it never allocates
+    /// after the first lookup and a collision simply replaces the slot.
+    static UNITS: RefCell<Vec<CachedUnit>> = const { RefCell::new(Vec::new()) };
 }
 
 impl std::fmt::Debug for GeoDb {
@@ -132,6 +159,7 @@ impl GeoDb {
         Ok(GeoDb {
             reader,
             path: path.to_path_buf(),
+            id: NEXT_DB.fetch_add(1, Ordering::Relaxed),
         })
     }
 
@@ -162,34 +190,60 @@ impl GeoDb {
             .map(|n| n.prefix())
             .unwrap_or(host_bits)
             .min(host_bits);
-        let rec: Option<RawRecord<'_>> = res.decode().ok().flatten();
-        let (point, kind) = match rec {
-            None => (None, None),
-            Some(r) => {
-                if let Some(p) = r
-                    .location
-                    .and_then(|l| GeoPoint::new(l.latitude?, l.longitude?))
-                {
-                    (Some(p), Some(LocationKind::Coordinates))
-                } else {
-                    let iso = r
-                        .country
-                        .and_then(|c| c.iso_code)
-                        .or(r.registered_country.and_then(|c| c.iso_code));
-                    match iso.and_then(tables::country_centroid) {
-                        Some((lat, lon)) => {
-                            (GeoPoint::new(lat, lon), Some(LocationKind::CountryCentroid))
-                        }
-                        None => (None, None),
-                    }
-                }
-            }
-        };
+        let (point, kind) = locate(&res);
         ClientGeo {
             point,
             kind,
             prefix_len,
         }
+    }
+
+    /// What the query path needs of `lookup`: the client's unit vector and the network's
+    /// prefix length. The tree walk is per query; decoding the record and the trigonometry are
+    /// done once per record and thread (a City record's serde decode is most of a geo answer's
+    /// cost otherwise).
+    pub fn lookup_unit(&self, ip: IpAddr) -> (Option<[f64; 3]>, u8) {
+        let host_bits = if ip.is_ipv4() { 32 } else { 128 };
+        let Ok(res) = self.reader.lookup(ip) else {
+            return (None, host_bits);
+        };
+        let prefix_len = res
+            .network()
+            .map(|n| n.prefix())
+            .unwrap_or(host_bits)
+            .min(host_bits);
+        let Some(offset) = res.offset() else {
+            return (None, prefix_len);
+        };
+        let slot = (offset as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 51;
+        let unit = UNITS.with(|cache| {
+            let Ok(mut cache) = cache.try_borrow_mut() else {
+                return locate(&res).0.map(|p| p.unit());
+            };
+            if cache.is_empty() {
+                cache.resize(
+                    UNIT_CACHE,
+                    CachedUnit {
+                        db: 0,
+                        offset: 0,
+                        unit: [0.0; 3],
+                        located: false,
+                    },
+                );
+            }
+            let e = &mut cache[slot as usize % UNIT_CACHE];
+            if e.db != self.id || e.offset != offset {
+                let unit = locate(&res).0.map(|p| p.unit());
+                *e = CachedUnit {
+                    db: self.id,
+                    offset,
+                    unit: unit.unwrap_or([0.0; 3]),
+                    located: unit.is_some(),
+                };
+            }
+            e.located.then_some(e.unit)
+        });
+        (unit, prefix_len)
     }
 
     /// A human description of an address's record (city, subdivision, country), for `explain`.
@@ -210,9 +264,68 @@ impl GeoDb {
     }
 }
 
+/// A record's place: its coordinates, else its country's centroid. A corrupt record places
+/// nothing.
+fn locate<S: AsRef<[u8]>>(
+    res: &maxminddb::LookupResult<'_, S>,
+) -> (Option<GeoPoint>, Option<LocationKind>) {
+    let rec: Option<RawRecord<'_>> = res.decode().ok().flatten();
+    match rec {
+        None => (None, None),
+        Some(r) => {
+            if let Some(p) = r
+                .location
+                .and_then(|l| GeoPoint::new(l.latitude?, l.longitude?))
+            {
+                (Some(p), Some(LocationKind::Coordinates))
+            } else {
+                let iso = r
+                    .country
+                    .and_then(|c| c.iso_code)
+                    .or(r.registered_country.and_then(|c| c.iso_code));
+                match iso.and_then(tables::country_centroid) {
+                    Some((lat, lon)) => {
+                        (GeoPoint::new(lat, lon), Some(LocationKind::CountryCentroid))
+                    }
+                    None => (None, None),
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cached_units_match_decoded_lookups() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("zones/demo-geoip.mmdb");
+        let db = GeoDb::open(&path).expect("demo mmdb");
+        let other = GeoDb::open(&path).expect("demo mmdb");
+        let mut located = 0;
+        // Twice over: the first pass fills the cache, the second reads it; a second database
+        // must not be served the first one's slots.
+        for round in 0..2 {
+            for a in 0..=255u8 {
+                for ip in [
+                    IpAddr::from([127, 0, a, 1]),
+                    IpAddr::from([198, 51, 100, a]),
+                ] {
+                    for d in [&db, &other] {
+                        let g = d.lookup(ip);
+                        let want = (g.point.map(|p| p.unit()), g.prefix_len);
+                        assert_eq!(d.lookup_unit(ip), want, "{ip} round {round}");
+                        located += usize::from(want.0.is_some());
+                    }
+                }
+            }
+        }
+        assert!(
+            located > 0,
+            "the demo database places some of these addresses"
+        );
+    }
 
     #[test]
     fn distances() {
