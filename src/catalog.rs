@@ -217,6 +217,8 @@ pub struct DynName {
     pub ttl: u32,
     /// Shared by every name one object implies.
     pub options: Arc<RecordOptions>,
+    /// Moved into the snapshot's tables by `snapshot::compile::compile`, which leaves this
+    /// empty: the compiled targets are the ones to read (`Compiled::dyns`).
     pub targets: Vec<Target>,
     /// CNAME target when no target here is healthy (region → global, zone → region).
     #[serde(serialize_with = "ser_opt_name")]
@@ -330,6 +332,8 @@ pub fn build(inputs: &Inputs, settings: &Settings) -> (Catalog, Vec<SourceError>
         }
     }
     b.check_static_conflicts();
+    // Large catalogs grow these by doubling: give back the unused half.
+    b.cat.dyn_names.shrink_to_fit();
     (b.cat, b.errors)
 }
 

@@ -177,7 +177,7 @@ fn find_zone_in(index: &NameMap<u32>, name: &[u8]) -> Option<u32> {
     None
 }
 
-pub fn compile(catalog: Catalog, settings: Settings) -> Result<Compiled, CompileError> {
+pub fn compile(mut catalog: Catalog, settings: Settings) -> Result<Compiled, CompileError> {
     let mut zones = Vec::with_capacity(catalog.zones.len());
     let mut zone_index = NameMap::default();
     let mut nodes: NameMap<Node> = NameMap::default();
@@ -257,8 +257,10 @@ pub fn compile(catalog: Catalog, settings: Settings) -> Result<Compiled, Compile
     let mut ep = Endpoints::default();
     let mut dyns = Vec::with_capacity(catalog.dyn_names.len());
     nodes.reserve(catalog.dyn_names.len());
-    for (i, d) in catalog.dyn_names.iter().enumerate() {
+    for (i, d) in catalog.dyn_names.iter_mut().enumerate() {
         let cd = compile_dyn(d, i as u32, &clusters, &mut ep)?;
+        // Compiled into `cd`; not kept twice.
+        d.targets = Vec::new();
         let node = nodes.entry(d.name.clone()).or_default();
         node.zone = d.zone;
         node.dynamic = Some(dyns.len() as u32);
