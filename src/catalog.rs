@@ -277,9 +277,26 @@ struct Builder<'a> {
 
 /// Builds the catalog; returns it with every error found. Objects with errors are left out.
 pub fn build(inputs: &Inputs, settings: &Settings) -> (Catalog, Vec<SourceError>) {
+    build_from(
+        &inputs.zone_files,
+        &[&inputs.objects],
+        &inputs.unready,
+        settings,
+    )
+}
+
+/// `build` over objects held in several lists (the sources' fragments, shared rather than
+/// copied into one `Inputs`), in the order given.
+pub fn build_from(
+    zone_files: &[ZoneFile],
+    object_lists: &[&[Located<Object>]],
+    unready: &HashSet<(String, String)>,
+    settings: &Settings,
+) -> (Catalog, Vec<SourceError>) {
+    let objects = || object_lists.iter().flat_map(|l| l.iter());
     let mut b = Builder {
         settings,
-        unready: &inputs.unready,
+        unready,
         cat: Catalog::default(),
         cluster_index: HashMap::new(),
         dyn_index: HashMap::default(),
@@ -287,11 +304,11 @@ pub fn build(inputs: &Inputs, settings: &Settings) -> (Catalog, Vec<SourceError>
         options_cache: HashMap::default(),
         errors: Vec::new(),
     };
-    for zf in &inputs.zone_files {
+    for zf in zone_files {
         b.add_zone_file(zf);
     }
     let mut domains: Domains = HashMap::new();
-    for o in &inputs.objects {
+    for o in objects() {
         if let Object::Domain(d) = &o.value
             && let Some(name) = b.add_domain(&o.location, d)
         {
@@ -305,7 +322,7 @@ pub fn build(inputs: &Inputs, settings: &Settings) -> (Catalog, Vec<SourceError>
                 ));
         }
     }
-    for o in &inputs.objects {
+    for o in objects() {
         if let Object::KubeFedCluster(c) = &o.value {
             b.add_cluster(&o.location, c);
         }
@@ -318,7 +335,7 @@ pub fn build(inputs: &Inputs, settings: &Settings) -> (Catalog, Vec<SourceError>
             format!("spec.defaultCluster: no KubeFedCluster named {dc:?}"),
         ));
     }
-    for o in &inputs.objects {
+    for o in objects() {
         match &o.value {
             Object::ServiceDNSRecord(r) => b.add_service_record(&o.location, r, &domains),
             Object::IngressDNSRecord(r) => b.add_ingress_record(&o.location, r),
@@ -326,7 +343,7 @@ pub fn build(inputs: &Inputs, settings: &Settings) -> (Catalog, Vec<SourceError>
         }
     }
     // Static endpoints last: they must not collide with names that records imply.
-    for o in &inputs.objects {
+    for o in objects() {
         if let Object::DNSEndpoint(e) = &o.value {
             b.add_endpoint(&o.location, e);
         }
