@@ -7,10 +7,13 @@
 # 2. snapshot compile for 1k/10k/100k ServiceDNSRecords: memory table and criterion timings;
 # 3. instructions per query under callgrind (deterministic; benches/callgrind.sh);
 # 4. the load comparison with gdnsd under dnsperf (benches/load.sh; installs dnsperf and gdnsd);
-# 5. the failover drill timing, `cargo bench --bench failover`, when it exists.
+# 5. the failover drill timing, `cargo bench --bench failover`;
+# 6. health checks at scale, `cargo bench --bench health_scale` (10k targets at 1 s);
+# 7. Kubernetes change -> DNS answer propagation, from the integration test that drives a real
+#    etcd + kube-apiserver (provisioned and cached by tests/k8s/provision.sh).
 #
 # Skip parts with BENCH_SKIP="load callgrind ..." (names: query_path compile callgrind load
-# failover). Criterion reports land in $CARGO_TARGET_DIR/criterion. The machine is shared and
+# failover health propagation). Criterion reports land in $CARGO_TARGET_DIR/criterion. The machine is shared and
 # has 2 cores: each part prints the load average first; compare runs made under similar load.
 set -euo pipefail
 
@@ -62,4 +65,15 @@ fi
 if want failover && [[ -f benches/failover.rs ]]; then
   section "failover drill"
   cargo bench --bench failover
+fi
+if want health; then
+  section "health checks at scale"
+  cargo bench --bench health_scale
+fi
+if want propagation; then
+  section "Kubernetes propagation (real etcd + kube-apiserver)"
+  eval "$(bash tests/k8s/provision.sh)"
+  export KUBE_APISERVER ETCD
+  cargo test --release --test integration kubernetes_federated_service_and_ingress_records \
+    -- --nocapture 2>&1 | grep -E "kubernetes change -> DNS answer|propagation_seconds|test result"
 fi
