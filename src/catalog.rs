@@ -304,6 +304,18 @@ pub fn build_from(
         options_cache: HashMap::default(),
         errors: Vec::new(),
     };
+    // Sized up front: growing by doubling would hold the old and new arrays (and rehash every
+    // name) at each step, the largest transient of a big build.
+    let names: usize = objects()
+        .map(|o| match &o.value {
+            // Global, and at most a region and a zone name per status entry.
+            Object::ServiceDNSRecord(r) => 1 + 2 * r.status.as_ref().map_or(0, |s| s.dns.len()),
+            Object::IngressDNSRecord(r) => r.spec.hosts.len(),
+            _ => 0,
+        })
+        .sum();
+    b.cat.dyn_names.reserve(names);
+    b.dyn_index.reserve(names);
     for zf in zone_files {
         b.add_zone_file(zf);
     }
