@@ -327,11 +327,7 @@ pub fn build_from(
             domains
                 .entry(d.metadata.name.clone().unwrap_or_default())
                 .or_default()
-                .push((
-                    d.metadata.namespace.clone(),
-                    name.clone(),
-                    name_to_wire(&name).unwrap_or_else(|_| Arc::from(&b"\0"[..])),
-                ));
+                .push((d.metadata.namespace.clone(), name.clone(), apex_wire(&name)));
         }
     }
     for o in objects() {
@@ -380,6 +376,12 @@ fn meridian_annotations(meta: &ObjectMeta) -> impl Iterator<Item = (&String, &St
             ))
         })
         .take_while(|(k, _)| k.starts_with(model::ANNOTATION_PREFIX))
+}
+
+/// Wire form of a zone apex. hickory `Name`s already hold DNS's length limits, so this cannot
+/// fail; if it did, the empty key contains no name, rather than the root's, which contains all.
+fn apex_wire(apex: &Name) -> WireName {
+    name_to_wire(apex).unwrap_or_else(|_| Arc::from(&b""[..]))
 }
 
 /// Domains by name: (namespace, apex, apex in wire form).
@@ -602,17 +604,10 @@ impl Builder<'_> {
     }
 
     fn zone_of(&self, name: &Name) -> Option<usize> {
-        // Longest apex that contains the name.
-        self.cat
-            .zones
-            .iter()
-            .enumerate()
-            .filter(|(_, z)| z.apex.zone_of(name))
-            .max_by_key(|(_, z)| z.apex.num_labels())
-            .map(|(i, _)| i)
+        self.zone_of_wire(&name_to_wire(name).ok()?)
     }
 
-    /// `zone_of` for a wire name.
+    /// The zone holding a wire name: the longest apex that contains it.
     fn zone_of_wire(&self, name: &[u8]) -> Option<usize> {
         self.apex_wires
             .iter()
@@ -623,8 +618,7 @@ impl Builder<'_> {
     }
 
     fn push_zone(&mut self, z: Zone) {
-        self.apex_wires
-            .push(name_to_wire(&z.apex).unwrap_or_else(|_| Arc::from(&b"\0"[..])));
+        self.apex_wires.push(apex_wire(&z.apex));
         self.cat.zones.push(z);
     }
 

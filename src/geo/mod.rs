@@ -177,7 +177,7 @@ impl GeoDb {
 
     /// Locates an address. A corrupt record counts as "not found" rather than failing the query.
     pub fn lookup(&self, ip: IpAddr) -> ClientGeo {
-        let host_bits = if ip.is_ipv4() { 32 } else { 128 };
+        let host_bits = host_bits(ip);
         let Ok(res) = self.reader.lookup(ip) else {
             return ClientGeo {
                 point: None,
@@ -185,11 +185,7 @@ impl GeoDb {
                 prefix_len: host_bits,
             };
         };
-        let prefix_len = res
-            .network()
-            .map(|n| n.prefix())
-            .unwrap_or(host_bits)
-            .min(host_bits);
+        let prefix_len = prefix_len(&res, host_bits);
         let (point, kind) = locate(&res);
         ClientGeo {
             point,
@@ -203,15 +199,11 @@ impl GeoDb {
     /// done once per record and thread (a City record's serde decode is most of a geo answer's
     /// cost otherwise).
     pub fn lookup_unit(&self, ip: IpAddr) -> (Option<[f64; 3]>, u8) {
-        let host_bits = if ip.is_ipv4() { 32 } else { 128 };
+        let host_bits = host_bits(ip);
         let Ok(res) = self.reader.lookup(ip) else {
             return (None, host_bits);
         };
-        let prefix_len = res
-            .network()
-            .map(|n| n.prefix())
-            .unwrap_or(host_bits)
-            .min(host_bits);
+        let prefix_len = prefix_len(&res, host_bits);
         let Some(offset) = res.offset() else {
             return (None, prefix_len);
         };
@@ -262,6 +254,18 @@ impl GeoDb {
         }
         (!parts.is_empty()).then(|| parts.join(", "))
     }
+}
+
+fn host_bits(ip: IpAddr) -> u8 {
+    if ip.is_ipv4() { 32 } else { 128 }
+}
+
+/// Prefix length of the database network holding the address, in the address's own family.
+fn prefix_len<S: AsRef<[u8]>>(res: &maxminddb::LookupResult<'_, S>, host_bits: u8) -> u8 {
+    res.network()
+        .map(|n| n.prefix())
+        .unwrap_or(host_bits)
+        .min(host_bits)
 }
 
 /// A record's place: its coordinates, else its country's centroid. A corrupt record places

@@ -67,6 +67,14 @@ impl Retired {
             Retired::Compiled(a) => Arc::strong_count(a) == 1,
         }
     }
+
+    fn same(&self, other: &Retired) -> bool {
+        match (self, other) {
+            (Retired::Snapshot(a), Retired::Snapshot(b)) => Arc::ptr_eq(a, b),
+            (Retired::Compiled(a), Retired::Compiled(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
 }
 
 /// Frees a replaced snapshot or catalog on an idle-priority thread once it holds the last
@@ -101,12 +109,18 @@ fn reap(rx: std::sync::mpsc::Receiver<Retired>) {
         } else {
             Duration::from_millis(2)
         };
-        match rx.recv_timeout(wait) {
-            Ok(r) => held.push(r),
-            Err(RecvTimeoutError::Timeout) => {}
+        let first = match rx.recv_timeout(wait) {
+            Ok(r) => Some(r),
+            Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => return,
+        };
+        for r in first.into_iter().chain(rx.try_iter()) {
+            // Held twice, the count could never fall to one: keep one reference. Dropping the
+            // other frees nothing, since the held one remains.
+            if !held.iter().any(|h| h.same(&r)) {
+                held.push(r);
+            }
         }
-        held.extend(rx.try_iter());
         // Dropped here, by `retain`, when this thread holds the last reference.
         held.retain(|r| !r.last_owner());
     }
@@ -384,9 +398,11 @@ impl State {
             .snapshot_names
             .set(compiled.nodes.len() as i64);
         let old = std::mem::replace(&mut self.compiled, compiled.clone());
-        retire(Retired::Compiled(old));
         self.geo = geo;
-        retire(Retired::Compiled(self.catalogs_tx.send_replace(compiled)));
+        // The same catalog as `old`: dropping this reference only counts down while the
+        // reaper holds `old`.
+        drop(self.catalogs_tx.send_replace(compiled));
+        retire(Retired::Compiled(old));
     }
 
     /// Merges the fragments and compiles them, off the query path's core time (see
@@ -581,6 +597,8 @@ mod tests {
             Arc::new(compile::compile(Catalog::default(), Settings::default()).expect("compile"));
         let reader = compiled.clone();
         let weak = Arc::downgrade(&compiled);
+        // Retired twice (two owners handing over the same catalog): still freed once.
+        retire(Retired::Compiled(compiled.clone()));
         retire(Retired::Compiled(compiled));
         std::thread::sleep(Duration::from_millis(50));
         assert!(weak.upgrade().is_some(), "freed while a reader held it");
