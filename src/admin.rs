@@ -31,11 +31,13 @@ pub struct AdminState {
 
 pub fn router(state: AdminState) -> Router {
     Router::new()
+        .route("/", get(status_page))
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/api/v1/state", get(state_json))
         .route("/api/v1/explain", get(explain))
+        .route("/api/v1/events", get(events_json))
         .route("/api/v1/clusters/{name}/drain", post(drain).delete(undrain))
         .with_state(state)
 }
@@ -83,6 +85,44 @@ fn unauthorized() -> Response {
         Json(json!({"error": "missing or wrong bearer token"})),
     )
         .into_response()
+}
+
+/// The status page: one self-contained HTML file (no CDN, no build step), reading the JSON API
+/// with the bearer token the operator types in. The page itself holds no data, so it needs none.
+async fn status_page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                 connect-src 'self'; img-src 'self' data:; form-action 'none'; frame-ancestors 'none'",
+            ),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("status_page.html"),
+    )
+        .into_response()
+}
+
+/// Recent health transitions and drains, newest first.
+async fn events_json(State(st): State<AdminState>, headers: HeaderMap) -> Response {
+    if !authorized(&st, &headers) {
+        return unauthorized();
+    }
+    Json(json!({"events": st.publisher.events.recent()})).into_response()
+}
+
+/// This replica's name for operators: the pod name in Kubernetes, else the host name.
+pub fn instance_name() -> String {
+    if let Some(n) = std::env::var("POD_NAME").ok().filter(|n| !n.is_empty()) {
+        return n;
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "this replica".to_string())
 }
 
 async fn metrics_text() -> Response {
@@ -171,13 +211,14 @@ async fn state_json(State(st): State<AdminState>, headers: HeaderMap) -> Respons
         .map(|d| json!({"name": d.display_name().to_string(), "object": d.object, "scope": d.scope, "policy": d.options.policy, "ttl": d.ttl}))
         .collect();
     Json(json!({
+        "instance": instance_name(),
         "generation": snap.generation,
         "published": unix(snap.published),
         "zones": c.zones.iter().map(|z| z.name.to_string()).collect::<Vec<_>>(),
         "clusters": clusters,
         "endpoints": endpoints,
         "names": names,
-        "drains": drains.iter().map(|(k, d)| (k.clone(), json!({"since": unix(d.since), "until": d.until.map(unix)}))).collect::<serde_json::Map<_, _>>(),
+        "drains": drains.iter().map(|(k, d)| (k.clone(), json!({"since": unix(d.since), "until": d.until.map(unix), "reason": d.reason}))).collect::<serde_json::Map<_, _>>(),
         "geoip": snap.geo.as_ref().map(|g| json!({"path": g.path().display().to_string(), "type": g.database_type(), "buildEpoch": g.build_epoch()})),
     }))
     .into_response()
@@ -220,7 +261,15 @@ async fn explain(
     }
     let snap = st.shared.load_full();
     match crate::explain::explain(&snap, &q.name, &q.qtype, q.client) {
-        Ok(e) => Json(e).into_response(),
+        Ok(e) => {
+            // The same text `meridian explain` prints, for the status page.
+            let text = e.to_string();
+            let mut v = serde_json::to_value(&e).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("text".into(), text.into());
+            }
+            Json(v).into_response()
+        }
         Err(e) => (
             StatusCode::BAD_REQUEST,
             Json(json!({"error": e.to_string()})),
@@ -233,7 +282,12 @@ async fn explain(
 struct DrainQuery {
     #[serde(rename = "for")]
     duration: Option<String>,
+    /// Why, for whoever reads `state` or the status page later.
+    reason: Option<String>,
 }
+
+/// Longest drain reason kept: a sentence, not a document.
+const MAX_REASON: usize = 256;
 
 async fn drain(
     State(st): State<AdminState>,
@@ -274,12 +328,26 @@ async fn drain(
         },
         None => None,
     };
-    match st.publisher.drain(name.clone(), until).await {
+    let reason = q
+        .reason
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(str::to_string);
+    if reason.as_ref().is_some_and(|r| r.len() > MAX_REASON) {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": format!("reason: longer than {MAX_REASON} bytes")})),
+        )
+            .into_response();
+    }
+    match st.publisher.drain(name.clone(), until, reason).await {
         Some(d) => Json(json!({
             "cluster": name,
             "drained": true,
             "since": unix(d.since),
             "until": d.until.map(unix),
+            "reason": d.reason,
             "for": q.duration.as_deref().and_then(|s| parse_duration(s).ok()).map(format_duration),
         }))
         .into_response(),

@@ -227,6 +227,9 @@ pub struct DrainArgs {
     /// Drain for this long, then end by itself (e.g. 10m); default: until undrained.
     #[arg(long = "for")]
     pub duration: Option<String>,
+    /// Why (shown by `state`, the status page and the drain's log line and event).
+    #[arg(long)]
+    pub reason: Option<String>,
     #[arg(long, default_value = "http://127.0.0.1:9153")]
     pub admin: String,
     #[arg(long, env = "MERIDIAN_ADMIN_TOKEN", hide_env_values = true)]
@@ -345,7 +348,15 @@ pub fn run(cli: Cli) -> Result<i32> {
                 crate::model::parse_duration(d).map_err(|e| anyhow!("--for: {e}"))?;
                 url.push_str(&format!("?for={d}"));
             }
-            admin_call(reqwest::Method::POST, &url, a.admin_token.as_deref())
+            let mut url = reqwest::Url::parse(&url).map_err(|e| anyhow!("--admin: {e}"))?;
+            if let Some(r) = &a.reason {
+                url.query_pairs_mut().append_pair("reason", r);
+            }
+            admin_call(
+                reqwest::Method::POST,
+                url.as_str(),
+                a.admin_token.as_deref(),
+            )
         }
         Command::Undrain(a) => {
             let cluster = a

@@ -6,6 +6,7 @@ pub mod app;
 pub mod catalog;
 pub mod config;
 pub mod dns;
+pub mod events;
 pub mod explain;
 pub mod geo;
 pub mod health;

@@ -2,7 +2,8 @@
 # The whole test suite, as a new user or CI runs it:  bash tests/run-all.sh
 #
 # Installs what the tests need and caches it outside the clone:
-#   - Debian packages: dnsutils (dig) — tests compare with a real DNS client;
+#   - Debian packages: dnsutils (dig) — tests compare with a real DNS client; chromium and
+#     chromium-driver — the status page is tested in headless Chromium;
 #   - kube-apiserver and etcd, built once from the Go module proxy (tests/k8s/provision.sh);
 #   - cargo's build directory ($MERIDIAN_CACHE/target), so a fresh clone builds incrementally.
 # Then: rustfmt check, clippy (warnings are errors), every unit and integration test.
@@ -21,6 +22,9 @@ need=()
 command -v dig >/dev/null 2>&1 || need+=(dnsutils)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# The status page is tested in a real browser (tests/integration/status_page.rs).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 if ((${#need[@]})); then
     if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; else SUDO=; fi
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq

@@ -17,6 +17,7 @@ use super::compile::{self, Compiled, EndpointKey};
 use super::{HealthView, Shared, Snapshot};
 use crate::catalog;
 use crate::config::Settings;
+use crate::events::EventLog;
 use crate::geo::GeoDb;
 use crate::metrics;
 use crate::model::Object;
@@ -133,6 +134,8 @@ const DEBOUNCE: Duration = Duration::from_millis(2);
 pub struct Drain {
     pub until: Option<SystemTime>,
     pub since: SystemTime,
+    /// Why, as the operator said it (shown by `state` and the status page).
+    pub reason: Option<String>,
 }
 
 /// The file source's fragment, already validated on its own (`app::load`).
@@ -172,6 +175,7 @@ pub enum Update {
     Drain {
         cluster: String,
         until: Option<SystemTime>,
+        reason: Option<String>,
         reply: Option<oneshot::Sender<Drain>>,
     },
     /// End a drain; replies whether there was one.
@@ -189,6 +193,8 @@ pub struct PublisherHandle {
     tx: mpsc::UnboundedSender<Update>,
     /// Current drains, for the admin API.
     pub drains: watch::Receiver<HashMap<String, Drain>>,
+    /// Recent health transitions and drains, for the admin API's status page.
+    pub events: EventLog,
     /// The compiled catalog currently served: the health scheduler follows it to start and
     /// stop probes.
     pub catalogs: watch::Receiver<Arc<Compiled>>,
@@ -200,11 +206,17 @@ impl PublisherHandle {
         let _ = self.tx.send(u);
     }
 
-    pub async fn drain(&self, cluster: String, until: Option<SystemTime>) -> Option<Drain> {
+    pub async fn drain(
+        &self,
+        cluster: String,
+        until: Option<SystemTime>,
+        reason: Option<String>,
+    ) -> Option<Drain> {
         let (reply, rx) = oneshot::channel();
         self.send(Update::Drain {
             cluster,
             until,
+            reason,
             reply: Some(reply),
         });
         rx.await.ok()
@@ -234,6 +246,7 @@ struct State {
     health: HashMap<EndpointKey, bool>,
     drains: HashMap<String, Drain>,
     drains_tx: watch::Sender<HashMap<String, Drain>>,
+    events: EventLog,
     catalogs_tx: watch::Sender<Arc<Compiled>>,
     generation: u64,
     /// Shared with the rebuild thread, never copied: at 100k records a copy is a quarter of a
@@ -254,7 +267,9 @@ pub fn start(shared: Shared, files: FileInputs) -> PublisherHandle {
     let (drains_tx, drains) = watch::channel(HashMap::new());
     let first = shared.load_full();
     let (catalogs_tx, catalogs) = watch::channel(first.compiled.clone());
+    let events = EventLog::default();
     let mut st = State {
+        events: events.clone(),
         catalogs_tx,
         compiled: first.compiled.clone(),
         geo: first.geo.clone(),
@@ -312,6 +327,7 @@ pub fn start(shared: Shared, files: FileInputs) -> PublisherHandle {
     PublisherHandle {
         tx,
         drains,
+        events,
         catalogs,
     }
 }
@@ -344,23 +360,52 @@ impl State {
                 false
             }
             Update::Health { endpoint, up } => {
+                let addr = endpoint.addr;
+                let probe = endpoint.probe.kind;
                 let before = self.health.insert(endpoint, up);
+                if before != Some(up) {
+                    let kind = if up { "up" } else { "down" };
+                    self.events
+                        .record(kind, addr.to_string(), format!("{probe:?} probe"));
+                }
                 before != Some(up)
             }
             Update::Drain {
                 cluster,
                 until,
+                reason,
                 reply,
             } => {
                 let d = Drain {
                     until,
                     since: SystemTime::now(),
+                    reason,
                 };
                 tracing::info!(
                     cluster = %cluster,
                     until = ?until.map(humantime_like),
+                    reason = d.reason.as_deref().unwrap_or(""),
                     "cluster drained"
                 );
+                let mut detail = match until {
+                    Some(u) => format!(
+                        "for {}",
+                        // Whole seconds: the request's own precision, not the
+                        // microseconds spent getting here.
+                        crate::model::format_duration(Duration::from_secs(
+                            u.duration_since(SystemTime::now())
+                                .unwrap_or_default()
+                                .as_secs_f64()
+                                .round() as u64
+                        ))
+                    ),
+                    None => "until undrained".to_string(),
+                };
+                if let Some(r) = &d.reason {
+                    detail.push_str(": ");
+                    detail.push_str(r);
+                }
+                self.events.record("drain", cluster.clone(), detail);
                 m.drains.with_label_values(&["drain"]).inc();
                 m.drained.with_label_values(&[&cluster]).set(1);
                 self.drains.insert(cluster, d.clone());
@@ -378,6 +423,7 @@ impl State {
                 let had = self.drains.remove(&cluster).is_some();
                 if had {
                     tracing::info!(cluster = %cluster, "cluster undrained");
+                    self.events.record("undrain", cluster.clone(), "");
                     m.drains.with_label_values(&["undrain"]).inc();
                     m.drained.with_label_values(&[&cluster]).set(0);
                     self.drains_tx.send_replace(self.drains.clone());
@@ -476,6 +522,7 @@ impl State {
         for c in &expired {
             self.drains.remove(c);
             tracing::info!(cluster = %c, "drain expired");
+            self.events.record("expire", c.clone(), "");
             m.drains.with_label_values(&["expire"]).inc();
             m.drained.with_label_values(&[c]).set(0);
         }
