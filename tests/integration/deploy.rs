@@ -876,6 +876,12 @@ fn helm_chart_installs_and_upgrades_on_a_real_apiserver() {
         "replicaCount=3",
     ]);
     assert_eq!(owner(crd).as_deref(), Some("one"), "upgrade keeps the CRD");
+    // ...and keeps it in the release (resource-policy keep alone would leave it orphaned).
+    let manifest = |release: &str, ns: &str| helm(&["get", "manifest", release, "-n", ns]);
+    assert!(
+        manifest("one", "meridian").contains("name: dnsendpoints.externaldns.k8s.io"),
+        "the CRD left release one on upgrade"
+    );
     assert!(h.get("/api/v1/namespaces/kube-federation-system").is_some());
     let dep = h
         .get("/apis/apps/v1/namespaces/meridian/deployments/one-meridian")
@@ -900,6 +906,7 @@ fn helm_chart_installs_and_upgrades_on_a_real_apiserver() {
         Some("one"),
         "auto leaves another owner's CRD"
     );
+    assert!(!manifest("two", "second").contains("name: dnsendpoints.externaldns.k8s.io"));
     assert_eq!(
         owner("/api/v1/namespaces/kube-federation-system").as_deref(),
         Some("one")
