@@ -477,6 +477,55 @@ fn helm_chart_lints_and_renders_every_switch() {
     assert!(e.contains("geoip.maxmind"), "{e}");
 }
 
+/// The configuration the chart renders is one the real binary accepts, and its GeoIP path (an
+/// absolute path outside the zones directory) is the file meridian opens: `meridian check` on
+/// the rendered ConfigMap with the demo database at that path passes, and fails naming the path
+/// when the file is missing (why the chart downloads in an init container before meridian starts).
+#[test]
+fn chart_config_is_accepted_by_meridian_check() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let geo_dir = dir.path().join("geoip");
+    let zones = dir.path().join("zones");
+    std::fs::create_dir_all(&geo_dir).expect("geoip dir");
+    std::fs::create_dir_all(&zones).expect("zones dir");
+    let domain = "apiVersion: multiclusterdns.kubefed.io/v1alpha1\nkind: Domain\n\
+                  metadata: {name: fed, namespace: kube-federation-system}\n\
+                  domain: gslb.example.com\nnameServer: ns1.gslb.example.com\n";
+    std::fs::write(zones.join("domain.yaml"), domain).expect("domain");
+    let mount = format!("geoip.mountPath={}", geo_dir.display());
+    let check = |sets: &[&str]| {
+        let objs = render(sets);
+        let cm = find(&objs, "ConfigMap", "m-meridian-config").expect("config");
+        let text = cm["data"]["config.yaml"].as_str().expect("config.yaml");
+        std::fs::write(zones.join("config.yaml"), text).expect("config");
+        let out = Command::new(crate::common::BIN)
+            .args(["check", "--zones"])
+            .arg(&zones)
+            .output()
+            .expect("meridian check");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), said)
+    };
+    let (ok_default, said) = check(&[]);
+    assert!(ok_default, "default config rejected: {said}");
+    let geo = [
+        "geoip.enabled=true",
+        "geoip.maxmind.existingSecret=mine",
+        mount.as_str(),
+    ];
+    let want = geo_dir.join("GeoLite2-City.mmdb");
+    let (ok_missing, said) = check(&geo);
+    assert!(!ok_missing, "a missing GeoIP file must be refused");
+    assert!(said.contains(&want.display().to_string()), "{said}");
+    std::fs::copy(root().join("zones/demo-geoip.mmdb"), &want).expect("copy demo mmdb");
+    let (ok_geo, said) = check(&geo);
+    assert!(ok_geo, "GeoIP config rejected: {said}");
+}
+
 fn dashboard() -> Value {
     let p = root().join("deploy/monitoring/dashboard.json");
     serde_json::from_str(&std::fs::read_to_string(&p).expect("dashboard.json"))
@@ -939,6 +988,67 @@ fn helm_chart_installs_and_upgrades_on_a_real_apiserver() {
         token,
         "the generated admin token is kept across upgrades"
     );
+
+    // The monitoring objects, with minimal stand-ins for the Prometheus Operator's CRDs (their
+    // schemas are the operator's business; this checks what Helm and kustomize send is stored).
+    for (kind, plural) in [
+        ("ServiceMonitor", "servicemonitors"),
+        ("PrometheusRule", "prometheusrules"),
+    ] {
+        h.apply_with(
+            &json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                "metadata": {"name": format!("{plural}.monitoring.coreos.com")},
+                "spec": {"group": "monitoring.coreos.com", "scope": "Namespaced",
+                    "names": {"kind": kind, "plural": plural, "listKind": format!("{kind}List"),
+                              "singular": kind.to_lowercase()},
+                    "versions": [{"name": "v1", "served": true, "storage": true,
+                        "schema": {"openAPIV3Schema": {"type": "object",
+                            "x-kubernetes-preserve-unknown-fields": true}}}]}}),
+            false,
+        );
+        crate::common::wait_for(
+            std::time::Duration::from_secs(30),
+            &format!("{plural}.monitoring.coreos.com served"),
+            || {
+                (h.call(
+                    "GET",
+                    &format!("/apis/monitoring.coreos.com/v1/{plural}"),
+                    None,
+                )
+                .0 == 200)
+                    .then_some(())
+            },
+        );
+    }
+    helm(&[
+        "upgrade",
+        "one",
+        &chart,
+        "-n",
+        "meridian",
+        "--set",
+        "serviceMonitor.enabled=true",
+        "--set",
+        "prometheusRule.enabled=true",
+        "--set",
+        "grafanaDashboard.enabled=true",
+    ]);
+    let stored = h
+        .get("/apis/monitoring.coreos.com/v1/namespaces/meridian/prometheusrules/one-meridian")
+        .expect("PrometheusRule stored");
+    let source = &yaml_docs(&root().join("deploy/monitoring/rules.yaml"))[0];
+    assert_eq!(stored["spec"]["groups"], source["groups"]);
+    assert!(
+        h.get("/apis/monitoring.coreos.com/v1/namespaces/meridian/servicemonitors/one-meridian")
+            .is_some()
+    );
+    assert!(
+        h.get("/api/v1/namespaces/meridian/configmaps/one-meridian-dashboard")
+            .is_some()
+    );
+    for o in docs(&ok(&t.kustomize, &["build", "deploy/monitoring"])) {
+        h.apply_with(&o, false);
+    }
 
     // The kustomize build with every component, server-side applied (the Deployment as a dry
     // run), beside the releases.

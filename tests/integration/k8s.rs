@@ -530,6 +530,8 @@ fn resource(kind: &str) -> (&'static str, bool) {
         "IngressDNSRecord" => ("ingressdnsrecords", true),
         "DNSEndpoint" => ("dnsendpoints", true),
         "KubeFedCluster" => ("kubefedclusters", true),
+        "ServiceMonitor" => ("servicemonitors", true),
+        "PrometheusRule" => ("prometheusrules", true),
         other => panic!("test REST client: unknown kind {other}"),
     }
 }
