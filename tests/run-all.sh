@@ -5,6 +5,8 @@
 #   - Debian packages: dnsutils (dig) — tests compare with a real DNS client; chromium and
 #     chromium-driver — the status page is tested in headless Chromium;
 #   - kube-apiserver and etcd, built once from the Go module proxy (tests/k8s/provision.sh);
+#   - helm and kustomize (Go module proxy) and promtool (unpacked from Debian's prometheus
+#     package, nothing started) for the deploy/ tests (tests/k8s/provision-tools.sh);
 #   - cargo's build directory ($MERIDIAN_CACHE/target), so a fresh clone builds incrementally.
 # Then: rustfmt check, clippy (warnings are errors), every unit and integration test.
 # Closes with one line "N passed, M failed" counting every test that ran.
@@ -37,6 +39,12 @@ started=$(date +%s)
 eval "$(bash tests/k8s/provision.sh)"
 export KUBE_APISERVER ETCD
 echo "kube-apiserver: $KUBE_APISERVER ($(( $(date +%s) - started ))s)" >&2
+
+step "helm, kustomize and promtool (built/unpacked once, cached in $MERIDIAN_CACHE/tools)"
+started=$(date +%s)
+eval "$(bash tests/k8s/provision-tools.sh)"
+export HELM KUSTOMIZE PROMTOOL
+echo "helm: $HELM, kustomize: $KUSTOMIZE, promtool: $PROMTOOL ($(( $(date +%s) - started ))s)" >&2
 
 step "format and lint"
 cargo fmt --all -- --check

@@ -27,7 +27,7 @@ use crate::common::{Server, addrs, metric, wait_for};
 // ---------------------------------------------------------------- processes
 
 /// Kubernetes tests start several API servers: one test at a time on a 2-core machine.
-fn serial() -> MutexGuard<'static, ()> {
+pub(crate) fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -159,7 +159,7 @@ pub const MERIDIAN_TOKEN: &str = "meridian-token-0123456789";
 pub const MEMBER_TOKEN: &str = "member-token-0123456789";
 
 /// etcd plus the shared credentials; API servers are added per cluster.
-struct Env {
+pub(crate) struct Env {
     dir: tempfile::TempDir,
     bins: Bins,
     etcd_url: String,
@@ -168,7 +168,7 @@ struct Env {
 }
 
 impl Env {
-    fn start() -> Env {
+    pub(crate) fn start() -> Env {
         let bins = bins();
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
@@ -260,7 +260,7 @@ impl Env {
 
     /// Starts API servers for these clusters (at once: they take seconds each) and waits for
     /// every one to be ready.
-    fn clusters(&self, names: &[&str]) -> Vec<ApiServer> {
+    pub(crate) fn clusters(&self, names: &[&str]) -> Vec<ApiServer> {
         let mut v: Vec<ApiServer> = names
             .iter()
             .map(|n| {
@@ -313,7 +313,7 @@ impl Env {
     }
 }
 
-struct ApiServer {
+pub(crate) struct ApiServer {
     name: String,
     port: u16,
     cert_dir: PathBuf,
@@ -409,7 +409,7 @@ impl ApiServer {
         self.wait_ready();
     }
 
-    fn admin(&self) -> Kc {
+    pub(crate) fn admin(&self) -> Kc {
         Kc {
             base: self.url(),
             token: ADMIN_TOKEN.to_string(),
@@ -418,7 +418,7 @@ impl ApiServer {
     }
 
     /// A kubeconfig for meridian: the real CA (no verification shortcut), a token.
-    fn kubeconfig(&self, dir: &Path, token: &str) -> PathBuf {
+    pub(crate) fn kubeconfig(&self, dir: &Path, token: &str) -> PathBuf {
         self.kubeconfig_via(dir, token, self.port)
     }
 
@@ -530,6 +530,8 @@ fn resource(kind: &str) -> (&'static str, bool) {
         "IngressDNSRecord" => ("ingressdnsrecords", true),
         "DNSEndpoint" => ("dnsendpoints", true),
         "KubeFedCluster" => ("kubefedclusters", true),
+        "ServiceMonitor" => ("servicemonitors", true),
+        "PrometheusRule" => ("prometheusrules", true),
         other => panic!("test REST client: unknown kind {other}"),
     }
 }
@@ -563,14 +565,19 @@ fn obj_path(o: &Value) -> String {
     )
 }
 
-struct Kc {
+pub(crate) struct Kc {
     base: String,
     token: String,
     http: reqwest::blocking::Client,
 }
 
 impl Kc {
-    fn call(&self, method: &str, path: &str, body: Option<(&str, String)>) -> (u16, Value) {
+    pub(crate) fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, String)>,
+    ) -> (u16, Value) {
         let mut req = self
             .http
             .request(
@@ -593,7 +600,7 @@ impl Kc {
     }
 
     /// Server-side apply (as kubectl apply --server-side does).
-    fn apply_with(&self, o: &Value, dry_run: bool) -> Value {
+    pub(crate) fn apply_with(&self, o: &Value, dry_run: bool) -> Value {
         let mut p = format!("{}?fieldManager=meridian-test&force=true", obj_path(o));
         if dry_run {
             p.push_str("&dryRun=All");
@@ -611,7 +618,7 @@ impl Kc {
         self.apply_with(o, false)
     }
 
-    fn get(&self, path: &str) -> Option<Value> {
+    pub(crate) fn get(&self, path: &str) -> Option<Value> {
         let (code, v) = self.call("GET", path, None);
         match code {
             200 => Some(v),
@@ -636,7 +643,7 @@ impl Kc {
 }
 
 /// Every document of a YAML file, as JSON.
-fn yaml_docs(path: &Path) -> Vec<Value> {
+pub(crate) fn yaml_docs(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_norway::Deserializer::from_str(&text)
         .map(|d| Value::deserialize(d).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
@@ -692,6 +699,13 @@ fn apply_deploy(host: &Kc) {
                 crds.push(doc);
             }
         }
+    }
+    // external-dns' CRD is an optional component (the base must not overwrite an installed
+    // one); these clusters have no external-dns, and the tests serve both DNSEndpoint groups.
+    let ext = deploy_dir().join("components/external-dns-crd/externaldns.k8s.io_dnsendpoints.yaml");
+    for doc in yaml_docs(&ext) {
+        host.apply(&doc);
+        crds.push(doc);
     }
     // CRDs serve once established.
     for c in &crds {

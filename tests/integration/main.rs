@@ -1,6 +1,7 @@
 //! One integration test binary: every test drives the real `meridian` binary over real sockets.
 
 mod common;
+mod deploy;
 mod dns;
 mod health;
 mod hostile;
