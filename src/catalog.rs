@@ -20,7 +20,10 @@ use smallvec::SmallVec;
 
 use crate::config::{HealthDefaults, Settings};
 use crate::geo::{GeoPoint, tables};
-use crate::model::{self, AllDown, ClusterDNS, LoadBalancerStatus, Object, Policy, parse_duration};
+use crate::model::{
+    self, AllDown, ClusterDNS, LoadBalancerStatus, MAX_PROBE_INTERVAL, MAX_PROBE_TIMEOUT, Object,
+    Policy, parse_duration_within,
+};
 use crate::source::file::ZoneFile;
 use crate::source::{Located, SourceError};
 
@@ -432,9 +435,96 @@ fn ann_field(key: &str) -> String {
     )
 }
 
+/// The `meridian.io/*` annotations a ServiceDNSRecord or IngressDNSRecord may carry.
+pub const RECORD_ANNOTATIONS: &[&str] = &[
+    "policy",
+    "failover-order",
+    "weights",
+    "all-down",
+    "probe",
+    "probe-port",
+    "probe-path",
+    "probe-host",
+    "probe-interval",
+    "probe-timeout",
+    "probe-expect-status",
+    "probe-body",
+    "probe-insecure",
+    "probe-ca",
+    "rise",
+    "fall",
+];
+
+/// The `meridian.io/*` annotations a KubeFedCluster may carry.
+pub const CLUSTER_ANNOTATIONS: &[&str] = &["location"];
+
+/// The `meridian.io/*` annotation keys (without the prefix) meaningful on an object of `kind`.
+pub fn known_annotations(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "ServiceDNSRecord" | "IngressDNSRecord" => RECORD_ANNOTATIONS,
+        "KubeFedCluster" => CLUSTER_ANNOTATIONS,
+        _ => &[],
+    }
+}
+
+/// Error for an unknown `meridian.io/*` annotation key on a `kind`; a typo would otherwise
+/// silently drop the behaviour it asks for.
+fn unknown_annotation(kind: &str, key: &str) -> String {
+    let known = known_annotations(kind);
+    let expected = if known.is_empty() {
+        format!("{kind} takes no {} annotations", model::ANNOTATION_PREFIX)
+    } else {
+        format!(
+            "expected one of {}",
+            known
+                .iter()
+                .map(|k| format!("{}{k}", model::ANNOTATION_PREFIX))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    format!("metadata.annotations[\"{key}\"]: unknown annotation ({expected})")
+}
+
+/// Every problem with the `meridian.io/*` annotations of an object of `kind`, one per key (in
+/// key order): unknown keys and values that do not parse. Each pair is the full annotation key
+/// and the message (naming the field). Checks that need two annotations together (weights of a
+/// weighted policy) are left to [`record_options`].
+pub fn annotation_errors(kind: &str, meta: &ObjectMeta) -> Vec<(String, String)> {
+    let known = known_annotations(kind);
+    let mut out = Vec::new();
+    for (key, value) in meridian_annotations(meta) {
+        let short = &key[model::ANNOTATION_PREFIX.len()..];
+        if !known.contains(&short) {
+            out.push((key.clone(), unknown_annotation(kind, key)));
+            continue;
+        }
+        let alone = ObjectMeta {
+            annotations: Some(BTreeMap::from([(key.clone(), value.clone())])),
+            ..Default::default()
+        };
+        let result = if known == CLUSTER_ANNOTATIONS {
+            GeoPoint::parse(value)
+                .map(|_| ())
+                .map_err(|e| format!("{}: {e}", ann_field(short)))
+        } else {
+            record_options(&alone, &HealthDefaults::default()).map(|_| ())
+        };
+        if let Err(e) = result {
+            out.push((key.clone(), e));
+        }
+    }
+    out
+}
+
 /// Reads the `meridian.io/*` annotations of a record.
 pub fn record_options(meta: &ObjectMeta, h: &HealthDefaults) -> Result<RecordOptions, String> {
     let field_err = |key: &str, e: String| format!("{}: {e}", ann_field(key));
+    if let Some((key, _)) = meridian_annotations(meta)
+        .find(|(k, _)| !RECORD_ANNOTATIONS.contains(&&k[model::ANNOTATION_PREFIX.len()..]))
+    {
+        return Err(unknown_annotation("ServiceDNSRecord", key));
+    }
     let policy = match annotation(meta, "policy") {
         Some(v) => v.parse().map_err(|e| field_err("policy", e))?,
         None => Policy::Geo,
@@ -489,15 +579,11 @@ pub fn record_options(meta: &ObjectMeta, h: &HealthDefaults) -> Result<RecordOpt
         Some(p) => return Err(field_err("probe-path", format!("{p:?} must start with /"))),
         None => h.probe_path.clone(),
     };
-    let dur = |key: &str, default: Duration| -> Result<Duration, String> {
+    // Bounded: a huge interval would never probe (and overflowed the clock arithmetic).
+    let dur = |key: &str, default: Duration, max: Duration| -> Result<Duration, String> {
         match annotation(meta, key) {
-            Some(v) => {
-                let d = parse_duration(v).map_err(|e| field_err(key, e))?;
-                if d < Duration::from_millis(10) {
-                    return Err(field_err(key, format!("{v:?} is too short")));
-                }
-                Ok(d)
-            }
+            Some(v) => parse_duration_within(v, Duration::from_millis(10), max)
+                .map_err(|e| field_err(key, e.to_string())),
             None => Ok(default),
         }
     };
@@ -548,8 +634,8 @@ pub fn record_options(meta: &ObjectMeta, h: &HealthDefaults) -> Result<RecordOpt
             port,
             path,
             host: annotation(meta, "probe-host").map(str::to_string),
-            interval: dur("probe-interval", h.interval)?,
-            timeout: dur("probe-timeout", h.timeout)?,
+            interval: dur("probe-interval", h.interval, MAX_PROBE_INTERVAL)?,
+            timeout: dur("probe-timeout", h.timeout, MAX_PROBE_TIMEOUT)?,
             rise: count("rise", h.rise)?,
             fall: count("fall", h.fall)?,
             expect_status,

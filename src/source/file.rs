@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use hickory_proto::rr::{Name, Record};
 use hickory_proto::serialize::txt::{LexerError, ParseError, Parser};
 
-use super::{Located, SourceError, typed};
+use super::lint;
+use super::{Located, SourceError, message_at, typed, typed_at};
 use crate::config::RawConfig;
 use crate::model::{self, Object};
 
@@ -189,11 +190,18 @@ fn load_yaml(path: &Path, text: &str, loaded: &mut Loaded, errors: &mut Vec<Sour
             continue;
         }
         let here = format!("{file}:{line}");
+        // Strict checks first: a typo in a file must not vanish silently.
+        let kind = field_str(&value, "kind").unwrap_or_default().to_string();
+        let findings = lint::lint(&kind, &value);
         match decode_object(value) {
-            Ok(Decoded::Object(obj)) => loaded.objects.push(Located {
+            Ok(Decoded::Object(obj)) if findings.is_empty() => loaded.objects.push(Located {
                 location: format!("{here} ({})", obj.display_name()),
                 value: *obj,
             }),
+            Ok(Decoded::Object(obj)) => {
+                let object = obj.display_name();
+                report(file.as_str(), text, line, &object, findings, errors);
+            }
             Ok(Decoded::Config(cfg)) => {
                 let cfg = *cfg;
                 if let Some(prev) = &loaded.config {
@@ -208,15 +216,58 @@ fn load_yaml(path: &Path, text: &str, loaded: &mut Loaded, errors: &mut Vec<Sour
                     });
                 }
             }
-            Err(DecodeError { object, message }) => {
-                let location = match object {
-                    Some(o) => format!("{here} ({o})"),
-                    None => here,
-                };
-                errors.push(SourceError::new(location, message));
-            }
+            Err(DecodeError {
+                object,
+                message,
+                path,
+            }) => match object {
+                Some(o) => {
+                    let mut all = findings;
+                    all.push(lint::Finding {
+                        path: path.map(|p| lint::parse_path(&p)).unwrap_or_default(),
+                        message,
+                    });
+                    report(file.as_str(), text, line, &o, all, errors);
+                }
+                None => errors.push(SourceError::new(here, message)),
+            },
         }
     }
+}
+
+/// Reports every problem of one object, each at the line of its field (else the document's
+/// first line), in file order.
+fn report(
+    file: &str,
+    text: &str,
+    doc_line: usize,
+    object: &str,
+    findings: Vec<lint::Finding>,
+    errors: &mut Vec<SourceError>,
+) {
+    let doc = document_text(text, doc_line);
+    let mut located: Vec<(usize, String)> = findings
+        .into_iter()
+        .map(|f| {
+            let at = lint::locate(&doc, doc_line, &f.path).unwrap_or(doc_line);
+            (at, f.message)
+        })
+        .collect();
+    located.sort_by_key(|(at, _)| *at);
+    for (at, message) in located {
+        errors.push(SourceError::new(format!("{file}:{at} ({object})"), message));
+    }
+}
+
+/// The lines of the document starting at 1-based line `first`, up to the next `---`.
+fn document_text(text: &str, first: usize) -> Vec<&str> {
+    text.lines()
+        .skip(first.saturating_sub(1))
+        .take_while(|l| {
+            let t = l.trim_end();
+            t != "---" && !t.starts_with("--- ") && t != "..."
+        })
+        .collect()
 }
 
 enum Decoded {
@@ -227,6 +278,8 @@ enum Decoded {
 struct DecodeError {
     object: Option<String>,
     message: String,
+    /// Field path of a type error, to find its line.
+    path: Option<String>,
 }
 
 fn field_str<'a>(v: &'a serde_norway::Value, key: &str) -> Option<&'a str> {
@@ -252,29 +305,38 @@ fn decode_object(value: serde_norway::Value) -> Result<Decoded, DecodeError> {
     let fail = |message: String| DecodeError {
         object: object.clone(),
         message,
+        path: None,
+    };
+    let fail_at = |(path, message): (String, String)| DecodeError {
+        object: object.clone(),
+        message: message_at(&path, &message),
+        path: Some(path),
     };
     if kind.is_empty() {
         return Err(DecodeError {
             object: None,
             message: "kind: missing".to_string(),
+            path: None,
         });
     }
     if name.is_empty() && kind != "MeridianConfig" {
         return Err(fail("metadata.name: missing".to_string()));
     }
     let obj = match (api_version.as_str(), kind.as_str()) {
-        (model::GROUP_MULTICLUSTERDNS, "Domain") => Object::Domain(typed(value).map_err(fail)?),
+        (model::GROUP_MULTICLUSTERDNS, "Domain") => {
+            Object::Domain(typed_at(value).map_err(fail_at)?)
+        }
         (model::GROUP_MULTICLUSTERDNS, "ServiceDNSRecord") => {
-            Object::ServiceDNSRecord(typed(value).map_err(fail)?)
+            Object::ServiceDNSRecord(typed_at(value).map_err(fail_at)?)
         }
         (model::GROUP_MULTICLUSTERDNS, "IngressDNSRecord") => {
-            Object::IngressDNSRecord(typed(value).map_err(fail)?)
+            Object::IngressDNSRecord(typed_at(value).map_err(fail_at)?)
         }
         (model::GROUP_MULTICLUSTERDNS | model::GROUP_EXTERNALDNS, "DNSEndpoint") => {
-            Object::DNSEndpoint(typed(value).map_err(fail)?)
+            Object::DNSEndpoint(typed_at(value).map_err(fail_at)?)
         }
         (model::GROUP_KUBEFED_CORE, "KubeFedCluster") => {
-            Object::KubeFedCluster(typed(value).map_err(fail)?)
+            Object::KubeFedCluster(typed_at(value).map_err(fail_at)?)
         }
         (model::GROUP_MERIDIAN, "MeridianConfig") => {
             let spec = value
@@ -347,10 +409,50 @@ mod tests {
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert!(
             errs[0].starts_with(
-                "objs.yaml:6 (ServiceDNSRecord shop/web): spec.recordTTL: invalid type"
+                "objs.yaml:12 (ServiceDNSRecord shop/web): spec.recordTTL: invalid type"
             ),
             "{errs:?}"
         );
+    }
+
+    /// Issue 12: typos were accepted and their effect silently dropped; now every problem of
+    /// the object is reported, in file order, at the line of its field.
+    #[test]
+    fn typos_are_errors_at_their_line_all_of_them_in_order() {
+        let text = "apiVersion: multiclusterdns.kubefed.io/v1alpha1\nkind: ServiceDNSRecord\nmetadata:\n  name: web\n  namespace: shop\n  annotations:\n    meridian.io/probe-pth: /healthz\n    meridian.io/fall: \"0\"\nspec:\n  domainRef: d\n  dnsPrefx: www\n  recordTTL: soon\n";
+        let (l, errs) = load_one("t.yaml", text);
+        assert!(l.objects.is_empty(), "a record with errors is left out");
+        assert_eq!(errs.len(), 4, "{errs:?}");
+        assert!(
+            errs[0].starts_with(
+                "t.yaml:7 (ServiceDNSRecord shop/web): metadata.annotations[\"meridian.io/probe-pth\"]: unknown annotation"
+            ),
+            "{errs:?}"
+        );
+        assert!(
+            errs[1].starts_with(
+                "t.yaml:8 (ServiceDNSRecord shop/web): metadata.annotations[\"meridian.io/fall\"]: \"0\" is not a number"
+            ),
+            "{errs:?}"
+        );
+        assert!(
+            errs[2]
+                .starts_with("t.yaml:11 (ServiceDNSRecord shop/web): spec.dnsPrefx: unknown field"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[3]
+                .starts_with("t.yaml:12 (ServiceDNSRecord shop/web): spec.recordTTL: invalid type"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn external_dns_endpoint_extras_are_accepted_in_files() {
+        let text = "apiVersion: externaldns.k8s.io/v1alpha1\nkind: DNSEndpoint\nmetadata: {name: e, namespace: n}\nspec:\n  endpoints:\n  - dnsName: a.example.com\n    targets: [192.0.2.1]\n    setIdentifier: eu\n    labels: {owner: x}\n    providerSpecific:\n    - {name: aws/weight, value: \"10\"}\n";
+        let (l, errs) = load_one("e.yaml", text);
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(l.objects.len(), 1);
     }
 
     #[test]
