@@ -275,6 +275,10 @@ struct Builder<'a> {
     /// Records' options by their `meridian.io/*` annotations: most records share a few sets,
     /// and the names of one record share one.
     options_cache: HashMap<u64, Vec<OptionsEntry>>,
+    /// The DNSEndpoint that defined each (name, type), to refuse a second definer.
+    endpoint_owners: HashMap<(Name, RecordType), Arc<str>>,
+    /// Where each static CNAME came from (zone file or object), for loop reports.
+    cname_origins: HashMap<Name, Arc<str>>,
     errors: Vec<SourceError>,
 }
 
@@ -305,6 +309,8 @@ pub fn build_from(
         dyn_index: HashMap::default(),
         apex_wires: Vec::new(),
         options_cache: HashMap::default(),
+        endpoint_owners: HashMap::new(),
+        cname_origins: HashMap::new(),
         errors: Vec::new(),
     };
     // Sized up front: growing by doubling would hold the old and new arrays (and rehash every
@@ -360,6 +366,7 @@ pub fn build_from(
         }
     }
     b.check_static_conflicts();
+    b.check_cname_loops();
     // Large catalogs grow these by doubling: give back the unused half.
     b.cat.dyn_names.shrink_to_fit();
     (b.cat, b.errors)
@@ -758,6 +765,8 @@ impl Builder<'_> {
             self.err(&loc, format!("zone {apex} is already defined by {other}"));
             return;
         }
+        let origin: Arc<str> = loc.as_str().into();
+        self.note_cnames(&records, &origin);
         self.push_zone(Zone {
             apex,
             soa,
@@ -836,6 +845,14 @@ impl Builder<'_> {
                 loc,
                 format!("metadata.name: a KubeFedCluster {name:?} already exists"),
             );
+            return;
+        }
+        // Unknown `meridian.io/*` keys refuse the cluster, as they refuse a record.
+        if let Some((_, e)) = annotation_errors("KubeFedCluster", &c.metadata)
+            .into_iter()
+            .next()
+        {
+            self.err(loc, e);
             return;
         }
         let status = c.status.clone().unwrap_or_default();
@@ -1144,6 +1161,9 @@ impl Builder<'_> {
             );
         }
         if self.commit_dyn(loc, names) {
+            if let Some(rec) = &prefix_record {
+                self.note_cnames(std::slice::from_ref(rec), &Arc::from(loc));
+            }
             self.cat.records.extend(prefix_record);
         }
     }
@@ -1228,6 +1248,7 @@ impl Builder<'_> {
             return;
         }
         let mut out = Vec::new();
+        let mut defined: Vec<(Name, RecordType)> = Vec::new();
         for (i, ep) in e.spec.endpoints.iter().enumerate() {
             let f = format!("spec.endpoints[{i}]");
             let name = match lower_fqdn(&ep.dns_name) {
@@ -1258,6 +1279,16 @@ impl Builder<'_> {
                     );
                 }
             };
+            // Two objects defining one name and type would merge their targets silently (or,
+            // for a CNAME, break RFC 1034); the first keeps it.
+            if let Some(other) = self.endpoint_owners.get(&(name.clone(), rtype)) {
+                let other = other.clone();
+                return self.err(
+                    loc,
+                    format!("{f}: {name} {rtype} is already defined by {other}"),
+                );
+            }
+            defined.push((name.clone(), rtype));
             if ep.targets.is_empty() {
                 return self.err(loc, format!("{f}.targets: empty"));
             }
@@ -1284,7 +1315,83 @@ impl Builder<'_> {
                 }
             }
         }
+        let origin: Arc<str> = Arc::from(loc);
+        for key in defined {
+            self.endpoint_owners.insert(key, origin.clone());
+        }
+        self.note_cnames(&out, &origin);
         self.cat.records.extend(out);
+    }
+
+    fn note_cnames(&mut self, records: &[Record], origin: &Arc<str>) {
+        for r in records {
+            if r.record_type() == RecordType::CNAME {
+                self.cname_origins
+                    .entry(r.name.to_lowercase())
+                    .or_insert_with(|| origin.clone());
+            }
+        }
+    }
+
+    /// Static CNAMEs whose chain comes back to itself (across zone files, DNSEndpoints and
+    /// `dnsPrefix` aliases): resolvers would get a chain cut at our limit, so each loop is an
+    /// error and its records are left out.
+    fn check_cname_loops(&mut self) {
+        let mut next: HashMap<Name, Name> = HashMap::new();
+        for r in &self.cat.records {
+            if let RData::CNAME(CNAME(t)) = &r.data {
+                next.insert(r.name.to_lowercase(), t.to_lowercase());
+            }
+        }
+        // 1: on the current walk, 2: known to end or already reported.
+        let mut state: HashMap<&Name, u8> = HashMap::new();
+        let mut starts: Vec<&Name> = next.keys().collect();
+        starts.sort();
+        let mut loops: Vec<Vec<Name>> = Vec::new();
+        for start in starts {
+            let mut walk: Vec<&Name> = Vec::new();
+            let mut cur = start;
+            loop {
+                match state.get(cur) {
+                    Some(2) => break,
+                    Some(_) => {
+                        let from = walk.iter().position(|n| *n == cur).unwrap_or(0);
+                        loops.push(walk[from..].iter().map(|n| (*n).clone()).collect());
+                        break;
+                    }
+                    None => {}
+                }
+                state.insert(cur, 1);
+                walk.push(cur);
+                match next.get(cur) {
+                    Some(t) if next.contains_key(t) => cur = t,
+                    _ => break,
+                }
+            }
+            for n in walk {
+                state.insert(n, 2);
+            }
+        }
+        let mut dropped: HashSet<Name> = HashSet::new();
+        for cycle in loops {
+            let describe = |n: &Name| match self.cname_origins.get(n) {
+                Some(o) => format!("{n} ({o})"),
+                None => n.to_string(),
+            };
+            let mut chain: Vec<String> = cycle.iter().map(describe).collect();
+            chain.push(cycle[0].to_string());
+            let location = self
+                .cname_origins
+                .get(&cycle[0])
+                .map_or_else(|| "records".to_string(), |o| o.to_string());
+            self.err(&location, format!("CNAME loop: {}", chain.join(" -> ")));
+            dropped.extend(cycle);
+        }
+        if !dropped.is_empty() {
+            self.cat
+                .records
+                .retain(|r| !(r.record_type() == RecordType::CNAME && dropped.contains(&r.name)));
+        }
     }
 
     /// RFC 1034: a CNAME owner holds no other data; dynamic names hold none either.
@@ -1579,5 +1686,120 @@ mod tests {
         assert!(errs[0].to_string().contains(
             "spec.endpoints[0].dnsName: web.shop.fed.svc.gslb.example.com. is already served"
         ));
+    }
+
+    fn endpoint(name: &str, records: &[(&str, &str, &str)]) -> Object {
+        Object::DNSEndpoint(DNSEndpoint {
+            metadata: meta(name, "shop", &[]),
+            spec: DNSEndpointSpec {
+                endpoints: records
+                    .iter()
+                    .map(|(n, t, target)| Endpoint {
+                        dns_name: format!("{n}.gslb.example.com"),
+                        targets: vec![target.to_string()],
+                        record_type: t.to_string(),
+                        ..Default::default()
+                    })
+                    .collect(),
+            },
+        })
+    }
+
+    /// Issue 12: two objects defining one name and type were merged silently.
+    #[test]
+    fn a_name_and_type_defined_by_two_endpoints_is_refused() {
+        let inputs = Inputs {
+            objects: vec![
+                located(domain()),
+                located(endpoint("one", &[("www", "A", "192.0.2.1")])),
+                located(endpoint(
+                    "two",
+                    &[("other", "A", "192.0.2.3"), ("www", "A", "192.0.2.2")],
+                )),
+                // Another type at the same name is fine.
+                located(endpoint("three", &[("www", "AAAA", "2001:db8::1")])),
+            ],
+            ..Default::default()
+        };
+        let (cat, errs) = build(&inputs, &Settings::default());
+        let msgs: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            msgs,
+            [
+                "test (DNSEndpoint shop/two): spec.endpoints[1]: www.gslb.example.com. A is already defined by test (DNSEndpoint shop/one)"
+            ]
+        );
+        assert_eq!(cat.records.len(), 2, "the second definer is left out whole");
+    }
+
+    /// Issue 12: CNAME chains that loop (here across a zone file and two DNSEndpoints).
+    #[test]
+    fn cname_loops_are_reported_and_left_out() {
+        let zone = crate::source::file::parse_zone_text(
+            "$TTL 60\n@ IN SOA ns1 h 1 2 3 4 5\n@ IN NS ns1\nns1 IN A 192.0.2.1\na IN CNAME b.gslb.example.com.\nok IN CNAME ns1\n",
+            std::path::Path::new("z.zone"),
+            Name::from_ascii("gslb.example.com.").expect("name"),
+        )
+        .expect("zone");
+        let inputs = Inputs {
+            zone_files: vec![zone],
+            objects: vec![
+                located(endpoint("b", &[("b", "CNAME", "c.gslb.example.com")])),
+                located(endpoint("c", &[("c", "CNAME", "a.gslb.example.com")])),
+                located(endpoint("self", &[("me", "CNAME", "me.gslb.example.com")])),
+            ],
+            ..Default::default()
+        };
+        let (cat, errs) = build(&inputs, &Settings::default());
+        let msgs: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            msgs,
+            [
+                "z.zone: CNAME loop: a.gslb.example.com. (z.zone) -> b.gslb.example.com. (test (DNSEndpoint shop/b)) -> c.gslb.example.com. (test (DNSEndpoint shop/c)) -> a.gslb.example.com.",
+                "test (DNSEndpoint shop/self): CNAME loop: me.gslb.example.com. (test (DNSEndpoint shop/self)) -> me.gslb.example.com.",
+            ]
+        );
+        let cnames: Vec<String> = cat
+            .records
+            .iter()
+            .filter(|r| r.record_type() == RecordType::CNAME)
+            .map(|r| r.name.to_string())
+            .collect();
+        assert_eq!(cnames, ["ok.gslb.example.com."]);
+    }
+
+    /// Issue 12: a typo in a `meridian.io/` annotation made the behaviour vanish; the record is
+    /// invalid now, from files and from the API server alike.
+    #[test]
+    fn unknown_annotations_are_errors() {
+        let m = meta("x", "y", &[("probe-pth", "/healthz")]);
+        let e = record_options(&m, &HealthDefaults::default()).unwrap_err();
+        assert!(
+            e.starts_with("metadata.annotations[\"meridian.io/probe-pth\"]: unknown annotation"),
+            "{e}"
+        );
+        assert!(e.contains("meridian.io/probe-path"), "{e}");
+        let m = meta(
+            "x",
+            "y",
+            &[
+                ("probe-interval", "99999999999999999999h"),
+                ("probe-pth", "/"),
+            ],
+        );
+        let all = annotation_errors("ServiceDNSRecord", &m);
+        assert_eq!(all.len(), 2, "{all:?}");
+        assert!(all[0].1.contains("invalid duration"), "{all:?}");
+        assert!(all[1].1.contains("unknown annotation"), "{all:?}");
+        let m = meta("x", "y", &[("probe-interval", "2h")]);
+        assert!(
+            record_options(&m, &HealthDefaults::default())
+                .unwrap_err()
+                .contains("longer than the maximum 1h")
+        );
+        let m = meta("c", "", &[("location", "1,2"), ("policy", "geo")]);
+        let all = annotation_errors("KubeFedCluster", &m);
+        assert_eq!(all.len(), 1, "{all:?}");
+        assert_eq!(all[0].0, "meridian.io/policy");
     }
 }
