@@ -1394,34 +1394,42 @@ impl Builder<'_> {
         }
     }
 
-    /// RFC 1034: a CNAME owner holds no other data; dynamic names hold none either.
+    /// RFC 1034: a CNAME owner holds no other data (nor a second CNAME); dynamic names hold
+    /// none either.
     fn check_static_conflicts(&mut self) {
-        let mut by_name: HashMap<&Name, (bool, bool)> = HashMap::new();
+        // (CNAME targets, other data) per name.
+        let mut by_name: HashMap<&Name, (Vec<&Name>, bool)> = HashMap::new();
         for r in &self.cat.records {
             let e = by_name.entry(&r.name).or_default();
-            if r.record_type() == RecordType::CNAME {
-                e.0 = true;
-            } else {
-                e.1 = true;
+            match &r.data {
+                RData::CNAME(CNAME(t)) => {
+                    if !e.0.contains(&t) {
+                        e.0.push(t);
+                    }
+                }
+                _ => e.1 = true,
             }
         }
-        let mut bad: Vec<Name> = by_name
+        let mut bad: Vec<(Name, &'static str)> = by_name
             .into_iter()
-            .filter(|(n, (cname, other))| {
-                *cname
-                    && (*other
+            .filter_map(|(n, (cnames, other))| {
+                if cnames.len() > 1 {
+                    Some((n.clone(), "more than one CNAME"))
+                } else if !cnames.is_empty()
+                    && (other
                         || self
                             .zone_of(n)
-                            .is_some_and(|z| self.cat.zones[z].apex == **n))
+                            .is_some_and(|z| self.cat.zones[z].apex == *n))
+                {
+                    Some((n.clone(), "a CNAME cannot sit beside other data"))
+                } else {
+                    None
+                }
             })
-            .map(|(n, _)| n.clone())
             .collect();
         bad.sort();
-        for n in bad {
-            self.err(
-                "records",
-                format!("{n}: a CNAME cannot sit beside other data"),
-            );
+        for (n, why) in bad {
+            self.err("records", format!("{n}: {why}"));
             self.cat.records.retain(|r| r.name != n);
         }
     }

@@ -533,7 +533,7 @@ fn check_accepts_the_demo_and_names_file_line_object_and_field() {
         (
             "bad.yaml",
             "apiVersion: multiclusterdns.kubefed.io/v1alpha1\nkind: ServiceDNSRecord\nmetadata: {name: x, namespace: y}\nspec:\n  domainRef: demo\n  recordTTL: -5\n",
-            "bad.yaml:1 (ServiceDNSRecord y/x): spec.recordTTL: invalid value",
+            "bad.yaml:6 (ServiceDNSRecord y/x): spec.recordTTL: invalid value",
         ),
         (
             "ref.yaml",
@@ -543,7 +543,7 @@ fn check_accepts_the_demo_and_names_file_line_object_and_field() {
         (
             "ann.yaml",
             "# comment\napiVersion: multiclusterdns.kubefed.io/v1alpha1\nkind: ServiceDNSRecord\nmetadata:\n  name: x\n  namespace: y\n  annotations: {meridian.io/fall: \"0\"}\nspec:\n  domainRef: demo\n",
-            "ann.yaml:2 (ServiceDNSRecord y/x): metadata.annotations[\"meridian.io/fall\"]: \"0\" is not a number in 1..=100",
+            "ann.yaml:7 (ServiceDNSRecord y/x): metadata.annotations[\"meridian.io/fall\"]: \"0\" is not a number in 1..=100",
         ),
     ];
     for (file, text, want) in cases {
