@@ -315,7 +315,8 @@ pub fn locate(lines: &[&str], first: usize, path: &[Seg]) -> Option<usize> {
                         break;
                     }
                 }
-                let (i, col) = hit?;
+                // Not in block style below here (a flow mapping): the enclosing field's line.
+                let Some((i, col)) = hit else { return found };
                 found = Some(first + i);
                 // The field's block: up to the next line at its level or left of it (a
                 // sequence may sit at the key's own indentation).
@@ -348,7 +349,9 @@ pub fn locate(lines: &[&str], first: usize, path: &[Seg]) -> Option<usize> {
                         .map(|(i, l)| (i, l.indent))
                         .collect()
                 };
-                let &(i, col) = items.get(*n)?;
+                let Some(&(i, col)) = items.get(*n) else {
+                    return found;
+                };
                 found = Some(first + i);
                 let end = items.get(n + 1).map_or(hi, |(j, _)| *j);
                 lo = i;
@@ -381,7 +384,12 @@ mod tests {
             Seg::Key("meridian.io/probe-pth".into()),
         ];
         assert_eq!(locate(&lines, 1, &ann), Some(6));
-        assert_eq!(at("spec.nothere"), None);
+        assert_eq!(at("spec.nothere"), Some(8), "the enclosing field");
+        assert_eq!(at("nothere"), None);
+        let flow: Vec<&str> = "kind: X\nmetadata:\n  annotations: {meridian.io/fall: \"0\"}\n"
+            .lines()
+            .collect();
+        assert_eq!(locate(&flow, 1, &ann), Some(3));
     }
 
     #[test]

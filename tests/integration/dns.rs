@@ -576,7 +576,7 @@ fn check_accepts_the_demo_and_names_file_line_object_and_field() {
     ]);
     assert_eq!(code, 1);
     assert!(
-        err.contains("/nonexistent.mmdb: cannot open GeoIP database"),
+        err.contains("--geoip: GeoIP database /nonexistent.mmdb does not exist"),
         "{err}"
     );
 }
