@@ -325,7 +325,11 @@ pub fn load_with(args: &SourceArgs, other_sources: bool) -> Result<Loaded, Vec<S
         unready: Default::default(),
     };
     let (cat, cat_errors) = catalog::build(&inputs, &settings);
-    errs.extend(cat_errors.iter().map(|e| e.to_string()));
+    errs.extend(
+        cat_errors
+            .iter()
+            .map(|e| file::at_field_line(e).to_string()),
+    );
     if cat.zones.is_empty() && errs.is_empty() && !other_sources {
         errs.push(format!(
             "{}: no zones: add a *.zone file or a Domain object",

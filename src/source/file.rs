@@ -259,6 +259,26 @@ fn report(
     }
 }
 
+/// An error about an object from a file (`file:line (Kind ns/name)`, found after loading, e.g.
+/// by the catalog) moved to the line of the field its message starts with. Only runs on the
+/// error path; anything else is returned as it is.
+pub fn at_field_line(e: &SourceError) -> SourceError {
+    let refined = || -> Option<SourceError> {
+        let (head, object) = e.location.split_once(" (")?;
+        let (file, line) = head.rsplit_once(':')?;
+        let line: usize = line.parse().ok()?;
+        let (field, _) = e.message.split_once(": ")?;
+        let path = lint::parse_field_path(field)?;
+        let text = std::fs::read_to_string(file).ok()?;
+        let at = lint::locate(&document_text(&text, line), line, &path)?;
+        Some(SourceError::new(
+            format!("{file}:{at} ({object}"),
+            e.message.clone(),
+        ))
+    };
+    refined().unwrap_or_else(|| e.clone())
+}
+
 /// The lines of the document starting at 1-based line `first`, up to the next `---`.
 fn document_text(text: &str, first: usize) -> Vec<&str> {
     text.lines()

@@ -234,25 +234,40 @@ pub fn lint(kind: &str, value: &Value) -> Vec<Finding> {
     out
 }
 
-/// Parses a serde_path_to_error path (`spec.endpoints[0].dnsName`).
-pub fn parse_path(text: &str) -> Vec<Seg> {
+/// Parses a field path as serde_path_to_error and meridian's messages write it:
+/// `spec.endpoints[0].dnsName`, `metadata.annotations["meridian.io/probe"]`. None if `text` is
+/// not a path.
+pub fn parse_field_path(text: &str) -> Option<Vec<Seg>> {
     let mut out = Vec::new();
-    for part in text.split('.') {
-        let (key, mut rest) = match part.find('[') {
-            Some(i) => (&part[..i], &part[i..]),
-            None => (part, ""),
-        };
-        if !key.is_empty() {
-            out.push(Seg::Key(key.to_string()));
+    let mut cur = String::new();
+    let mut chars = text.chars();
+    let flush = |cur: &mut String, out: &mut Vec<Seg>| {
+        if !cur.is_empty() {
+            out.push(Seg::Key(std::mem::take(cur)));
         }
-        while let Some(close) = rest.find(']') {
-            if let Ok(i) = rest[1..close].parse() {
-                out.push(Seg::Index(i));
+    };
+    while let Some(c) = chars.next() {
+        match c {
+            '.' => flush(&mut cur, &mut out),
+            '[' => {
+                flush(&mut cur, &mut out);
+                let inner: String = chars.by_ref().take_while(|c| *c != ']').collect();
+                match inner.strip_prefix('"').and_then(|i| i.strip_suffix('"')) {
+                    Some(key) => out.push(Seg::Key(key.to_string())),
+                    None => out.push(Seg::Index(inner.parse().ok()?)),
+                }
             }
-            rest = &rest[close + 1..];
+            c if c.is_alphanumeric() || matches!(c, '_' | '-' | '/') => cur.push(c),
+            _ => return None,
         }
     }
-    out
+    flush(&mut cur, &mut out);
+    (!out.is_empty()).then_some(out)
+}
+
+/// As [`parse_field_path`], empty for the whole value (`.`) or anything else.
+pub fn parse_path(text: &str) -> Vec<Seg> {
+    parse_field_path(text).unwrap_or_default()
 }
 
 /// A content line of block YAML: indentation, whether it is a sequence item, and its key (after
@@ -390,6 +405,29 @@ mod tests {
             .lines()
             .collect();
         assert_eq!(locate(&flow, 1, &ann), Some(3));
+    }
+
+    #[test]
+    fn field_paths() {
+        assert_eq!(
+            parse_field_path("metadata.annotations[\"meridian.io/probe\"]"),
+            Some(vec![
+                Seg::Key("metadata".into()),
+                Seg::Key("annotations".into()),
+                Seg::Key("meridian.io/probe".into()),
+            ])
+        );
+        assert_eq!(
+            parse_field_path("status.dns[2].zones"),
+            Some(vec![
+                Seg::Key("status".into()),
+                Seg::Key("dns".into()),
+                Seg::Index(2),
+                Seg::Key("zones".into()),
+            ])
+        );
+        assert_eq!(parse_field_path("CNAME loop"), None);
+        assert_eq!(parse_field_path("."), None);
     }
 
     #[test]

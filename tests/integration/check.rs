@@ -296,7 +296,7 @@ spec:
     assert_eq!(
         errors(&err, dir.path()),
         [
-            "dup.yaml:8 (DNSEndpoint shop/two): spec.endpoints[0]: twice.gslb.example.com. A is \
+            "dup.yaml:13 (DNSEndpoint shop/two): spec.endpoints[0]: twice.gslb.example.com. A is \
           already defined by dup.yaml:1 (DNSEndpoint shop/one)"
         ],
         "{err}"

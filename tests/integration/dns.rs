@@ -538,7 +538,7 @@ fn check_accepts_the_demo_and_names_file_line_object_and_field() {
         (
             "ref.yaml",
             "apiVersion: multiclusterdns.kubefed.io/v1alpha1\nkind: ServiceDNSRecord\nmetadata: {name: x, namespace: y}\nspec:\n  domainRef: nowhere\n",
-            "ref.yaml:1 (ServiceDNSRecord y/x): spec.domainRef: no Domain named \"nowhere\"",
+            "ref.yaml:5 (ServiceDNSRecord y/x): spec.domainRef: no Domain named \"nowhere\"",
         ),
         (
             "ann.yaml",
