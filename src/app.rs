@@ -287,7 +287,8 @@ pub fn load_with(args: &SourceArgs, other_sources: bool) -> Result<Loaded, Vec<S
         Some(c) => match c.value.validate(&args.zones) {
             Ok(s) => s,
             Err(e) => {
-                errs.push(format!("{}: {e}", c.location));
+                let e = crate::source::SourceError::new(c.location.clone(), e.to_string());
+                errs.push(file::at_field_line(&e).to_string());
                 Default::default()
             }
         },

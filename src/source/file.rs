@@ -11,7 +11,7 @@ use hickory_proto::rr::{Name, Record};
 use hickory_proto::serialize::txt::{LexerError, ParseError, Parser};
 
 use super::lint;
-use super::{Located, SourceError, message_at, typed, typed_at};
+use super::{Located, SourceError, message_at, typed_at};
 use crate::config::RawConfig;
 use crate::model::{self, Object};
 
@@ -193,6 +193,13 @@ fn load_yaml(path: &Path, text: &str, loaded: &mut Loaded, errors: &mut Vec<Sour
         // Strict checks first: a typo in a file must not vanish silently.
         let kind = field_str(&value, "kind").unwrap_or_default().to_string();
         let findings = lint::lint(&kind, &value);
+        let config_name = format!(
+            "MeridianConfig {}",
+            value
+                .get("metadata")
+                .and_then(|m| field_str(m, "name"))
+                .unwrap_or_default()
+        );
         match decode_object(value) {
             Ok(Decoded::Object(obj)) if findings.is_empty() => loaded.objects.push(Located {
                 location: format!("{here} ({})", obj.display_name()),
@@ -201,6 +208,16 @@ fn load_yaml(path: &Path, text: &str, loaded: &mut Loaded, errors: &mut Vec<Sour
             Ok(Decoded::Object(obj)) => {
                 let object = obj.display_name();
                 report(file.as_str(), text, line, &object, findings, errors);
+            }
+            Ok(Decoded::Config(_)) if !findings.is_empty() => {
+                report(
+                    file.as_str(),
+                    text,
+                    line,
+                    config_name.trim_end(),
+                    findings,
+                    errors,
+                );
             }
             Ok(Decoded::Config(cfg)) => {
                 let cfg = *cfg;
@@ -264,17 +281,21 @@ fn report(
 /// error path; anything else is returned as it is.
 pub fn at_field_line(e: &SourceError) -> SourceError {
     let refined = || -> Option<SourceError> {
-        let (head, object) = e.location.split_once(" (")?;
+        let (head, object) = match e.location.split_once(" (") {
+            Some((h, o)) => (h, Some(o)),
+            None => (e.location.as_str(), None),
+        };
         let (file, line) = head.rsplit_once(':')?;
         let line: usize = line.parse().ok()?;
         let (field, _) = e.message.split_once(": ")?;
         let path = lint::parse_field_path(field)?;
         let text = std::fs::read_to_string(file).ok()?;
         let at = lint::locate(&document_text(&text, line), line, &path)?;
-        Some(SourceError::new(
-            format!("{file}:{at} ({object}"),
-            e.message.clone(),
-        ))
+        let location = match object {
+            Some(o) => format!("{file}:{at} ({o}"),
+            None => format!("{file}:{at}"),
+        };
+        Some(SourceError::new(location, e.message.clone()))
     };
     refined().unwrap_or_else(|| e.clone())
 }
@@ -368,7 +389,18 @@ fn decode_object(value: serde_norway::Value) -> Result<Decoded, DecodeError> {
             } else {
                 spec
             };
-            let cfg: RawConfig = typed(spec).map_err(|m| fail(format!("spec.{m}")))?;
+            let cfg: RawConfig = typed_at(spec).map_err(|(p, m)| {
+                let path = if p == "." {
+                    "spec".to_string()
+                } else {
+                    format!("spec.{p}")
+                };
+                DecodeError {
+                    object: object.clone(),
+                    message: format!("{path}: {m}"),
+                    path: Some(path),
+                }
+            })?;
             return Ok(Decoded::Config(Box::new(cfg)));
         }
         (av, k) => {

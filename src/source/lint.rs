@@ -145,8 +145,17 @@ const CLUSTER: Shape = Map(&[
     ("status", Any),
 ]);
 
+/// Its `spec` is checked by `RawConfig` itself (`deny_unknown_fields`).
+const CONFIG: Shape = Map(&[
+    ("apiVersion", Any),
+    ("kind", Any),
+    ("metadata", META),
+    ("spec", Any),
+]);
+
 fn shape_of(kind: &str) -> Option<&'static Shape> {
     Some(match kind {
+        "MeridianConfig" => &CONFIG,
         "ServiceDNSRecord" => &SERVICE_RECORD,
         "IngressDNSRecord" => &INGRESS_RECORD,
         "DNSEndpoint" => &ENDPOINT,

@@ -64,6 +64,40 @@ fn a_huge_probe_interval_is_an_error_naming_file_object_and_field_not_a_crash() 
 }
 
 #[test]
+fn configuration_errors_name_the_line_of_their_field() {
+    let demo = std::fs::read_to_string(repo_zones().join("demo.yaml")).expect("demo.yaml");
+    for (from, to, want) in [
+        (
+            "interval: 2s",
+            "interval: 99999999999999999999h",
+            "demo.yaml:16: spec.health.interval: invalid duration",
+        ),
+        (
+            "timeout: 1s",
+            "timeout: 2h",
+            "demo.yaml:17: spec.health.timeout: duration \"2h\" is longer than the maximum 1m",
+        ),
+        (
+            "maxDynamicTTL: 30",
+            "maxDynamicTL: 30",
+            "demo.yaml:14 (MeridianConfig meridian): spec.maxDynamicTL: unknown field `maxDynamicTL`",
+        ),
+        (
+            "kind: MeridianConfig\nmetadata:",
+            "kind: MeridianConfig\nmetdata:",
+            "demo.yaml:10 (MeridianConfig): metdata: unknown field",
+        ),
+    ] {
+        assert!(demo.contains(from), "{from}");
+        let dir = zones_with(&[("demo.yaml", &demo.replacen(from, to, 1))]);
+        let (code, out, err) = check(dir.path());
+        assert_eq!(code, 1, "{out}{err}");
+        let errs = errors(&err, dir.path());
+        assert!(errs.iter().any(|e| e.starts_with(want)), "{want}:\n{err}");
+    }
+}
+
+#[test]
 fn a_huge_probe_interval_in_a_reload_is_rejected_and_the_server_keeps_serving() {
     let dir = zones_with(&[]);
     let s = Server::start_with(dir.path(), &["--watch-interval", "100ms"]);
