@@ -282,13 +282,16 @@ pub fn load_with(args: &SourceArgs, other_sources: bool) -> Result<Loaded, Vec<S
     if other_sources {
         errors.retain(|e| !e.message.starts_with("cannot read directory"));
     }
-    let mut errs: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    // Errors with a place (file errors, the configuration's, the catalog's), put in file order
+    // below; then the GeoIP database's.
+    let mut sourced = errors;
+    let mut errs: Vec<String> = Vec::new();
     let settings = match &loaded.config {
         Some(c) => match c.value.validate(&args.zones) {
             Ok(s) => s,
             Err(e) => {
                 let e = crate::source::SourceError::new(c.location.clone(), e.to_string());
-                errs.push(file::at_field_line(&e).to_string());
+                sourced.push(file::at_field_line(&e));
                 Default::default()
             }
         },
@@ -325,12 +328,17 @@ pub fn load_with(args: &SourceArgs, other_sources: bool) -> Result<Loaded, Vec<S
         objects: loaded.objects,
         unready: Default::default(),
     };
-    let (cat, cat_errors) = catalog::build(&inputs, &settings);
-    errs.extend(
-        cat_errors
-            .iter()
-            .map(|e| file::at_field_line(e).to_string()),
+    // Objects refused by the file source's strict checks are still built here, only so that
+    // their other problems are reported too: any error fails the load.
+    let (cat, cat_errors) = catalog::build_from(
+        &inputs.zone_files,
+        &[&inputs.objects, &loaded.refused],
+        &inputs.unready,
+        &settings,
     );
+    sourced.extend(cat_errors.iter().map(file::at_field_line));
+    sourced.sort_by_cached_key(file::error_order);
+    errs.splice(0..0, sourced.iter().map(|e| e.to_string()));
     if cat.zones.is_empty() && errs.is_empty() && !other_sources {
         errs.push(format!(
             "{}: no zones: add a *.zone file or a Domain object",

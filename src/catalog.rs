@@ -474,6 +474,15 @@ pub fn known_annotations(kind: &str) -> &'static [&'static str] {
     }
 }
 
+/// Whether building the catalog checks the `meridian.io/*` annotations of a `kind` (records'
+/// and clusters', whichever source they come from).
+pub fn checks_annotations(kind: &str) -> bool {
+    matches!(
+        kind,
+        "ServiceDNSRecord" | "IngressDNSRecord" | "KubeFedCluster"
+    )
+}
+
 /// Error for an unknown `meridian.io/*` annotation key on a `kind`; a typo would otherwise
 /// silently drop the behaviour it asks for.
 fn unknown_annotation(kind: &str, key: &str) -> String {
@@ -848,11 +857,11 @@ impl Builder<'_> {
             return;
         }
         // Unknown `meridian.io/*` keys refuse the cluster, as they refuse a record.
-        if let Some((_, e)) = annotation_errors("KubeFedCluster", &c.metadata)
-            .into_iter()
-            .next()
-        {
-            self.err(loc, e);
+        let bad = annotation_errors("KubeFedCluster", &c.metadata);
+        if !bad.is_empty() {
+            for (_, e) in bad {
+                self.err(loc, e);
+            }
             return;
         }
         let status = c.status.clone().unwrap_or_default();
@@ -940,7 +949,15 @@ impl Builder<'_> {
                 Some(o)
             }
             Err(e) => {
-                self.err(loc, e);
+                // Every bad annotation, not just the first; the cross-annotation check's
+                // error when each is fine alone.
+                let each = annotation_errors("ServiceDNSRecord", meta);
+                if each.is_empty() {
+                    self.err(loc, e);
+                }
+                for (_, e) in each {
+                    self.err(loc, e);
+                }
                 None
             }
         }
@@ -997,27 +1014,69 @@ impl Builder<'_> {
         } else {
             "metadata.name"
         };
+        // Every problem of the record is reported (roughly in field order), not just the first.
+        let mut failed = false;
         if let Err(e) = check_label(svc) {
-            return self.err(loc, format!("{field}: {e}"));
+            self.err(loc, format!("{field}: {e}"));
+            failed = true;
         }
         if let Err(e) = check_label(ns) {
-            return self.err(loc, format!("metadata.namespace: {e}"));
+            self.err(loc, format!("metadata.namespace: {e}"));
+            failed = true;
         }
+        let options = self.options(loc, &r.metadata);
+        failed |= options.is_none();
         let fed = r.spec.domain_ref.as_str();
-        if let Err(e) = check_label(fed) {
-            return self.err(loc, format!("spec.domainRef: {e}"));
+        let candidates = match check_label(fed) {
+            Err(e) => {
+                self.err(loc, format!("spec.domainRef: {e}"));
+                None
+            }
+            Ok(()) => {
+                let c = domains.get(fed);
+                if c.is_none() {
+                    self.err(loc, format!("spec.domainRef: no Domain named {fed:?}"));
+                }
+                c
+            }
+        };
+        failed |= candidates.is_none();
+        let empty = Vec::new();
+        let entries = r.status.as_ref().map_or(&empty, |s| &s.dns);
+        let mut parsed = Vec::with_capacity(entries.len());
+        for (i, entry) in entries.iter().enumerate() {
+            if let Some(reg) = &entry.region
+                && let Err(e) = check_label(reg)
+            {
+                self.err(loc, format!("status.dns[{i}].region: {e}"));
+                failed = true;
+            }
+            for (j, z) in entry.zones.iter().enumerate() {
+                if let Err(e) = check_label(z) {
+                    self.err(loc, format!("status.dns[{i}].zones[{j}]: {e}"));
+                    failed = true;
+                }
+            }
+            match lb_targets(&entry.load_balancer, &format_args!("status.dns[{i}]")) {
+                Ok(t) => parsed.push(t),
+                Err(e) => {
+                    self.err(loc, e);
+                    failed = true;
+                }
+            }
+            if entry.cluster.is_empty() {
+                self.err(loc, format!("status.dns[{i}].cluster: missing"));
+                failed = true;
+            }
         }
-        let Some(candidates) = domains.get(fed) else {
-            return self.err(loc, format!("spec.domainRef: no Domain named {fed:?}"));
+        let (Some(options), Some(candidates), false) = (options, candidates, failed) else {
+            return;
         };
         // Prefer a Domain in the record's namespace; else the first by name.
         let (_, domain, domain_wire) = candidates
             .iter()
             .find(|(n, _, _)| n.as_deref() == Some(ns))
             .unwrap_or(&candidates[0]);
-        let Some(options) = self.options(loc, &r.metadata) else {
-            return;
-        };
         let ttl = r.spec.record_ttl.unwrap_or(DEFAULT_RECORD_TTL);
         // KubeFed's scheme: <svc>.<ns>.<federation>.svc[.<zone>][.<region>].<domain>
         let mk = |scope: &[&str]| -> Result<WireName, String> {
@@ -1029,28 +1088,8 @@ impl Builder<'_> {
             Ok(n) => n,
             Err(e) => return self.err(loc, format!("metadata.name: {e}")),
         };
-        let empty = Vec::new();
-        let entries = r.status.as_ref().map_or(&empty, |s| &s.dns);
         let mut targets: Vec<(Target, Option<&str>, &[String])> = Vec::with_capacity(entries.len());
-        for (i, entry) in entries.iter().enumerate() {
-            if let Some(reg) = &entry.region
-                && let Err(e) = check_label(reg)
-            {
-                return self.err(loc, format!("status.dns[{i}].region: {e}"));
-            }
-            for (j, z) in entry.zones.iter().enumerate() {
-                if let Err(e) = check_label(z) {
-                    return self.err(loc, format!("status.dns[{i}].zones[{j}]: {e}"));
-                }
-            }
-            let (addrs, hostnames) =
-                match lb_targets(&entry.load_balancer, &format_args!("status.dns[{i}]")) {
-                    Ok(t) => t,
-                    Err(e) => return self.err(loc, e),
-                };
-            if entry.cluster.is_empty() {
-                return self.err(loc, format!("status.dns[{i}].cluster: missing"));
-            }
+        for (entry, (addrs, hostnames)) in entries.iter().zip(parsed) {
             let cluster = self.cluster_for(entry);
             let ready = self.ready(&object, &entry.cluster);
             targets.push((

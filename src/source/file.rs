@@ -12,6 +12,7 @@ use hickory_proto::serialize::txt::{LexerError, ParseError, Parser};
 
 use super::lint;
 use super::{Located, SourceError, message_at, typed_at};
+use crate::catalog;
 use crate::config::RawConfig;
 use crate::model::{self, Object};
 
@@ -23,6 +24,9 @@ pub struct Loaded {
     pub zone_files: Vec<ZoneFile>,
     /// Every file read, for change detection.
     pub files: Vec<PathBuf>,
+    /// Objects that decoded but failed the strict checks (their errors are reported): not to be
+    /// served, only checked further so that every problem of an object is listed at once.
+    pub refused: Vec<Located<Object>>,
 }
 
 #[derive(Debug, Clone)]
@@ -192,7 +196,11 @@ fn load_yaml(path: &Path, text: &str, loaded: &mut Loaded, errors: &mut Vec<Sour
         let here = format!("{file}:{line}");
         // Strict checks first: a typo in a file must not vanish silently.
         let kind = field_str(&value, "kind").unwrap_or_default().to_string();
-        let findings = lint::lint(&kind, &value);
+        let mut findings = lint::unknown_fields(&kind, &value);
+        // The catalog checks records' and clusters' annotations (from every source); others'
+        // here, and everyone's when the object does not decode (the catalog never sees it).
+        let metadata = value.get("metadata").cloned();
+        let annotation_findings = || lint::annotations(&kind, metadata.as_ref());
         let config_name = format!(
             "MeridianConfig {}",
             value
@@ -201,13 +209,21 @@ fn load_yaml(path: &Path, text: &str, loaded: &mut Loaded, errors: &mut Vec<Sour
                 .unwrap_or_default()
         );
         match decode_object(value) {
-            Ok(Decoded::Object(obj)) if findings.is_empty() => loaded.objects.push(Located {
-                location: format!("{here} ({})", obj.display_name()),
-                value: *obj,
-            }),
             Ok(Decoded::Object(obj)) => {
-                let object = obj.display_name();
-                report(file.as_str(), text, line, &object, findings, errors);
+                if !catalog::checks_annotations(&kind) {
+                    findings.extend(annotation_findings());
+                }
+                let located = Located {
+                    location: format!("{here} ({})", obj.display_name()),
+                    value: *obj,
+                };
+                if findings.is_empty() {
+                    loaded.objects.push(located);
+                } else {
+                    let object = located.value.display_name();
+                    report(file.as_str(), text, line, &object, findings, errors);
+                    loaded.refused.push(located);
+                }
             }
             Ok(Decoded::Config(_)) if !findings.is_empty() => {
                 report(
@@ -240,6 +256,7 @@ fn load_yaml(path: &Path, text: &str, loaded: &mut Loaded, errors: &mut Vec<Sour
             }) => match object {
                 Some(o) => {
                     let mut all = findings;
+                    all.extend(annotation_findings());
                     all.push(lint::Finding {
                         path: path.map(|p| lint::parse_path(&p)).unwrap_or_default(),
                         message,
@@ -298,6 +315,21 @@ pub fn at_field_line(e: &SourceError) -> SourceError {
         Some(SourceError::new(location, e.message.clone()))
     };
     refined().unwrap_or_else(|| e.clone())
+}
+
+/// Sort key putting errors in file order: file, then line (0 for a file-wide error); errors
+/// without a file (`records`, `configuration`) sort by that word.
+pub fn error_order(e: &SourceError) -> (String, usize) {
+    let head = e
+        .location
+        .split_once(" (")
+        .map_or(e.location.as_str(), |(h, _)| h);
+    match head.rsplit_once(':') {
+        Some((file, line)) if line.parse::<usize>().is_ok() => {
+            (file.to_string(), line.parse().unwrap_or(0))
+        }
+        _ => (head.to_string(), 0),
+    }
 }
 
 /// The lines of the document starting at 1-based line `first`, up to the next `---`.

@@ -219,28 +219,38 @@ fn walk(value: &Value, shape: &Shape, path: &mut Vec<Seg>, out: &mut Vec<Finding
 /// Unknown fields and bad `meridian.io/*` annotations of one document of `kind`, in document
 /// order (annotations in key order).
 pub fn lint(kind: &str, value: &Value) -> Vec<Finding> {
+    let mut out = unknown_fields(kind, value);
+    out.extend(annotations(kind, value.get("metadata")));
+    out
+}
+
+/// Unknown fields of one document of `kind`, in document order.
+pub fn unknown_fields(kind: &str, value: &Value) -> Vec<Finding> {
     let mut out = Vec::new();
     if let Some(shape) = shape_of(kind) {
         walk(value, shape, &mut Vec::new(), &mut out);
     }
-    // Annotations: the typed metadata is decoded on its own, so that a type error elsewhere in
-    // the object does not hide an annotation typo.
-    if let Some(meta) = value
-        .get("metadata")
-        .and_then(|m| serde_norway::from_value(m.clone()).ok())
-    {
-        for (key, message) in catalog::annotation_errors(kind, &meta) {
-            out.push(Finding {
-                path: vec![
-                    Seg::Key("metadata".into()),
-                    Seg::Key("annotations".into()),
-                    Seg::Key(key),
-                ],
-                message,
-            });
-        }
-    }
     out
+}
+
+/// Unknown or malformed `meridian.io/*` annotations in a document's `metadata`, in key order.
+/// The metadata is decoded on its own, so that a type error elsewhere in the object does not
+/// hide an annotation typo.
+pub fn annotations(kind: &str, metadata: Option<&Value>) -> Vec<Finding> {
+    let Some(meta) = metadata.and_then(|m| serde_norway::from_value(m.clone()).ok()) else {
+        return Vec::new();
+    };
+    catalog::annotation_errors(kind, &meta)
+        .into_iter()
+        .map(|(key, message)| Finding {
+            path: vec![
+                Seg::Key("metadata".into()),
+                Seg::Key("annotations".into()),
+                Seg::Key(key),
+            ],
+            message,
+        })
+        .collect()
 }
 
 /// Parses a field path as serde_path_to_error and meridian's messages write it:

@@ -201,6 +201,43 @@ spec:
 }
 
 #[test]
+fn every_error_of_a_record_found_while_building_is_reported_at_its_line() {
+    let text = "apiVersion: multiclusterdns.kubefed.io/v1alpha1
+kind: ServiceDNSRecord
+metadata:
+  name: two
+  namespace: shop
+  annotations:
+    meridian.io/policy: closest
+spec:
+  domainRef: demo
+  dnsPrefx: www2
+status:
+  dns:
+  - cluster: houston
+    loadBalancer:
+      ingress:
+      - ip: 192.0.2.300
+  - cluster: new-york
+    region: \"us east\"
+";
+    let dir = zones_with(&[("two.yaml", text)]);
+    let (code, out, err) = check(dir.path());
+    assert_eq!(code, 1, "{out}{err}");
+    let errs = errors(&err, dir.path());
+    let want = [
+        "two.yaml:7 (ServiceDNSRecord shop/two): metadata.annotations[\"meridian.io/policy\"]: unknown policy",
+        "two.yaml:10 (ServiceDNSRecord shop/two): spec.dnsPrefx: unknown field",
+        "two.yaml:16 (ServiceDNSRecord shop/two): status.dns[0].loadBalancer.ingress[0].ip: \"192.0.2.300\" is not an IP address",
+        "two.yaml:18 (ServiceDNSRecord shop/two): status.dns[1].region: \"us east\" is not a DNS label",
+    ];
+    assert_eq!(errs.len(), want.len(), "{err}");
+    for (e, w) in errs.iter().zip(want) {
+        assert!(e.starts_with(w), "{w}\n{err}");
+    }
+}
+
+#[test]
 fn external_dns_fields_of_a_dns_endpoint_are_accepted() {
     let text = "apiVersion: externaldns.k8s.io/v1alpha1
 kind: DNSEndpoint
