@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -16,7 +16,7 @@ use serde_json::json;
 
 use crate::health::HealthStatus;
 use crate::metrics;
-use crate::model::{format_duration, parse_duration};
+use crate::model::{MAX_DRAIN, MIN_DRAIN, format_duration, parse_duration_within};
 use crate::snapshot::Shared;
 use crate::snapshot::publisher::PublisherHandle;
 
@@ -70,12 +70,50 @@ fn authorized(st: &AdminState, headers: &HeaderMap) -> bool {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
+        .and_then(bearer_token)
+        .is_some_and(|t| token_eq(t.as_bytes(), token.as_bytes()))
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// The credentials of a `Bearer` Authorization header. The scheme is case-insensitive
+/// (RFC 7235 §2.1), so `bearer x` and `BEARER x` are the same as `Bearer x`.
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.trim_start().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = rest.trim_matches(' ');
+    (!token.is_empty()).then_some(token)
+}
+
+/// Compares a presented token with the configured one without leaking the configured one's
+/// length or content through timing: the loop runs over the presented bytes only (known to the
+/// caller), comparing each with the secret cycled, and never returns early; a length difference
+/// is folded into the same accumulator.
+pub fn token_eq(presented: &[u8], secret: &[u8]) -> bool {
+    if secret.is_empty() {
+        // Refused at start-up; never let an empty secret match an empty presentation.
+        return false;
+    }
+    let mut diff = (presented.len() ^ secret.len()) as u64;
+    for (i, b) in presented.iter().enumerate() {
+        diff |= u64::from(b ^ secret[i % secret.len()]);
+    }
+    diff == 0
+}
+
+/// Why a configured admin token cannot be used, if it cannot. An empty token is refused: as a
+/// configured token it would stand for "protected" while any `Bearer` prefix opened the API.
+pub fn token_problem(addr: &SocketAddr, token: Option<&str>) -> Option<String> {
+    match token {
+        Some(t) if t.trim().is_empty() => Some(
+            "--admin-token (or MERIDIAN_ADMIN_TOKEN) is empty: set a real token or leave it out"
+                .to_string(),
+        ),
+        None if needs_token(addr) => Some(format!(
+            "--admin {addr} is not a loopback address: set --admin-token (or MERIDIAN_ADMIN_TOKEN)"
+        )),
+        _ => None,
+    }
 }
 
 fn unauthorized() -> Response {
@@ -306,27 +344,31 @@ async fn drain(
         )
             .into_response();
     }
-    let until = match q.duration.as_deref() {
-        Some(d) => match parse_duration(d) {
-            Ok(d) if d > Duration::ZERO => Some(SystemTime::now() + d),
-            // `for=0s` would otherwise read as "no end": an operator asking for a zero-length
-            // drill must not get a permanent drain.
-            Ok(_) => {
+    // Bounded: `for=0s` would read as "no end", a sub-second drain is shorter than any TTL,
+    // and a huge one overflowed the clock (a handler panic).
+    let (until, length) = match q.duration.as_deref() {
+        Some(d) => match parse_duration_within(d, MIN_DRAIN, MAX_DRAIN)
+            .map(|len| SystemTime::now().checked_add(len).map(|t| (t, len)))
+        {
+            Ok(Some((t, len))) => (Some(t), Some(len)),
+            Ok(None) => {
                 return (
                     StatusCode::BAD_REQUEST,
-                    Json(json!({"error": "for: must be positive (leave it out to drain until undrained)"})),
+                    Json(json!({"error": format!("for: {d:?} ends past the clock's range")})),
                 )
                     .into_response();
             }
             Err(e) => {
                 return (
                     StatusCode::BAD_REQUEST,
-                    Json(json!({"error": format!("for: {e}")})),
+                    Json(json!({"error": format!(
+                        "for: {e} (leave it out to drain until undrained)"
+                    )})),
                 )
                     .into_response();
             }
         },
-        None => None,
+        None => (None, None),
     };
     let reason = q
         .reason
@@ -348,7 +390,7 @@ async fn drain(
             "since": unix(d.since),
             "until": d.until.map(unix),
             "reason": d.reason,
-            "for": q.duration.as_deref().and_then(|s| parse_duration(s).ok()).map(format_duration),
+            "for": length.map(format_duration),
         }))
         .into_response(),
         None => StatusCode::SERVICE_UNAVAILABLE.into_response(),
@@ -371,5 +413,53 @@ async fn undrain(
             Json(json!({"error": format!("cluster {name:?} is not drained")})),
         )
             .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("BEARER abc"), Some("abc"));
+        assert_eq!(bearer_token("Bearer   abc "), Some("abc"));
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("Bearer"), None);
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearerabc"), None);
+    }
+
+    #[test]
+    fn token_compare() {
+        assert!(token_eq(b"secret-token", b"secret-token"));
+        assert!(!token_eq(b"secret-tokeX", b"secret-token"));
+        assert!(!token_eq(b"secret", b"secret-token"));
+        assert!(!token_eq(b"secret-tokensecret-token", b"secret-token"));
+        // A repeat of the secret is not the secret.
+        assert!(!token_eq(b"abab", b"ab"));
+        assert!(!token_eq(b"", b""));
+        assert!(!token_eq(b"", b"x"));
+    }
+
+    #[test]
+    fn empty_or_missing_tokens() {
+        let lo: SocketAddr = "127.0.0.1:9153".parse().expect("addr");
+        let any: SocketAddr = "0.0.0.0:9153".parse().expect("addr");
+        assert_eq!(token_problem(&lo, None), None);
+        assert_eq!(token_problem(&any, Some("t")), None);
+        assert!(token_problem(&any, None).is_some());
+        assert!(
+            token_problem(&any, Some(""))
+                .expect("refused")
+                .contains("empty")
+        );
+        assert!(
+            token_problem(&lo, Some("  "))
+                .expect("refused")
+                .contains("empty")
+        );
     }
 }

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use arc_swap::ArcSwap;
@@ -17,6 +17,7 @@ use crate::dns::server::{self, TcpLimits};
 use crate::geo::GeoDb;
 use crate::health::HealthStatus;
 use crate::metrics;
+use crate::model::{DurationError, MAX_DRAIN, MIN_DRAIN, parse_duration_within};
 use crate::snapshot::compile::{self, Compiled};
 use crate::snapshot::publisher::{self, FileInputs, Update};
 use crate::snapshot::{Shared, Snapshot};
@@ -96,11 +97,11 @@ pub struct ServeArgs {
     pub tcp_max_per_source: usize,
     /// How often to look for changed zone, YAML and GeoIP files (reloaded like SIGHUP);
     /// 0 turns watching off.
-    #[arg(long, default_value = "1s")]
-    pub watch_interval: String,
-    /// Idle timeout of DNS-over-TCP connections (RFC 7766), e.g. 10s.
-    #[arg(long, default_value = "10s")]
-    pub tcp_idle_timeout: String,
+    #[arg(long, default_value = "1s", value_parser = watch_interval)]
+    pub watch_interval: Duration,
+    /// Idle timeout of DNS-over-TCP connections (RFC 7766), e.g. 10s; at most 1h.
+    #[arg(long, default_value = "10s", value_parser = tcp_idle_timeout)]
+    pub tcp_idle_timeout: Duration,
     #[command(flatten)]
     pub kube: KubeArgs,
 }
@@ -124,18 +125,18 @@ pub struct KubeArgs {
     /// Name of the leader Lease.
     #[arg(long, default_value = "meridian")]
     pub lease_name: String,
-    /// How long a leader's lease lasts without renewal (whole seconds), e.g. 15s.
-    #[arg(long, default_value = "15s")]
-    pub lease_duration: String,
+    /// How long a leader's lease lasts without renewal (whole seconds, at most 1h), e.g. 15s.
+    #[arg(long, default_value = "15s", value_parser = lease_seconds)]
+    pub lease_duration: u64,
     /// How long before expiry the leader renews (whole seconds), e.g. 5s.
-    #[arg(long, default_value = "5s")]
-    pub lease_grace: String,
+    #[arg(long, default_value = "5s", value_parser = lease_seconds)]
+    pub lease_grace: u64,
     /// This replica's identity in the Lease (default: POD_NAME, else host name and pid).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
     /// A member cluster whose API server fails (or has not answered) this long is offline.
-    #[arg(long, default_value = "10s")]
-    pub member_offline_after: String,
+    #[arg(long, default_value = "10s", value_parser = member_offline_after)]
+    pub member_offline_after: Duration,
 }
 
 impl KubeArgs {
@@ -145,23 +146,11 @@ impl KubeArgs {
         if self.kubeconfig.is_none() && !in_cluster {
             return Ok(None);
         }
-        let secs = |flag: &str, v: &str| -> Result<u64> {
-            let d = crate::model::parse_duration(v).map_err(|e| anyhow!("--{flag}: {e}"))?;
-            let s = d.as_secs();
-            if s == 0 || d.subsec_millis() != 0 {
-                bail!(
-                    "--{flag}: {v:?} must be a whole number of seconds (the Lease counts seconds)"
-                );
-            }
-            Ok(s)
-        };
-        let duration = secs("lease-duration", &self.lease_duration)?;
-        let grace = secs("lease-grace", &self.lease_grace)?;
+        let (duration, grace) = (self.lease_duration, self.lease_grace);
         if grace >= duration {
             bail!("--lease-grace must be shorter than --lease-duration");
         }
-        let offline = crate::model::parse_duration(&self.member_offline_after)
-            .map_err(|e| anyhow!("--member-offline-after: {e}"))?;
+        let offline = self.member_offline_after;
         let identity = self.identity.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|h| h.trim().to_string())
@@ -224,9 +213,10 @@ pub struct AdminTarget {
 pub struct DrainArgs {
     /// Cluster to drain.
     pub cluster: String,
-    /// Drain for this long, then end by itself (e.g. 10m); default: until undrained.
-    #[arg(long = "for")]
-    pub duration: Option<String>,
+    /// Drain for this long, then end by itself (e.g. 10m; 1s to 168h); default: until
+    /// undrained.
+    #[arg(long = "for", value_parser = drain_for)]
+    pub duration: Option<Duration>,
     /// Why (shown by `state`, the status page and the drain's log line and event).
     #[arg(long)]
     pub reason: Option<String>,
@@ -234,6 +224,40 @@ pub struct DrainArgs {
     pub admin: String,
     #[arg(long, env = "MERIDIAN_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+}
+
+// Duration flags, checked by clap so a bad value is refused with the flag's name before anything
+// starts (and a huge one cannot overflow the clock later).
+
+fn watch_interval(s: &str) -> Result<Duration, DurationError> {
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration_within(s, Duration::from_millis(10), Duration::from_secs(3600))
+}
+
+fn tcp_idle_timeout(s: &str) -> Result<Duration, DurationError> {
+    parse_duration_within(s, Duration::from_millis(100), Duration::from_secs(3600))
+}
+
+fn member_offline_after(s: &str) -> Result<Duration, DurationError> {
+    parse_duration_within(s, Duration::from_secs(1), Duration::from_secs(3600))
+}
+
+fn drain_for(s: &str) -> Result<Duration, DurationError> {
+    parse_duration_within(s, MIN_DRAIN, MAX_DRAIN)
+}
+
+/// Lease durations: whole seconds, because the Lease object counts seconds.
+fn lease_seconds(s: &str) -> Result<u64, String> {
+    let d = parse_duration_within(s, Duration::from_secs(1), Duration::from_secs(3600))
+        .map_err(|e| e.to_string())?;
+    if d.subsec_nanos() != 0 {
+        return Err(format!(
+            "{s:?} must be a whole number of seconds (the Lease counts seconds)"
+        ));
+    }
+    Ok(d.as_secs())
 }
 
 /// Everything loaded from the zones directory, validated.
@@ -261,23 +285,42 @@ pub fn load_with(args: &SourceArgs, other_sources: bool) -> Result<Loaded, Vec<S
     if other_sources {
         errors.retain(|e| !e.message.starts_with("cannot read directory"));
     }
-    let mut errs: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    // Errors with a place (file errors, the configuration's, the catalog's), put in file order
+    // below; then the GeoIP database's.
+    let mut sourced = errors;
+    let mut errs: Vec<String> = Vec::new();
     let settings = match &loaded.config {
         Some(c) => match c.value.validate(&args.zones) {
             Ok(s) => s,
             Err(e) => {
-                errs.push(format!("{}: {e}", c.location));
+                let e = crate::source::SourceError::new(c.location.clone(), e.to_string());
+                sourced.push(file::at_field_line(&e));
                 Default::default()
             }
         },
         None => Default::default(),
     };
     let geo_path = args.geoip.clone().or_else(|| settings.geoip.clone());
+    // Named by where the path came from, and told apart from the zones' errors.
+    let geo_origin = || match (&args.geoip, &loaded.config) {
+        (Some(_), _) => "--geoip".to_string(),
+        (None, Some(c)) => format!("{}: spec.geoip", c.location),
+        (None, None) => "geoip".to_string(),
+    };
     let geo = match &geo_path {
+        Some(p) if !p.is_file() => {
+            errs.push(format!(
+                "{}: {GEOIP_PROBLEM} {} does not exist",
+                geo_origin(),
+                p.display()
+            ));
+            None
+        }
         Some(p) => match GeoDb::open(p) {
             Ok(g) => Some(Arc::new(g)),
             Err(e) => {
-                errs.push(e.to_string());
+                // `e` names the path and says "GeoIP database" itself.
+                errs.push(format!("{}: {e}", geo_origin()));
                 None
             }
         },
@@ -288,8 +331,17 @@ pub fn load_with(args: &SourceArgs, other_sources: bool) -> Result<Loaded, Vec<S
         objects: loaded.objects,
         unready: Default::default(),
     };
-    let (cat, cat_errors) = catalog::build(&inputs, &settings);
-    errs.extend(cat_errors.iter().map(|e| e.to_string()));
+    // Objects refused by the file source's strict checks are still built here, only so that
+    // their other problems are reported too: any error fails the load.
+    let (cat, cat_errors) = catalog::build_from(
+        &inputs.zone_files,
+        &[&inputs.objects, &loaded.refused],
+        &inputs.unready,
+        &settings,
+    );
+    sourced.extend(cat_errors.iter().map(file::at_field_line));
+    sourced.sort_by_cached_key(file::error_order);
+    errs.splice(0..0, sourced.iter().map(|e| e.to_string()));
     if cat.zones.is_empty() && errs.is_empty() && !other_sources {
         errs.push(format!(
             "{}: no zones: add a *.zone file or a Domain object",
@@ -311,6 +363,23 @@ pub fn load_with(args: &SourceArgs, other_sources: bool) -> Result<Loaded, Vec<S
             geo,
         },
     })
+}
+
+/// Marks the GeoIP database's error among `load`'s, for the summary line.
+const GEOIP_PROBLEM: &str = "GeoIP database";
+
+/// The last line after `load`'s errors: the zones' errors counted, a GeoIP problem named apart.
+pub fn error_summary(errs: &[String], zones: &std::path::Path) -> String {
+    let geo = errs.iter().any(|e| e.contains(GEOIP_PROBLEM));
+    let others = errs.len() - usize::from(geo);
+    match (others, geo) {
+        (0, true) => "the GeoIP database cannot be used".to_string(),
+        (n, true) => format!(
+            "{n} error(s) in {} and the GeoIP database cannot be used",
+            zones.display()
+        ),
+        (n, false) => format!("{n} error(s) in {}", zones.display()),
+    }
 }
 
 pub fn init_logging(format: LogFormat) {
@@ -344,9 +413,8 @@ pub fn run(cli: Cli) -> Result<i32> {
                 a.admin.trim_end_matches('/'),
                 a.cluster
             );
-            if let Some(d) = &a.duration {
-                crate::model::parse_duration(d).map_err(|e| anyhow!("--for: {e}"))?;
-                url.push_str(&format!("?for={d}"));
+            if let Some(d) = a.duration {
+                url.push_str(&format!("?for={}", crate::model::format_duration(d)));
             }
             let mut url = reqwest::Url::parse(&url).map_err(|e| anyhow!("--admin: {e}"))?;
             if let Some(r) = &a.reason {
@@ -428,7 +496,7 @@ fn check(args: &SourceArgs) -> i32 {
             for e in &errs {
                 eprintln!("error: {e}");
             }
-            eprintln!("{} error(s)", errs.len());
+            eprintln!("{}", error_summary(&errs, &args.zones));
             1
         }
     }
@@ -510,19 +578,11 @@ pub fn raise_fd_limit() {
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
-    let watch = if args.watch_interval.trim() == "0" {
-        std::time::Duration::ZERO
-    } else {
-        crate::model::parse_duration(&args.watch_interval)
-            .map_err(|e| anyhow!("--watch-interval: {e}"))?
-    };
-    let idle = crate::model::parse_duration(&args.tcp_idle_timeout)
-        .map_err(|e| anyhow!("--tcp-idle-timeout: {e}"))?;
-    if admin::needs_token(&args.admin) && args.admin_token.is_none() {
-        bail!(
-            "--admin {} is not a loopback address: set --admin-token (or MERIDIAN_ADMIN_TOKEN)",
-            args.admin
-        );
+    let watch = args.watch_interval;
+    let idle = args.tcp_idle_timeout;
+    // Before anything binds: a misconfigured admin API must not come up even briefly.
+    if let Some(problem) = admin::token_problem(&args.admin, args.admin_token.as_deref()) {
+        bail!(problem);
     }
     raise_fd_limit();
     let kube = args.kube.options()?;
@@ -533,7 +593,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             for e in &errs {
                 eprintln!("error: {e}");
             }
-            bail!("{} error(s) in {}", errs.len(), args.source.zones.display());
+            bail!("{}", error_summary(&errs, &args.source.zones));
         }
     };
     tracing::info!(

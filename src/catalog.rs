@@ -20,7 +20,10 @@ use smallvec::SmallVec;
 
 use crate::config::{HealthDefaults, Settings};
 use crate::geo::{GeoPoint, tables};
-use crate::model::{self, AllDown, ClusterDNS, LoadBalancerStatus, Object, Policy, parse_duration};
+use crate::model::{
+    self, AllDown, ClusterDNS, LoadBalancerStatus, MAX_PROBE_INTERVAL, MAX_PROBE_TIMEOUT, Object,
+    Policy, parse_duration_within,
+};
 use crate::source::file::ZoneFile;
 use crate::source::{Located, SourceError};
 
@@ -272,6 +275,10 @@ struct Builder<'a> {
     /// Records' options by their `meridian.io/*` annotations: most records share a few sets,
     /// and the names of one record share one.
     options_cache: HashMap<u64, Vec<OptionsEntry>>,
+    /// The DNSEndpoint that defined each (name, type), to refuse a second definer.
+    endpoint_owners: HashMap<(Name, RecordType), Arc<str>>,
+    /// Where each static CNAME came from (zone file or object), for loop reports.
+    cname_origins: HashMap<Name, Arc<str>>,
     errors: Vec<SourceError>,
 }
 
@@ -302,6 +309,8 @@ pub fn build_from(
         dyn_index: HashMap::default(),
         apex_wires: Vec::new(),
         options_cache: HashMap::default(),
+        endpoint_owners: HashMap::new(),
+        cname_origins: HashMap::new(),
         errors: Vec::new(),
     };
     // Sized up front: growing by doubling would hold the old and new arrays (and rehash every
@@ -357,6 +366,7 @@ pub fn build_from(
         }
     }
     b.check_static_conflicts();
+    b.check_cname_loops();
     // Large catalogs grow these by doubling: give back the unused half.
     b.cat.dyn_names.shrink_to_fit();
     (b.cat, b.errors)
@@ -432,9 +442,105 @@ fn ann_field(key: &str) -> String {
     )
 }
 
+/// The `meridian.io/*` annotations a ServiceDNSRecord or IngressDNSRecord may carry.
+pub const RECORD_ANNOTATIONS: &[&str] = &[
+    "policy",
+    "failover-order",
+    "weights",
+    "all-down",
+    "probe",
+    "probe-port",
+    "probe-path",
+    "probe-host",
+    "probe-interval",
+    "probe-timeout",
+    "probe-expect-status",
+    "probe-body",
+    "probe-insecure",
+    "probe-ca",
+    "rise",
+    "fall",
+];
+
+/// The `meridian.io/*` annotations a KubeFedCluster may carry.
+pub const CLUSTER_ANNOTATIONS: &[&str] = &["location"];
+
+/// The `meridian.io/*` annotation keys (without the prefix) meaningful on an object of `kind`.
+pub fn known_annotations(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "ServiceDNSRecord" | "IngressDNSRecord" => RECORD_ANNOTATIONS,
+        "KubeFedCluster" => CLUSTER_ANNOTATIONS,
+        _ => &[],
+    }
+}
+
+/// Whether building the catalog checks the `meridian.io/*` annotations of a `kind` (records'
+/// and clusters', whichever source they come from).
+pub fn checks_annotations(kind: &str) -> bool {
+    matches!(
+        kind,
+        "ServiceDNSRecord" | "IngressDNSRecord" | "KubeFedCluster"
+    )
+}
+
+/// Error for an unknown `meridian.io/*` annotation key on a `kind`; a typo would otherwise
+/// silently drop the behaviour it asks for.
+fn unknown_annotation(kind: &str, key: &str) -> String {
+    let known = known_annotations(kind);
+    let expected = if known.is_empty() {
+        format!("{kind} takes no {} annotations", model::ANNOTATION_PREFIX)
+    } else {
+        format!(
+            "expected one of {}",
+            known
+                .iter()
+                .map(|k| format!("{}{k}", model::ANNOTATION_PREFIX))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    format!("metadata.annotations[\"{key}\"]: unknown annotation ({expected})")
+}
+
+/// Every problem with the `meridian.io/*` annotations of an object of `kind`, one per key (in
+/// key order): unknown keys and values that do not parse. Each pair is the full annotation key
+/// and the message (naming the field). Checks that need two annotations together (weights of a
+/// weighted policy) are left to [`record_options`].
+pub fn annotation_errors(kind: &str, meta: &ObjectMeta) -> Vec<(String, String)> {
+    let known = known_annotations(kind);
+    let mut out = Vec::new();
+    for (key, value) in meridian_annotations(meta) {
+        let short = &key[model::ANNOTATION_PREFIX.len()..];
+        if !known.contains(&short) {
+            out.push((key.clone(), unknown_annotation(kind, key)));
+            continue;
+        }
+        let alone = ObjectMeta {
+            annotations: Some(BTreeMap::from([(key.clone(), value.clone())])),
+            ..Default::default()
+        };
+        let result = if known == CLUSTER_ANNOTATIONS {
+            GeoPoint::parse(value)
+                .map(|_| ())
+                .map_err(|e| format!("{}: {e}", ann_field(short)))
+        } else {
+            record_options(&alone, &HealthDefaults::default()).map(|_| ())
+        };
+        if let Err(e) = result {
+            out.push((key.clone(), e));
+        }
+    }
+    out
+}
+
 /// Reads the `meridian.io/*` annotations of a record.
 pub fn record_options(meta: &ObjectMeta, h: &HealthDefaults) -> Result<RecordOptions, String> {
     let field_err = |key: &str, e: String| format!("{}: {e}", ann_field(key));
+    if let Some((key, _)) = meridian_annotations(meta)
+        .find(|(k, _)| !RECORD_ANNOTATIONS.contains(&&k[model::ANNOTATION_PREFIX.len()..]))
+    {
+        return Err(unknown_annotation("ServiceDNSRecord", key));
+    }
     let policy = match annotation(meta, "policy") {
         Some(v) => v.parse().map_err(|e| field_err("policy", e))?,
         None => Policy::Geo,
@@ -489,15 +595,11 @@ pub fn record_options(meta: &ObjectMeta, h: &HealthDefaults) -> Result<RecordOpt
         Some(p) => return Err(field_err("probe-path", format!("{p:?} must start with /"))),
         None => h.probe_path.clone(),
     };
-    let dur = |key: &str, default: Duration| -> Result<Duration, String> {
+    // Bounded: a huge interval would never probe (and overflowed the clock arithmetic).
+    let dur = |key: &str, default: Duration, max: Duration| -> Result<Duration, String> {
         match annotation(meta, key) {
-            Some(v) => {
-                let d = parse_duration(v).map_err(|e| field_err(key, e))?;
-                if d < Duration::from_millis(10) {
-                    return Err(field_err(key, format!("{v:?} is too short")));
-                }
-                Ok(d)
-            }
+            Some(v) => parse_duration_within(v, Duration::from_millis(10), max)
+                .map_err(|e| field_err(key, e.to_string())),
             None => Ok(default),
         }
     };
@@ -548,8 +650,8 @@ pub fn record_options(meta: &ObjectMeta, h: &HealthDefaults) -> Result<RecordOpt
             port,
             path,
             host: annotation(meta, "probe-host").map(str::to_string),
-            interval: dur("probe-interval", h.interval)?,
-            timeout: dur("probe-timeout", h.timeout)?,
+            interval: dur("probe-interval", h.interval, MAX_PROBE_INTERVAL)?,
+            timeout: dur("probe-timeout", h.timeout, MAX_PROBE_TIMEOUT)?,
             rise: count("rise", h.rise)?,
             fall: count("fall", h.fall)?,
             expect_status,
@@ -672,6 +774,8 @@ impl Builder<'_> {
             self.err(&loc, format!("zone {apex} is already defined by {other}"));
             return;
         }
+        let origin: Arc<str> = loc.as_str().into();
+        self.note_cnames(&records, &origin);
         self.push_zone(Zone {
             apex,
             soa,
@@ -750,6 +854,14 @@ impl Builder<'_> {
                 loc,
                 format!("metadata.name: a KubeFedCluster {name:?} already exists"),
             );
+            return;
+        }
+        // Unknown `meridian.io/*` keys refuse the cluster, as they refuse a record.
+        let bad = annotation_errors("KubeFedCluster", &c.metadata);
+        if !bad.is_empty() {
+            for (_, e) in bad {
+                self.err(loc, e);
+            }
             return;
         }
         let status = c.status.clone().unwrap_or_default();
@@ -837,7 +949,15 @@ impl Builder<'_> {
                 Some(o)
             }
             Err(e) => {
-                self.err(loc, e);
+                // Every bad annotation, not just the first; the cross-annotation check's
+                // error when each is fine alone.
+                let each = annotation_errors("ServiceDNSRecord", meta);
+                if each.is_empty() {
+                    self.err(loc, e);
+                }
+                for (_, e) in each {
+                    self.err(loc, e);
+                }
                 None
             }
         }
@@ -894,27 +1014,69 @@ impl Builder<'_> {
         } else {
             "metadata.name"
         };
+        // Every problem of the record is reported (roughly in field order), not just the first.
+        let mut failed = false;
         if let Err(e) = check_label(svc) {
-            return self.err(loc, format!("{field}: {e}"));
+            self.err(loc, format!("{field}: {e}"));
+            failed = true;
         }
         if let Err(e) = check_label(ns) {
-            return self.err(loc, format!("metadata.namespace: {e}"));
+            self.err(loc, format!("metadata.namespace: {e}"));
+            failed = true;
         }
+        let options = self.options(loc, &r.metadata);
+        failed |= options.is_none();
         let fed = r.spec.domain_ref.as_str();
-        if let Err(e) = check_label(fed) {
-            return self.err(loc, format!("spec.domainRef: {e}"));
+        let candidates = match check_label(fed) {
+            Err(e) => {
+                self.err(loc, format!("spec.domainRef: {e}"));
+                None
+            }
+            Ok(()) => {
+                let c = domains.get(fed);
+                if c.is_none() {
+                    self.err(loc, format!("spec.domainRef: no Domain named {fed:?}"));
+                }
+                c
+            }
+        };
+        failed |= candidates.is_none();
+        let empty = Vec::new();
+        let entries = r.status.as_ref().map_or(&empty, |s| &s.dns);
+        let mut parsed = Vec::with_capacity(entries.len());
+        for (i, entry) in entries.iter().enumerate() {
+            if let Some(reg) = &entry.region
+                && let Err(e) = check_label(reg)
+            {
+                self.err(loc, format!("status.dns[{i}].region: {e}"));
+                failed = true;
+            }
+            for (j, z) in entry.zones.iter().enumerate() {
+                if let Err(e) = check_label(z) {
+                    self.err(loc, format!("status.dns[{i}].zones[{j}]: {e}"));
+                    failed = true;
+                }
+            }
+            match lb_targets(&entry.load_balancer, &format_args!("status.dns[{i}]")) {
+                Ok(t) => parsed.push(t),
+                Err(e) => {
+                    self.err(loc, e);
+                    failed = true;
+                }
+            }
+            if entry.cluster.is_empty() {
+                self.err(loc, format!("status.dns[{i}].cluster: missing"));
+                failed = true;
+            }
         }
-        let Some(candidates) = domains.get(fed) else {
-            return self.err(loc, format!("spec.domainRef: no Domain named {fed:?}"));
+        let (Some(options), Some(candidates), false) = (options, candidates, failed) else {
+            return;
         };
         // Prefer a Domain in the record's namespace; else the first by name.
         let (_, domain, domain_wire) = candidates
             .iter()
             .find(|(n, _, _)| n.as_deref() == Some(ns))
             .unwrap_or(&candidates[0]);
-        let Some(options) = self.options(loc, &r.metadata) else {
-            return;
-        };
         let ttl = r.spec.record_ttl.unwrap_or(DEFAULT_RECORD_TTL);
         // KubeFed's scheme: <svc>.<ns>.<federation>.svc[.<zone>][.<region>].<domain>
         let mk = |scope: &[&str]| -> Result<WireName, String> {
@@ -926,28 +1088,8 @@ impl Builder<'_> {
             Ok(n) => n,
             Err(e) => return self.err(loc, format!("metadata.name: {e}")),
         };
-        let empty = Vec::new();
-        let entries = r.status.as_ref().map_or(&empty, |s| &s.dns);
         let mut targets: Vec<(Target, Option<&str>, &[String])> = Vec::with_capacity(entries.len());
-        for (i, entry) in entries.iter().enumerate() {
-            if let Some(reg) = &entry.region
-                && let Err(e) = check_label(reg)
-            {
-                return self.err(loc, format!("status.dns[{i}].region: {e}"));
-            }
-            for (j, z) in entry.zones.iter().enumerate() {
-                if let Err(e) = check_label(z) {
-                    return self.err(loc, format!("status.dns[{i}].zones[{j}]: {e}"));
-                }
-            }
-            let (addrs, hostnames) =
-                match lb_targets(&entry.load_balancer, &format_args!("status.dns[{i}]")) {
-                    Ok(t) => t,
-                    Err(e) => return self.err(loc, e),
-                };
-            if entry.cluster.is_empty() {
-                return self.err(loc, format!("status.dns[{i}].cluster: missing"));
-            }
+        for (entry, (addrs, hostnames)) in entries.iter().zip(parsed) {
             let cluster = self.cluster_for(entry);
             let ready = self.ready(&object, &entry.cluster);
             targets.push((
@@ -1058,6 +1200,9 @@ impl Builder<'_> {
             );
         }
         if self.commit_dyn(loc, names) {
+            if let Some(rec) = &prefix_record {
+                self.note_cnames(std::slice::from_ref(rec), &Arc::from(loc));
+            }
             self.cat.records.extend(prefix_record);
         }
     }
@@ -1142,6 +1287,7 @@ impl Builder<'_> {
             return;
         }
         let mut out = Vec::new();
+        let mut defined: Vec<(Name, RecordType)> = Vec::new();
         for (i, ep) in e.spec.endpoints.iter().enumerate() {
             let f = format!("spec.endpoints[{i}]");
             let name = match lower_fqdn(&ep.dns_name) {
@@ -1172,6 +1318,16 @@ impl Builder<'_> {
                     );
                 }
             };
+            // Two objects defining one name and type would merge their targets silently (or,
+            // for a CNAME, break RFC 1034); the first keeps it.
+            if let Some(other) = self.endpoint_owners.get(&(name.clone(), rtype)) {
+                let other = other.clone();
+                return self.err(
+                    loc,
+                    format!("{f}: {name} {rtype} is already defined by {other}"),
+                );
+            }
+            defined.push((name.clone(), rtype));
             if ep.targets.is_empty() {
                 return self.err(loc, format!("{f}.targets: empty"));
             }
@@ -1198,37 +1354,121 @@ impl Builder<'_> {
                 }
             }
         }
+        let origin: Arc<str> = Arc::from(loc);
+        for key in defined {
+            self.endpoint_owners.insert(key, origin.clone());
+        }
+        self.note_cnames(&out, &origin);
         self.cat.records.extend(out);
     }
 
-    /// RFC 1034: a CNAME owner holds no other data; dynamic names hold none either.
-    fn check_static_conflicts(&mut self) {
-        let mut by_name: HashMap<&Name, (bool, bool)> = HashMap::new();
-        for r in &self.cat.records {
-            let e = by_name.entry(&r.name).or_default();
+    fn note_cnames(&mut self, records: &[Record], origin: &Arc<str>) {
+        for r in records {
             if r.record_type() == RecordType::CNAME {
-                e.0 = true;
-            } else {
-                e.1 = true;
+                self.cname_origins
+                    .entry(r.name.to_lowercase())
+                    .or_insert_with(|| origin.clone());
             }
         }
-        let mut bad: Vec<Name> = by_name
+    }
+
+    /// Static CNAMEs whose chain comes back to itself (across zone files, DNSEndpoints and
+    /// `dnsPrefix` aliases): resolvers would get a chain cut at our limit, so each loop is an
+    /// error and its records are left out.
+    fn check_cname_loops(&mut self) {
+        let mut next: HashMap<Name, Name> = HashMap::new();
+        for r in &self.cat.records {
+            if let RData::CNAME(CNAME(t)) = &r.data {
+                next.insert(r.name.to_lowercase(), t.to_lowercase());
+            }
+        }
+        // 1: on the current walk, 2: known to end or already reported.
+        let mut state: HashMap<&Name, u8> = HashMap::new();
+        let mut starts: Vec<&Name> = next.keys().collect();
+        starts.sort();
+        let mut loops: Vec<Vec<Name>> = Vec::new();
+        for start in starts {
+            let mut walk: Vec<&Name> = Vec::new();
+            let mut cur = start;
+            loop {
+                match state.get(cur) {
+                    Some(2) => break,
+                    Some(_) => {
+                        let from = walk.iter().position(|n| *n == cur).unwrap_or(0);
+                        loops.push(walk[from..].iter().map(|n| (*n).clone()).collect());
+                        break;
+                    }
+                    None => {}
+                }
+                state.insert(cur, 1);
+                walk.push(cur);
+                match next.get(cur) {
+                    Some(t) if next.contains_key(t) => cur = t,
+                    _ => break,
+                }
+            }
+            for n in walk {
+                state.insert(n, 2);
+            }
+        }
+        let mut dropped: HashSet<Name> = HashSet::new();
+        for cycle in loops {
+            let describe = |n: &Name| match self.cname_origins.get(n) {
+                Some(o) => format!("{n} ({o})"),
+                None => n.to_string(),
+            };
+            let mut chain: Vec<String> = cycle.iter().map(describe).collect();
+            chain.push(cycle[0].to_string());
+            let location = self
+                .cname_origins
+                .get(&cycle[0])
+                .map_or_else(|| "records".to_string(), |o| o.to_string());
+            self.err(&location, format!("CNAME loop: {}", chain.join(" -> ")));
+            dropped.extend(cycle);
+        }
+        if !dropped.is_empty() {
+            self.cat
+                .records
+                .retain(|r| !(r.record_type() == RecordType::CNAME && dropped.contains(&r.name)));
+        }
+    }
+
+    /// RFC 1034: a CNAME owner holds no other data (nor a second CNAME); dynamic names hold
+    /// none either.
+    fn check_static_conflicts(&mut self) {
+        // (CNAME targets, other data) per name.
+        let mut by_name: HashMap<&Name, (Vec<&Name>, bool)> = HashMap::new();
+        for r in &self.cat.records {
+            let e = by_name.entry(&r.name).or_default();
+            match &r.data {
+                RData::CNAME(CNAME(t)) => {
+                    if !e.0.contains(&t) {
+                        e.0.push(t);
+                    }
+                }
+                _ => e.1 = true,
+            }
+        }
+        let mut bad: Vec<(Name, &'static str)> = by_name
             .into_iter()
-            .filter(|(n, (cname, other))| {
-                *cname
-                    && (*other
+            .filter_map(|(n, (cnames, other))| {
+                if cnames.len() > 1 {
+                    Some((n.clone(), "more than one CNAME"))
+                } else if !cnames.is_empty()
+                    && (other
                         || self
                             .zone_of(n)
-                            .is_some_and(|z| self.cat.zones[z].apex == **n))
+                            .is_some_and(|z| self.cat.zones[z].apex == *n))
+                {
+                    Some((n.clone(), "a CNAME cannot sit beside other data"))
+                } else {
+                    None
+                }
             })
-            .map(|(n, _)| n.clone())
             .collect();
         bad.sort();
-        for n in bad {
-            self.err(
-                "records",
-                format!("{n}: a CNAME cannot sit beside other data"),
-            );
+        for (n, why) in bad {
+            self.err("records", format!("{n}: {why}"));
             self.cat.records.retain(|r| r.name != n);
         }
     }
@@ -1493,5 +1733,120 @@ mod tests {
         assert!(errs[0].to_string().contains(
             "spec.endpoints[0].dnsName: web.shop.fed.svc.gslb.example.com. is already served"
         ));
+    }
+
+    fn endpoint(name: &str, records: &[(&str, &str, &str)]) -> Object {
+        Object::DNSEndpoint(DNSEndpoint {
+            metadata: meta(name, "shop", &[]),
+            spec: DNSEndpointSpec {
+                endpoints: records
+                    .iter()
+                    .map(|(n, t, target)| Endpoint {
+                        dns_name: format!("{n}.gslb.example.com"),
+                        targets: vec![target.to_string()],
+                        record_type: t.to_string(),
+                        ..Default::default()
+                    })
+                    .collect(),
+            },
+        })
+    }
+
+    /// Issue 12: two objects defining one name and type were merged silently.
+    #[test]
+    fn a_name_and_type_defined_by_two_endpoints_is_refused() {
+        let inputs = Inputs {
+            objects: vec![
+                located(domain()),
+                located(endpoint("one", &[("www", "A", "192.0.2.1")])),
+                located(endpoint(
+                    "two",
+                    &[("other", "A", "192.0.2.3"), ("www", "A", "192.0.2.2")],
+                )),
+                // Another type at the same name is fine.
+                located(endpoint("three", &[("www", "AAAA", "2001:db8::1")])),
+            ],
+            ..Default::default()
+        };
+        let (cat, errs) = build(&inputs, &Settings::default());
+        let msgs: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            msgs,
+            [
+                "test (DNSEndpoint shop/two): spec.endpoints[1]: www.gslb.example.com. A is already defined by test (DNSEndpoint shop/one)"
+            ]
+        );
+        assert_eq!(cat.records.len(), 2, "the second definer is left out whole");
+    }
+
+    /// Issue 12: CNAME chains that loop (here across a zone file and two DNSEndpoints).
+    #[test]
+    fn cname_loops_are_reported_and_left_out() {
+        let zone = crate::source::file::parse_zone_text(
+            "$TTL 60\n@ IN SOA ns1 h 1 2 3 4 5\n@ IN NS ns1\nns1 IN A 192.0.2.1\na IN CNAME b.gslb.example.com.\nok IN CNAME ns1\n",
+            std::path::Path::new("z.zone"),
+            Name::from_ascii("gslb.example.com.").expect("name"),
+        )
+        .expect("zone");
+        let inputs = Inputs {
+            zone_files: vec![zone],
+            objects: vec![
+                located(endpoint("b", &[("b", "CNAME", "c.gslb.example.com")])),
+                located(endpoint("c", &[("c", "CNAME", "a.gslb.example.com")])),
+                located(endpoint("self", &[("me", "CNAME", "me.gslb.example.com")])),
+            ],
+            ..Default::default()
+        };
+        let (cat, errs) = build(&inputs, &Settings::default());
+        let msgs: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            msgs,
+            [
+                "z.zone: CNAME loop: a.gslb.example.com. (z.zone) -> b.gslb.example.com. (test (DNSEndpoint shop/b)) -> c.gslb.example.com. (test (DNSEndpoint shop/c)) -> a.gslb.example.com.",
+                "test (DNSEndpoint shop/self): CNAME loop: me.gslb.example.com. (test (DNSEndpoint shop/self)) -> me.gslb.example.com.",
+            ]
+        );
+        let cnames: Vec<String> = cat
+            .records
+            .iter()
+            .filter(|r| r.record_type() == RecordType::CNAME)
+            .map(|r| r.name.to_string())
+            .collect();
+        assert_eq!(cnames, ["ok.gslb.example.com."]);
+    }
+
+    /// Issue 12: a typo in a `meridian.io/` annotation made the behaviour vanish; the record is
+    /// invalid now, from files and from the API server alike.
+    #[test]
+    fn unknown_annotations_are_errors() {
+        let m = meta("x", "y", &[("probe-pth", "/healthz")]);
+        let e = record_options(&m, &HealthDefaults::default()).unwrap_err();
+        assert!(
+            e.starts_with("metadata.annotations[\"meridian.io/probe-pth\"]: unknown annotation"),
+            "{e}"
+        );
+        assert!(e.contains("meridian.io/probe-path"), "{e}");
+        let m = meta(
+            "x",
+            "y",
+            &[
+                ("probe-interval", "99999999999999999999h"),
+                ("probe-pth", "/"),
+            ],
+        );
+        let all = annotation_errors("ServiceDNSRecord", &m);
+        assert_eq!(all.len(), 2, "{all:?}");
+        assert!(all[0].1.contains("invalid duration"), "{all:?}");
+        assert!(all[1].1.contains("unknown annotation"), "{all:?}");
+        let m = meta("x", "y", &[("probe-interval", "2h")]);
+        assert!(
+            record_options(&m, &HealthDefaults::default())
+                .unwrap_err()
+                .contains("longer than the maximum 1h")
+        );
+        let m = meta("c", "", &[("location", "1,2"), ("policy", "geo")]);
+        let all = annotation_errors("KubeFedCluster", &m);
+        assert_eq!(all.len(), 1, "{all:?}");
+        assert_eq!(all[0].0, "meridian.io/policy");
     }
 }

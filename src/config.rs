@@ -8,7 +8,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::dns::rrl::RrlConfig;
-use crate::model::parse_duration;
+use crate::model::{MAX_PROBE_INTERVAL, MAX_PROBE_TIMEOUT, parse_duration_within};
 
 #[derive(Debug, Error, PartialEq)]
 #[error("{field}: {message}")]
@@ -165,16 +165,12 @@ impl RawConfig {
         let h = &self.health;
         let d = &mut s.health;
         if let Some(v) = &h.interval {
-            d.interval = parse_duration(v).map_err(|e| err("spec.health.interval", e))?;
-            if d.interval < Duration::from_millis(100) {
-                return Err(err("spec.health.interval", "must be at least 100ms"));
-            }
+            d.interval = parse_duration_within(v, Duration::from_millis(100), MAX_PROBE_INTERVAL)
+                .map_err(|e| err("spec.health.interval", e.to_string()))?;
         }
         if let Some(v) = &h.timeout {
-            d.timeout = parse_duration(v).map_err(|e| err("spec.health.timeout", e))?;
-            if d.timeout.is_zero() {
-                return Err(err("spec.health.timeout", "must be positive"));
-            }
+            d.timeout = parse_duration_within(v, Duration::from_millis(10), MAX_PROBE_TIMEOUT)
+                .map_err(|e| err("spec.health.timeout", e.to_string()))?;
         }
         for (field, value, slot) in [
             ("spec.health.rise", h.rise, &mut d.rise),
@@ -278,6 +274,19 @@ mod tests {
                 .starts_with("spec.health.probe: unknown probe")
         );
         assert!(parse("udpPayloadSize: 100\n").unwrap_err().contains("512"));
+        assert!(
+            parse("health: {interval: 99999999999999999999h}\n")
+                .unwrap_err()
+                .starts_with("spec.health.interval: invalid duration")
+        );
+        assert_eq!(
+            parse("health: {interval: 2h}\n").unwrap_err(),
+            "spec.health.interval: duration \"2h\" is longer than the maximum 1h"
+        );
+        assert_eq!(
+            parse("health: {timeout: 2m}\n").unwrap_err(),
+            "spec.health.timeout: duration \"2m\" is longer than the maximum 1m"
+        );
         assert!(parse("geiop: x\n").unwrap_err().contains("unknown field"));
     }
 }

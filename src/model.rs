@@ -355,38 +355,78 @@ impl std::str::FromStr for AllDown {
     }
 }
 
-/// Parses a Kubernetes-style duration: `500ms`, `2s`, `1m`, `1h`, or compounds like `1m30s`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration {s:?} (expected e.g. 500ms, 2s, 1m30s)");
-    let s = s.trim();
-    if s.is_empty() {
-        return Err(bad());
+/// A duration annotation, flag or query parameter that cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("invalid duration {input:?}: {reason} (expected e.g. 500ms, 2s, 1m30s, 1h)")]
+    Invalid { input: String, reason: String },
+    #[error("duration {input:?} is shorter than the minimum {min}")]
+    TooShort { input: String, min: String },
+    #[error("duration {input:?} is longer than the maximum {max}")]
+    TooLong { input: String, max: String },
+}
+
+/// Longest drain (a failover drill); longer ones are refused rather than left to be forgotten.
+pub const MAX_DRAIN: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Shortest drain: less than a second is shorter than any TTL a resolver would honour.
+pub const MIN_DRAIN: Duration = Duration::from_secs(1);
+/// Longest probe interval (and so timeout): a target probed less often is not health-checked.
+pub const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(3600);
+/// Longest probe timeout: a probe may hang this long before it counts as failed.
+pub const MAX_PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Parses a Kubernetes-style (Go `time.ParseDuration`) duration: `500ms`, `2s`, `1m`, `1h`,
+/// compounds like `1m30s`, a fraction like `1.5s`, or a bare `0`. Values too large to represent
+/// are an error, never a panic.
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
+    let input = s.trim();
+    let invalid = |reason: &str| DurationError::Invalid {
+        input: s.to_string(),
+        reason: reason.to_string(),
+    };
+    if input == "0" {
+        return Ok(Duration::ZERO);
     }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        if digits == 0 {
-            return Err(bad());
-        }
-        let value: f64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "ms" => 0.001,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        rest = &rest[unit_len..];
-        total += Duration::from_secs_f64(value * unit);
+    // Only the Go grammar: jiff's friendly format also reads `2 seconds`, `1h ago` and signs,
+    // which a Kubernetes manifest never means.
+    if input.is_empty() {
+        return Err(invalid("empty"));
     }
-    Ok(total)
+    if !input.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(invalid("must start with a number"));
+    }
+    if !input
+        .chars()
+        .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'n' | 'u' | 'µ' | 'm' | 's' | 'h'))
+    {
+        return Err(invalid("only digits and the units ns, us, ms, s, m, h"));
+    }
+    let parsed = jiff::fmt::friendly::SpanParser::new()
+        .parse_duration(input)
+        .map_err(|e| invalid(&e.to_string()))?;
+    Duration::try_from(parsed).map_err(|e| invalid(&e.to_string()))
+}
+
+/// [`parse_duration`] within `min..=max` (both inclusive).
+pub fn parse_duration_within(
+    s: &str,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, DurationError> {
+    let d = parse_duration(s)?;
+    if d < min {
+        return Err(DurationError::TooShort {
+            input: s.to_string(),
+            min: format_duration(min),
+        });
+    }
+    if d > max {
+        return Err(DurationError::TooLong {
+            input: s.to_string(),
+            max: format_duration(max),
+        });
+    }
+    Ok(d)
 }
 
 /// Formats a duration the way `parse_duration` reads it.
@@ -396,8 +436,10 @@ pub fn format_duration(d: Duration) -> String {
         format!("{ms}ms")
     } else if !ms.is_multiple_of(60_000) || ms == 0 {
         format!("{}s", ms / 1000)
-    } else {
+    } else if !ms.is_multiple_of(3_600_000) {
         format!("{}m", ms / 60_000)
+    } else {
+        format!("{}h", ms / 3_600_000)
     }
 }
 
@@ -408,6 +450,10 @@ mod tests {
     #[test]
     fn durations() {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
         assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
@@ -417,6 +463,58 @@ mod tests {
         assert!(parse_duration("3 days").is_err());
         assert_eq!(format_duration(Duration::from_secs(600)), "10m");
         assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(format_duration(MAX_DRAIN), "168h");
+        for d in ["1h", "90m", "2s", "500ms", "168h"] {
+            assert_eq!(
+                parse_duration(&format_duration(parse_duration(d).expect(d))).as_ref(),
+                parse_duration(d).as_ref()
+            );
+        }
+    }
+
+    /// Issue 11: `Duration::from_secs_f64` panicked on these; every one is an error now.
+    #[test]
+    fn huge_tiny_and_garbage_durations_are_errors_not_panics() {
+        for bad in [
+            "99999999999999999999h",
+            "4000000000000000h",
+            "18446744073709551616s",
+            "1e300s",
+            "-1s",
+            "2 seconds",
+            "1h ago",
+            "PT1H",
+            "ms",
+            ".",
+            "1.s.",
+            "\u{1F600}",
+        ] {
+            let e = parse_duration(bad).expect_err(bad);
+            assert!(e.to_string().contains(&format!("{bad:?}")), "{bad}: {e}");
+        }
+        // Representable but absurd: refused by the bounds of each use.
+        assert!(matches!(
+            parse_duration_within("1000000000000h", MIN_DRAIN, MAX_DRAIN),
+            Err(DurationError::TooLong { .. })
+        ));
+        assert!(matches!(
+            parse_duration_within("0.0001ms", MIN_DRAIN, MAX_DRAIN),
+            Err(DurationError::TooShort { .. })
+        ));
+        assert!(matches!(
+            parse_duration_within("0s", MIN_DRAIN, MAX_DRAIN),
+            Err(DurationError::TooShort { .. })
+        ));
+        assert_eq!(
+            parse_duration_within("168h", MIN_DRAIN, MAX_DRAIN),
+            Ok(MAX_DRAIN)
+        );
+        assert_eq!(
+            parse_duration_within("169h", MIN_DRAIN, MAX_DRAIN)
+                .unwrap_err()
+                .to_string(),
+            "duration \"169h\" is longer than the maximum 168h"
+        );
     }
 
     #[test]

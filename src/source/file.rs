@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use hickory_proto::rr::{Name, Record};
 use hickory_proto::serialize::txt::{LexerError, ParseError, Parser};
 
-use super::{Located, SourceError, typed};
+use super::lint;
+use super::{Located, SourceError, message_at, typed_at};
+use crate::catalog;
 use crate::config::RawConfig;
 use crate::model::{self, Object};
 
@@ -22,6 +24,9 @@ pub struct Loaded {
     pub zone_files: Vec<ZoneFile>,
     /// Every file read, for change detection.
     pub files: Vec<PathBuf>,
+    /// Objects that decoded but failed the strict checks (their errors are reported): not to be
+    /// served, only checked further so that every problem of an object is listed at once.
+    pub refused: Vec<Located<Object>>,
 }
 
 #[derive(Debug, Clone)]
@@ -189,11 +194,47 @@ fn load_yaml(path: &Path, text: &str, loaded: &mut Loaded, errors: &mut Vec<Sour
             continue;
         }
         let here = format!("{file}:{line}");
+        // Strict checks first: a typo in a file must not vanish silently.
+        let kind = field_str(&value, "kind").unwrap_or_default().to_string();
+        let mut findings = lint::unknown_fields(&kind, &value);
+        // The catalog checks records' and clusters' annotations (from every source); others'
+        // here, and everyone's when the object does not decode (the catalog never sees it).
+        let metadata = value.get("metadata").cloned();
+        let annotation_findings = || lint::annotations(&kind, metadata.as_ref());
+        let config_name = format!(
+            "MeridianConfig {}",
+            value
+                .get("metadata")
+                .and_then(|m| field_str(m, "name"))
+                .unwrap_or_default()
+        );
         match decode_object(value) {
-            Ok(Decoded::Object(obj)) => loaded.objects.push(Located {
-                location: format!("{here} ({})", obj.display_name()),
-                value: *obj,
-            }),
+            Ok(Decoded::Object(obj)) => {
+                if !catalog::checks_annotations(&kind) {
+                    findings.extend(annotation_findings());
+                }
+                let located = Located {
+                    location: format!("{here} ({})", obj.display_name()),
+                    value: *obj,
+                };
+                if findings.is_empty() {
+                    loaded.objects.push(located);
+                } else {
+                    let object = located.value.display_name();
+                    report(file.as_str(), text, line, &object, findings, errors);
+                    loaded.refused.push(located);
+                }
+            }
+            Ok(Decoded::Config(_)) if !findings.is_empty() => {
+                report(
+                    file.as_str(),
+                    text,
+                    line,
+                    config_name.trim_end(),
+                    findings,
+                    errors,
+                );
+            }
             Ok(Decoded::Config(cfg)) => {
                 let cfg = *cfg;
                 if let Some(prev) = &loaded.config {
@@ -208,15 +249,98 @@ fn load_yaml(path: &Path, text: &str, loaded: &mut Loaded, errors: &mut Vec<Sour
                     });
                 }
             }
-            Err(DecodeError { object, message }) => {
-                let location = match object {
-                    Some(o) => format!("{here} ({o})"),
-                    None => here,
-                };
-                errors.push(SourceError::new(location, message));
-            }
+            Err(DecodeError {
+                object,
+                message,
+                path,
+            }) => match object {
+                Some(o) => {
+                    let mut all = findings;
+                    all.extend(annotation_findings());
+                    all.push(lint::Finding {
+                        path: path.map(|p| lint::parse_path(&p)).unwrap_or_default(),
+                        message,
+                    });
+                    report(file.as_str(), text, line, &o, all, errors);
+                }
+                None => errors.push(SourceError::new(here, message)),
+            },
         }
     }
+}
+
+/// Reports every problem of one object, each at the line of its field (else the document's
+/// first line), in file order.
+fn report(
+    file: &str,
+    text: &str,
+    doc_line: usize,
+    object: &str,
+    findings: Vec<lint::Finding>,
+    errors: &mut Vec<SourceError>,
+) {
+    let doc = document_text(text, doc_line);
+    let mut located: Vec<(usize, String)> = findings
+        .into_iter()
+        .map(|f| {
+            let at = lint::locate(&doc, doc_line, &f.path).unwrap_or(doc_line);
+            (at, f.message)
+        })
+        .collect();
+    located.sort_by_key(|(at, _)| *at);
+    for (at, message) in located {
+        errors.push(SourceError::new(format!("{file}:{at} ({object})"), message));
+    }
+}
+
+/// An error about an object from a file (`file:line (Kind ns/name)`, found after loading, e.g.
+/// by the catalog) moved to the line of the field its message starts with. Only runs on the
+/// error path; anything else is returned as it is.
+pub fn at_field_line(e: &SourceError) -> SourceError {
+    let refined = || -> Option<SourceError> {
+        let (head, object) = match e.location.split_once(" (") {
+            Some((h, o)) => (h, Some(o)),
+            None => (e.location.as_str(), None),
+        };
+        let (file, line) = head.rsplit_once(':')?;
+        let line: usize = line.parse().ok()?;
+        let (field, _) = e.message.split_once(": ")?;
+        let path = lint::parse_field_path(field)?;
+        let text = std::fs::read_to_string(file).ok()?;
+        let at = lint::locate(&document_text(&text, line), line, &path)?;
+        let location = match object {
+            Some(o) => format!("{file}:{at} ({o}"),
+            None => format!("{file}:{at}"),
+        };
+        Some(SourceError::new(location, e.message.clone()))
+    };
+    refined().unwrap_or_else(|| e.clone())
+}
+
+/// Sort key putting errors in file order: file, then line (0 for a file-wide error); errors
+/// without a file (`records`, `configuration`) sort by that word.
+pub fn error_order(e: &SourceError) -> (String, usize) {
+    let head = e
+        .location
+        .split_once(" (")
+        .map_or(e.location.as_str(), |(h, _)| h);
+    match head.rsplit_once(':') {
+        Some((file, line)) if line.parse::<usize>().is_ok() => {
+            (file.to_string(), line.parse().unwrap_or(0))
+        }
+        _ => (head.to_string(), 0),
+    }
+}
+
+/// The lines of the document starting at 1-based line `first`, up to the next `---`.
+fn document_text(text: &str, first: usize) -> Vec<&str> {
+    text.lines()
+        .skip(first.saturating_sub(1))
+        .take_while(|l| {
+            let t = l.trim_end();
+            t != "---" && !t.starts_with("--- ") && t != "..."
+        })
+        .collect()
 }
 
 enum Decoded {
@@ -227,6 +351,8 @@ enum Decoded {
 struct DecodeError {
     object: Option<String>,
     message: String,
+    /// Field path of a type error, to find its line.
+    path: Option<String>,
 }
 
 fn field_str<'a>(v: &'a serde_norway::Value, key: &str) -> Option<&'a str> {
@@ -252,29 +378,38 @@ fn decode_object(value: serde_norway::Value) -> Result<Decoded, DecodeError> {
     let fail = |message: String| DecodeError {
         object: object.clone(),
         message,
+        path: None,
+    };
+    let fail_at = |(path, message): (String, String)| DecodeError {
+        object: object.clone(),
+        message: message_at(&path, &message),
+        path: Some(path),
     };
     if kind.is_empty() {
         return Err(DecodeError {
             object: None,
             message: "kind: missing".to_string(),
+            path: None,
         });
     }
     if name.is_empty() && kind != "MeridianConfig" {
         return Err(fail("metadata.name: missing".to_string()));
     }
     let obj = match (api_version.as_str(), kind.as_str()) {
-        (model::GROUP_MULTICLUSTERDNS, "Domain") => Object::Domain(typed(value).map_err(fail)?),
+        (model::GROUP_MULTICLUSTERDNS, "Domain") => {
+            Object::Domain(typed_at(value).map_err(fail_at)?)
+        }
         (model::GROUP_MULTICLUSTERDNS, "ServiceDNSRecord") => {
-            Object::ServiceDNSRecord(typed(value).map_err(fail)?)
+            Object::ServiceDNSRecord(typed_at(value).map_err(fail_at)?)
         }
         (model::GROUP_MULTICLUSTERDNS, "IngressDNSRecord") => {
-            Object::IngressDNSRecord(typed(value).map_err(fail)?)
+            Object::IngressDNSRecord(typed_at(value).map_err(fail_at)?)
         }
         (model::GROUP_MULTICLUSTERDNS | model::GROUP_EXTERNALDNS, "DNSEndpoint") => {
-            Object::DNSEndpoint(typed(value).map_err(fail)?)
+            Object::DNSEndpoint(typed_at(value).map_err(fail_at)?)
         }
         (model::GROUP_KUBEFED_CORE, "KubeFedCluster") => {
-            Object::KubeFedCluster(typed(value).map_err(fail)?)
+            Object::KubeFedCluster(typed_at(value).map_err(fail_at)?)
         }
         (model::GROUP_MERIDIAN, "MeridianConfig") => {
             let spec = value
@@ -286,7 +421,18 @@ fn decode_object(value: serde_norway::Value) -> Result<Decoded, DecodeError> {
             } else {
                 spec
             };
-            let cfg: RawConfig = typed(spec).map_err(|m| fail(format!("spec.{m}")))?;
+            let cfg: RawConfig = typed_at(spec).map_err(|(p, m)| {
+                let path = if p == "." {
+                    "spec".to_string()
+                } else {
+                    format!("spec.{p}")
+                };
+                DecodeError {
+                    object: object.clone(),
+                    message: format!("{path}: {m}"),
+                    path: Some(path),
+                }
+            })?;
             return Ok(Decoded::Config(Box::new(cfg)));
         }
         (av, k) => {
@@ -347,10 +493,50 @@ mod tests {
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert!(
             errs[0].starts_with(
-                "objs.yaml:6 (ServiceDNSRecord shop/web): spec.recordTTL: invalid type"
+                "objs.yaml:12 (ServiceDNSRecord shop/web): spec.recordTTL: invalid type"
             ),
             "{errs:?}"
         );
+    }
+
+    /// Issue 12: typos were accepted and their effect silently dropped; now every problem of
+    /// the object is reported, in file order, at the line of its field.
+    #[test]
+    fn typos_are_errors_at_their_line_all_of_them_in_order() {
+        let text = "apiVersion: multiclusterdns.kubefed.io/v1alpha1\nkind: ServiceDNSRecord\nmetadata:\n  name: web\n  namespace: shop\n  annotations:\n    meridian.io/probe-pth: /healthz\n    meridian.io/fall: \"0\"\nspec:\n  domainRef: d\n  dnsPrefx: www\n  recordTTL: soon\n";
+        let (l, errs) = load_one("t.yaml", text);
+        assert!(l.objects.is_empty(), "a record with errors is left out");
+        assert_eq!(errs.len(), 4, "{errs:?}");
+        assert!(
+            errs[0].starts_with(
+                "t.yaml:7 (ServiceDNSRecord shop/web): metadata.annotations[\"meridian.io/probe-pth\"]: unknown annotation"
+            ),
+            "{errs:?}"
+        );
+        assert!(
+            errs[1].starts_with(
+                "t.yaml:8 (ServiceDNSRecord shop/web): metadata.annotations[\"meridian.io/fall\"]: \"0\" is not a number"
+            ),
+            "{errs:?}"
+        );
+        assert!(
+            errs[2]
+                .starts_with("t.yaml:11 (ServiceDNSRecord shop/web): spec.dnsPrefx: unknown field"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[3]
+                .starts_with("t.yaml:12 (ServiceDNSRecord shop/web): spec.recordTTL: invalid type"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn external_dns_endpoint_extras_are_accepted_in_files() {
+        let text = "apiVersion: externaldns.k8s.io/v1alpha1\nkind: DNSEndpoint\nmetadata: {name: e, namespace: n}\nspec:\n  endpoints:\n  - dnsName: a.example.com\n    targets: [192.0.2.1]\n    setIdentifier: eu\n    labels: {owner: x}\n    providerSpecific:\n    - {name: aws/weight, value: \"10\"}\n";
+        let (l, errs) = load_one("e.yaml", text);
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(l.objects.len(), 1);
     }
 
     #[test]

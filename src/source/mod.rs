@@ -3,6 +3,7 @@
 
 pub mod file;
 pub mod kubernetes;
+pub mod lint;
 pub mod watch;
 
 use thiserror::Error;
@@ -39,13 +40,24 @@ where
     T: serde::Deserialize<'de>,
     D: serde::Deserializer<'de>,
 {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        if path == "." {
-            inner
-        } else {
-            format!("{path}: {inner}")
-        }
-    })
+    typed_at(value).map_err(|(path, message)| message_at(&path, &message))
+}
+
+/// As [`typed`], with the error's field path (`.` for the whole value) and message apart.
+pub fn typed_at<'de, T, D>(value: D) -> Result<T, (String, String)>
+where
+    T: serde::Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    serde_path_to_error::deserialize(value)
+        .map_err(|e| (e.path().to_string(), e.into_inner().to_string()))
+}
+
+/// `path: message`, or the message alone for the whole value.
+pub fn message_at(path: &str, message: &str) -> String {
+    if path == "." {
+        message.to_string()
+    } else {
+        format!("{path}: {message}")
+    }
 }

@@ -533,17 +533,17 @@ fn check_accepts_the_demo_and_names_file_line_object_and_field() {
         (
             "bad.yaml",
             "apiVersion: multiclusterdns.kubefed.io/v1alpha1\nkind: ServiceDNSRecord\nmetadata: {name: x, namespace: y}\nspec:\n  domainRef: demo\n  recordTTL: -5\n",
-            "bad.yaml:1 (ServiceDNSRecord y/x): spec.recordTTL: invalid value",
+            "bad.yaml:6 (ServiceDNSRecord y/x): spec.recordTTL: invalid value",
         ),
         (
             "ref.yaml",
             "apiVersion: multiclusterdns.kubefed.io/v1alpha1\nkind: ServiceDNSRecord\nmetadata: {name: x, namespace: y}\nspec:\n  domainRef: nowhere\n",
-            "ref.yaml:1 (ServiceDNSRecord y/x): spec.domainRef: no Domain named \"nowhere\"",
+            "ref.yaml:5 (ServiceDNSRecord y/x): spec.domainRef: no Domain named \"nowhere\"",
         ),
         (
             "ann.yaml",
             "# comment\napiVersion: multiclusterdns.kubefed.io/v1alpha1\nkind: ServiceDNSRecord\nmetadata:\n  name: x\n  namespace: y\n  annotations: {meridian.io/fall: \"0\"}\nspec:\n  domainRef: demo\n",
-            "ann.yaml:2 (ServiceDNSRecord y/x): metadata.annotations[\"meridian.io/fall\"]: \"0\" is not a number in 1..=100",
+            "ann.yaml:7 (ServiceDNSRecord y/x): metadata.annotations[\"meridian.io/fall\"]: \"0\" is not a number in 1..=100",
         ),
     ];
     for (file, text, want) in cases {
@@ -576,7 +576,7 @@ fn check_accepts_the_demo_and_names_file_line_object_and_field() {
     ]);
     assert_eq!(code, 1);
     assert!(
-        err.contains("/nonexistent.mmdb: cannot open GeoIP database"),
+        err.contains("--geoip: GeoIP database /nonexistent.mmdb does not exist"),
         "{err}"
     );
 }

@@ -1,5 +1,6 @@
 //! One integration test binary: every test drives the real `meridian` binary over real sockets.
 
+mod check;
 mod common;
 mod deploy;
 mod dns;
