@@ -2,7 +2,9 @@
 //! the snapshot publisher merges them.
 
 pub mod file;
+pub mod include;
 pub mod kubernetes;
+pub mod read;
 pub mod watch;
 
 use thiserror::Error;
