@@ -12,7 +12,7 @@ use hickory_proto::serialize::txt::{LexerError, ParseError, Parser};
 
 use super::include::{self, Expanded};
 use super::read::{self, MAX_FILE_BYTES};
-use super::{Located, SourceError, typed};
+use super::{Located, SourceError, typed, yaml_depth};
 use crate::config::RawConfig;
 use crate::model::{self, Object};
 
@@ -67,7 +67,16 @@ pub fn load_dir(dir: &Path) -> (Loaded, Vec<SourceError>) {
             "yaml" | "yml" => {
                 loaded.files.push(path.clone());
                 match read::read_text(&path, MAX_FILE_BYTES) {
-                    Ok(text) => load_yaml(&path, &text, &mut loaded, &mut errors),
+                    Ok(text) => match yaml_depth::check(&text) {
+                        Ok(()) => load_yaml(&path, &text, &mut loaded, &mut errors),
+                        Err(line) => errors.push(SourceError::new(
+                            format!("{}:{line}", path.display()),
+                            format!(
+                                "invalid YAML: nested deeper than {} levels",
+                                yaml_depth::MAX_FLOW_DEPTH
+                            ),
+                        )),
+                    },
                     Err(e) => {
                         errors.push(SourceError::new(path.display().to_string(), e.to_string()))
                     }
@@ -371,6 +380,15 @@ mod tests {
     fn unknown_kind_and_syntax_errors() {
         let (_, errs) = load_one("a.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n");
         assert!(errs[0].contains("unsupported \"v1\" \"Pod\""), "{errs:?}");
+        let (_, errs) = load_one("b.yaml", "kind: [unclosed\n");
+        assert!(errs[0].starts_with("b.yaml:"), "{errs:?}");
+        assert!(errs[0].contains("invalid YAML"), "{errs:?}");
+        // Deep flow nesting is refused before the parser, whose scanner is quadratic in it.
+        let (_, errs) = load_one("b.yaml", &format!("a: 1\nb: {}", "{a: ".repeat(100_000)));
+        assert_eq!(
+            errs,
+            vec!["b.yaml:2: invalid YAML: nested deeper than 128 levels".to_string()]
+        );
         let (_, errs) = load_one("b.yaml", "kind: [unclosed\n");
         assert!(errs[0].starts_with("b.yaml:"), "{errs:?}");
         assert!(errs[0].contains("invalid YAML"), "{errs:?}");

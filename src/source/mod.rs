@@ -6,6 +6,7 @@ pub mod include;
 pub mod kubernetes;
 pub mod read;
 pub mod watch;
+pub mod yaml_depth;
 
 use thiserror::Error;
 
