@@ -146,3 +146,70 @@ fn a_reload_past_its_deadline_is_abandoned_and_signals_are_not_kept_waiting() {
     s.signal("TERM");
     assert_eq!(s.wait_exit(Duration::from_secs(20)), Some(0));
 }
+
+/// A copy of the demo GeoIP database whose data section is overwritten: the file opens (its
+/// metadata and search tree are intact) but no record decodes.
+fn corrupt_demo_geoip() -> Vec<u8> {
+    let mut buf = std::fs::read(repo_zones().join("demo-geoip.mmdb")).expect("demo mmdb");
+    let r = maxminddb::Reader::from_source(buf.clone()).expect("demo mmdb");
+    let m = r.metadata();
+    let data = m.node_count as usize * m.record_size as usize / 4 + 16;
+    let marker = b"\xab\xcd\xefMaxMind.com";
+    let meta = buf
+        .windows(marker.len())
+        .rposition(|w| w == marker)
+        .expect("metadata marker");
+    buf[data..meta].fill(0xFF);
+    buf
+}
+
+const WEB: &str = "web.shop.demo.svc.gslb.example.com.";
+
+/// The web name's answer and ECS scope for clients of each demo GeoIP region.
+fn geo_answers(s: &Server) -> Vec<(Vec<String>, Option<(u8, u8)>)> {
+    ["192.0.2.0", "192.0.2.128", "198.51.100.0", "203.0.113.0", "203.0.113.128"]
+        .iter()
+        .map(|net| {
+            let m = s.q().ecs(net, 24).ask(WEB, RecordType::A);
+            (addrs(&m), ecs_of(&m))
+        })
+        .collect()
+}
+
+#[test]
+fn serve_refuses_a_corrupt_geoip_database() {
+    let dir = zones_with(&[]);
+    std::fs::write(dir.path().join("demo-geoip.mmdb"), corrupt_demo_geoip()).expect("write");
+    let logs = match Server::try_start(dir.path(), &[]) {
+        Ok(_) => panic!("served a corrupt GeoIP database"),
+        Err(logs) => logs,
+    };
+    assert!(
+        logs.contains("demo-geoip.mmdb: corrupt GeoIP database"),
+        "{logs}"
+    );
+}
+
+#[test]
+fn a_reload_to_a_corrupt_geoip_database_keeps_the_old_answers() {
+    let dir = zones_with(&[]);
+    let s = Server::start(dir.path());
+    let before = geo_answers(&s);
+    let tmp = dir.path().join("geo.tmp");
+    std::fs::write(&tmp, corrupt_demo_geoip()).expect("write");
+    std::fs::rename(&tmp, dir.path().join("demo-geoip.mmdb")).expect("rename");
+    s.signal("HUP");
+    wait_for(Duration::from_secs(20), "the failed reload", || {
+        (failed_reloads(&s) >= 1.0).then_some(())
+    });
+    assert_eq!(geo_answers(&s), before);
+    assert!(
+        s.log_text().contains("demo-geoip.mmdb: corrupt GeoIP database"),
+        "{}",
+        s.log_text()
+    );
+    assert_eq!(
+        metric(&s.metrics(), "meridian_geoip_lookup_errors_total", &[]),
+        0.0
+    );
+}
