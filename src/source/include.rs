@@ -520,4 +520,25 @@ mod tests {
         let e = run(&zones, "z.zone").0.expect_err("origin").to_string();
         assert!(e.contains("origin (example.org.) is not supported"), "{e}");
     }
+
+    #[test]
+    fn parse_errors_in_included_files_name_that_file_and_line() {
+        let soa = "$TTL 300\n@ IN SOA ns1 host 1 7200 3600 1209600 60\n@ IN NS ns1\n";
+        let dir = setup(&[
+            (
+                "example.com.zone",
+                &format!("{soa}$INCLUDE sub/hosts.inc\nok IN A 192.0.2.1\n"),
+            ),
+            ("sub/hosts.inc", "ns1 IN A 192.0.2.53\nbad IN A 300.1.2.3\n"),
+        ]);
+        let (loaded, errors) = super::super::file::load_dir(dir.path());
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let want = format!("{}/sub/hosts.inc:2: ", dir.path().display());
+        assert!(errors[0].to_string().starts_with(&want), "{errors:?}");
+        assert!(loaded.files.contains(&dir.path().join("sub/hosts.inc")));
+        std::fs::write(dir.path().join("sub/hosts.inc"), "ns1 IN A 192.0.2.53\n").expect("write");
+        let (loaded, errors) = super::super::file::load_dir(dir.path());
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(loaded.zone_files[0].records.len(), 4);
+    }
 }

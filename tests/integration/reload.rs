@@ -165,15 +165,24 @@ fn corrupt_demo_geoip() -> Vec<u8> {
 
 const WEB: &str = "web.shop.demo.svc.gslb.example.com.";
 
+/// An answer's addresses and ECS (source, scope) prefix lengths.
+type Answer = (Vec<String>, Option<(u8, u8)>);
+
 /// The web name's answer and ECS scope for clients of each demo GeoIP region.
-fn geo_answers(s: &Server) -> Vec<(Vec<String>, Option<(u8, u8)>)> {
-    ["192.0.2.0", "192.0.2.128", "198.51.100.0", "203.0.113.0", "203.0.113.128"]
-        .iter()
-        .map(|net| {
-            let m = s.q().ecs(net, 24).ask(WEB, RecordType::A);
-            (addrs(&m), ecs_of(&m))
-        })
-        .collect()
+fn geo_answers(s: &Server) -> Vec<Answer> {
+    [
+        "192.0.2.0",
+        "192.0.2.128",
+        "198.51.100.0",
+        "203.0.113.0",
+        "203.0.113.128",
+    ]
+    .iter()
+    .map(|net| {
+        let m = s.q().ecs(net, 24).ask(WEB, RecordType::A);
+        (addrs(&m), ecs_of(&m))
+    })
+    .collect()
 }
 
 #[test]
@@ -204,7 +213,8 @@ fn a_reload_to_a_corrupt_geoip_database_keeps_the_old_answers() {
     });
     assert_eq!(geo_answers(&s), before);
     assert!(
-        s.log_text().contains("demo-geoip.mmdb: corrupt GeoIP database"),
+        s.log_text()
+            .contains("demo-geoip.mmdb: corrupt GeoIP database"),
         "{}",
         s.log_text()
     );
