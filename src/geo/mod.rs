@@ -13,7 +13,7 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum GeoError {
-    #[error("{}: cannot read GeoIP database: {source}", path.display())]
+    #[error("{}: cannot open GeoIP database: {source}", path.display())]
     Read {
         path: PathBuf,
         source: crate::source::read::ReadError,
