@@ -223,3 +223,27 @@ fn a_reload_to_a_corrupt_geoip_database_keeps_the_old_answers() {
         0.0
     );
 }
+
+#[test]
+fn a_sighup_during_a_reload_is_folded_into_one_more_reload() {
+    let dir = zones_with(&[]);
+    let s = Server::start_with(dir.path(), &["--watch-interval", "0"]);
+    // Megabytes of YAML: the first reload is still parsing when the second SIGHUP arrives.
+    let mut big = String::from("kind: Bulk\nitems: [");
+    big.push_str(&"1,".repeat(400_000));
+    big.push_str("1]\n");
+    std::fs::write(dir.path().join("big.yaml"), big).expect("write");
+    s.signal("HUP");
+    s.signal("HUP");
+    s.signal("HUP");
+    wait_for(Duration::from_secs(120), "two reloads", || {
+        (failed_reloads(&s) >= 2.0).then_some(())
+    });
+    assert!(
+        s.log_text()
+            .contains("SIGHUP during a reload: another reload follows it"),
+        "{}",
+        s.log_text()
+    );
+    assert_eq!(a(&s, "static.gslb.example.com."), vec!["192.0.2.10"]);
+}
