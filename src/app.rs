@@ -4,7 +4,7 @@ use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -102,6 +102,10 @@ pub struct ServeArgs {
     /// Idle timeout of DNS-over-TCP connections (RFC 7766), e.g. 10s; at most 1h.
     #[arg(long, default_value = "10s", value_parser = tcp_idle_timeout)]
     pub tcp_idle_timeout: Duration,
+    /// A reload (SIGHUP or a file change) not finished in this long is abandoned and counted
+    /// as failed; the previous state keeps serving (1ms to 1h).
+    #[arg(long, default_value = "30s", value_parser = reload_timeout)]
+    pub reload_timeout: Duration,
     #[command(flatten)]
     pub kube: KubeArgs,
 }
@@ -240,6 +244,10 @@ fn tcp_idle_timeout(s: &str) -> Result<Duration, DurationError> {
     parse_duration_within(s, Duration::from_millis(100), Duration::from_secs(3600))
 }
 
+fn reload_timeout(s: &str) -> Result<Duration, DurationError> {
+    parse_duration_within(s, Duration::from_millis(1), Duration::from_secs(3600))
+}
+
 fn member_offline_after(s: &str) -> Result<Duration, DurationError> {
     parse_duration_within(s, Duration::from_secs(1), Duration::from_secs(3600))
 }
@@ -277,6 +285,15 @@ pub fn load(args: &SourceArgs) -> Result<Loaded, Vec<String>> {
 /// As [`load`]; with `other_sources` (Kubernetes) the directory may be missing or hold no zone,
 /// since Domains can come from the API server.
 pub fn load_with(args: &SourceArgs, other_sources: bool) -> Result<Loaded, Vec<String>> {
+    load_watched(args, other_sources).0
+}
+
+/// As [`load_with`], also returning every file the load read or tried to (zone, YAML and
+/// included files, the GeoIP database), failed or not: the file watcher watches them.
+pub fn load_watched(
+    args: &SourceArgs,
+    other_sources: bool,
+) -> (Result<Loaded, Vec<String>>, Vec<PathBuf>) {
     let (loaded, mut errors) = if other_sources && !args.zones.exists() {
         (file::Loaded::default(), Vec::new())
     } else {
@@ -307,6 +324,8 @@ pub fn load_with(args: &SourceArgs, other_sources: bool) -> Result<Loaded, Vec<S
         (None, Some(c)) => format!("{}: spec.geoip", c.location),
         (None, None) => "geoip".to_string(),
     };
+    let mut watched = loaded.files.clone();
+    watched.extend(geo_path.clone());
     let geo = match &geo_path {
         Some(p) if !p.is_file() => {
             errs.push(format!(
@@ -349,10 +368,13 @@ pub fn load_with(args: &SourceArgs, other_sources: bool) -> Result<Loaded, Vec<S
         ));
     }
     if !errs.is_empty() {
-        return Err(errs);
+        return (Err(errs), watched);
     }
-    let compiled = compile::compile(cat, settings.clone()).map_err(|e| vec![e.to_string()])?;
-    Ok(Loaded {
+    let compiled = match compile::compile(cat, settings.clone()) {
+        Ok(c) => c,
+        Err(e) => return (Err(vec![e.to_string()]), watched),
+    };
+    let loaded = Ok(Loaded {
         compiled,
         geo: geo.clone(),
         files: loaded.files,
@@ -362,7 +384,8 @@ pub fn load_with(args: &SourceArgs, other_sources: bool) -> Result<Loaded, Vec<S
             settings,
             geo,
         },
-    })
+    });
+    (loaded, watched)
 }
 
 /// Marks the GeoIP database's error among `load`'s, for the summary line.
@@ -586,8 +609,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
     }
     raise_fd_limit();
     let kube = args.kube.options()?;
+    let reload_timeout = args.reload_timeout;
     let started = Instant::now();
-    let loaded = match load_with(&args.source, kube.is_some()) {
+    let (loaded, mut watched) = load_watched(&args.source, kube.is_some());
+    let loaded = match loaded {
         Ok(l) => l,
         Err(errs) => {
             for e in &errs {
@@ -685,8 +710,22 @@ async fn serve(args: ServeArgs) -> Result<()> {
 
     let reload_args = args.source.clone();
     // File changes reload like SIGHUP does; polled, so atomic renames and network mounts work.
-    let geo_path = || shared.load().geo.as_ref().map(|g| g.path().to_path_buf());
-    let mut seen = crate::source::watch::fingerprint(&reload_args.zones, geo_path().as_deref());
+    let fingerprint =
+        |watched: &[PathBuf]| crate::source::watch::fingerprint(&reload_args.zones, watched);
+    let mut seen = fingerprint(&watched);
+    // Reloads run as a task beside this loop, never inside it: a reload stuck on a file must
+    // not keep SIGTERM, SIGHUP or the watcher waiting. One runs at a time; what asks for
+    // another meanwhile (SIGHUP, a change) is folded into one more reload after it.
+    let start_reload = || {
+        tokio::spawn(reload(
+            reload_args.clone(),
+            kube_enabled,
+            publisher.clone(),
+            reload_timeout,
+        ))
+    };
+    let mut running: Option<tokio::task::JoinHandle<Option<Vec<PathBuf>>>> = None;
+    let mut again = false;
     let mut tick = tokio::time::interval(if watch.is_zero() {
         std::time::Duration::from_secs(3600)
     } else {
@@ -696,20 +735,54 @@ async fn serve(args: ServeArgs) -> Result<()> {
     loop {
         tokio::select! {
             _ = hup.recv() => {
-                seen = crate::source::watch::fingerprint(&reload_args.zones, geo_path().as_deref());
-                reload(&reload_args, kube_enabled, &publisher).await
+                if running.is_some() {
+                    again = true;
+                    tracing::info!("SIGHUP during a reload: another reload follows it");
+                } else {
+                    seen = fingerprint(&watched);
+                    running = Some(start_reload());
+                }
             }
             _ = tick.tick(), if !watch.is_zero() => {
-                let now = crate::source::watch::fingerprint(&reload_args.zones, geo_path().as_deref());
+                let now = fingerprint(&watched);
                 if now != seen {
                     seen = now;
                     tracing::info!("files changed in {}", reload_args.zones.display());
-                    reload(&reload_args, kube_enabled, &publisher).await;
+                    if running.is_some() {
+                        again = true;
+                    } else {
+                        running = Some(start_reload());
+                    }
+                }
+            }
+            done = async {
+                match running.as_mut() {
+                    Some(task) => task.await,
+                    None => std::future::pending().await,
+                }
+            }, if running.is_some() => {
+                running = None;
+                if let Ok(Some(files)) = done {
+                    // Watch what this reload read (included files come and go). Unless
+                    // something changed meanwhile, the new set's fingerprint is the baseline.
+                    let unchanged = fingerprint(&watched) == seen;
+                    watched = files;
+                    if unchanged {
+                        seen = fingerprint(&watched);
+                    }
+                }
+                if std::mem::take(&mut again) {
+                    seen = fingerprint(&watched);
+                    running = Some(start_reload());
                 }
             }
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
         }
+    }
+    if let Some(task) = running.take() {
+        // Its thread may be stuck in a read; nothing waits for it, and exit ends it.
+        task.abort();
     }
     tracing::info!("shutting down: no new queries, finishing in-flight TCP");
     ready.store(false, Ordering::Release);
@@ -734,19 +807,69 @@ async fn serve(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-/// Reloads zones, configuration and GeoIP; on any error the running state stays.
+/// Reload threads still running, abandoned ones included: a thread stuck in a read cannot be
+/// stopped, so after a few are stuck no more are started (each would likely stick too).
+static RELOAD_THREADS: AtomicUsize = AtomicUsize::new(0);
+const MAX_RELOAD_THREADS: usize = 4;
+
+struct ReloadThread;
+
+impl Drop for ReloadThread {
+    fn drop(&mut self) {
+        RELOAD_THREADS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Reloads zones, configuration and GeoIP; on any error, or when the reload misses `deadline`,
+/// the running state stays. Returns the files the reload read or tried to (for the watcher),
+/// None when it did not finish.
 pub async fn reload(
-    args: &SourceArgs,
+    args: SourceArgs,
     other_sources: bool,
-    publisher: &publisher::PublisherHandle,
-) {
-    let args2 = args.clone();
-    let result = publisher::off_path("meridian-reload", move || load_with(&args2, other_sources))
-        .await
-        .ok_or("no thread for the reload");
+    publisher: publisher::PublisherHandle,
+    deadline: std::time::Duration,
+) -> Option<Vec<PathBuf>> {
     let m = metrics::get();
+    let failed = || {
+        m.reloads.with_label_values(&["failed"]).inc();
+        m.source_errors.with_label_values(&["file"]).inc();
+    };
+    if RELOAD_THREADS.fetch_add(1, Ordering::AcqRel) >= MAX_RELOAD_THREADS {
+        RELOAD_THREADS.fetch_sub(1, Ordering::AcqRel);
+        failed();
+        tracing::error!(
+            stuck = MAX_RELOAD_THREADS,
+            "reload refused: earlier reloads are still stuck reading files; still serving the \
+             previous state"
+        );
+        return None;
+    }
+    // Made here and moved in, so the count drops also when no thread could be started.
+    let guard = ReloadThread;
+    let args2 = args.clone();
+    let work = publisher::off_path("meridian-reload", move || {
+        let _guard = guard;
+        load_watched(&args2, other_sources)
+    });
+    let (result, watched) = match tokio::time::timeout(deadline, work).await {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            failed();
+            tracing::error!("reload failed: no thread for it; still serving the previous state");
+            return None;
+        }
+        Err(_) => {
+            failed();
+            tracing::error!(
+                timeout_ms = deadline.as_millis() as u64,
+                "reload abandoned: not finished within --reload-timeout {deadline:?} (a file that \
+                 never ends, a hung file system?); still serving the previous state"
+            );
+            return None;
+        }
+    };
     match result {
-        Ok(Ok(l)) => {
+        Ok(l) => {
             m.reloads.with_label_values(&["ok"]).inc();
             m.snapshot_names.set(l.compiled.nodes.len() as i64);
             tracing::info!(
@@ -759,7 +882,7 @@ pub async fn reload(
             // new fragment with theirs and recompiles.
             publisher.send(Update::Files(Box::new(l.inputs), Arc::new(l.compiled)));
         }
-        Ok(Err(errs)) => {
+        Err(errs) => {
             m.reloads.with_label_values(&["failed"]).inc();
             m.source_errors
                 .with_label_values(&["file"])
@@ -768,6 +891,6 @@ pub async fn reload(
                 tracing::error!(error = %e, "reload rejected; still serving the previous state");
             }
         }
-        Err(e) => tracing::error!(error = %e, "reload task failed"),
     }
+    Some(watched)
 }

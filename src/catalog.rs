@@ -1783,7 +1783,10 @@ mod tests {
     #[test]
     fn cname_loops_are_reported_and_left_out() {
         let zone = crate::source::file::parse_zone_text(
-            "$TTL 60\n@ IN SOA ns1 h 1 2 3 4 5\n@ IN NS ns1\nns1 IN A 192.0.2.1\na IN CNAME b.gslb.example.com.\nok IN CNAME ns1\n",
+            &crate::source::include::Expanded::plain(
+                "z.zone",
+                "$TTL 60\n@ IN SOA ns1 h 1 2 3 4 5\n@ IN NS ns1\nns1 IN A 192.0.2.1\na IN CNAME b.gslb.example.com.\nok IN CNAME ns1\n",
+            ),
             std::path::Path::new("z.zone"),
             Name::from_ascii("gslb.example.com.").expect("name"),
         )

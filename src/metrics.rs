@@ -44,6 +44,7 @@ pub struct Metrics {
     pub kubernetes_planned_writes: IntGauge,
     pub kubernetes_propagation: Histogram,
     pub rrl: IntCounterVec,
+    pub geoip_lookup_errors: IntCounter,
 }
 
 const QTYPES: [&str; 9] = [
@@ -270,6 +271,10 @@ impl Metrics {
                     "UDP responses held back by response rate limiting: dropped, or slipped (sent truncated)."
                 ),
                 &["action"]
+            )),
+            geoip_lookup_errors: reg!(IntCounter::new(
+                "meridian_geoip_lookup_errors_total",
+                "GeoIP lookups that failed on a corrupt tree node or record; the client was answered as unlocated."
             )),
             registry,
         }

@@ -13,12 +13,32 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum GeoError {
-    #[error("{path}: cannot open GeoIP database: {source}")]
+    #[error("{}: cannot open GeoIP database: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: crate::source::read::ReadError,
+    },
+    #[error("{}: cannot open GeoIP database: {source}", path.display())]
     Open {
         path: PathBuf,
         source: maxminddb::MaxMindDbError,
     },
+    #[error("{}: corrupt GeoIP database: {source}", path.display())]
+    Corrupt {
+        path: PathBuf,
+        source: maxminddb::MaxMindDbError,
+    },
+    #[error("{}: corrupt GeoIP database: the record of {network} does not decode: {source}", path.display())]
+    Record {
+        path: PathBuf,
+        network: String,
+        source: maxminddb::MaxMindDbError,
+    },
 }
+
+/// Distinct records decoded as the query path decodes them when a database is opened, beyond
+/// the full structural check; every record of a Country database, a sample of a City one.
+const RECORDS_CHECKED: usize = 20_000;
 
 /// A point on the globe, degrees.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -132,6 +152,8 @@ struct CachedUnit {
     offset: usize,
     unit: [f64; 3],
     located: bool,
+    /// The record did not decode: each hit counts as a lookup error.
+    failed: bool,
 }
 
 thread_local! {
@@ -150,12 +172,45 @@ impl std::fmt::Debug for GeoDb {
 }
 
 impl GeoDb {
-    /// Reads the whole file into memory and checks that it is a MaxMind DB.
+    /// Reads the whole file into memory (a regular file of at most 1 GiB) and verifies it: the
+    /// metadata, a walk of the whole search tree, the data-section separator, every record
+    /// the tree points at (maxminddb's `verify`: linear in the file's size), then decodes up to
+    /// [`RECORDS_CHECKED`] distinct records as lookups do. A file that fails is refused whole,
+    /// rather than answering wrongly for the addresses its damage touches.
     pub fn open(path: &Path) -> Result<GeoDb, GeoError> {
-        let reader = maxminddb::Reader::open_readfile(path).map_err(|source| GeoError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let p = || path.to_path_buf();
+        let buf = crate::source::read::read_bytes(path, crate::source::read::MAX_GEOIP_BYTES)
+            .map_err(|source| GeoError::Read { path: p(), source })?;
+        let reader = maxminddb::Reader::from_source(buf)
+            .map_err(|source| GeoError::Open { path: p(), source })?;
+        reader
+            .verify()
+            .map_err(|source| GeoError::Corrupt { path: p(), source })?;
+        let mut seen = std::collections::HashSet::new();
+        let networks = reader
+            .networks(Default::default())
+            .map_err(|source| GeoError::Corrupt { path: p(), source })?;
+        for item in networks {
+            let res = item.map_err(|source| GeoError::Corrupt { path: p(), source })?;
+            let Some(offset) = res.offset() else { continue };
+            if !seen.insert(offset) {
+                continue;
+            }
+            if let Err(source) = res.decode::<RawRecord<'_>>() {
+                let network = res
+                    .network()
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|_| format!("data offset {offset}"));
+                return Err(GeoError::Record {
+                    path: p(),
+                    network,
+                    source,
+                });
+            }
+            if seen.len() >= RECORDS_CHECKED {
+                break;
+            }
+        }
         Ok(GeoDb {
             reader,
             path: path.to_path_buf(),
@@ -175,18 +230,27 @@ impl GeoDb {
         self.reader.metadata().build_epoch
     }
 
-    /// Locates an address. A corrupt record counts as "not found" rather than failing the query.
+    /// Locates an address. A lookup that fails on a corrupt node or record places nothing (the
+    /// query is still answered, as for an unknown client) and is logged and counted in
+    /// `meridian_geoip_lookup_errors_total`.
     pub fn lookup(&self, ip: IpAddr) -> ClientGeo {
         let host_bits = host_bits(ip);
-        let Ok(res) = self.reader.lookup(ip) else {
-            return ClientGeo {
-                point: None,
-                kind: None,
-                prefix_len: host_bits,
-            };
+        let res = match self.reader.lookup(ip) {
+            Ok(res) => res,
+            Err(e) => {
+                self.lookup_failed(&e);
+                return ClientGeo {
+                    point: None,
+                    kind: None,
+                    prefix_len: host_bits,
+                };
+            }
         };
         let prefix_len = prefix_len(&res, host_bits);
-        let (point, kind) = locate(&res);
+        let (point, kind) = locate(&res).unwrap_or_else(|e| {
+            self.lookup_failed(&e);
+            (None, None)
+        });
         ClientGeo {
             point,
             kind,
@@ -200,8 +264,12 @@ impl GeoDb {
     /// cost otherwise).
     pub fn lookup_unit(&self, ip: IpAddr) -> (Option<[f64; 3]>, u8) {
         let host_bits = host_bits(ip);
-        let Ok(res) = self.reader.lookup(ip) else {
-            return (None, host_bits);
+        let res = match self.reader.lookup(ip) {
+            Ok(res) => res,
+            Err(e) => {
+                self.lookup_failed(&e);
+                return (None, host_bits);
+            }
         };
         let prefix_len = prefix_len(&res, host_bits);
         let Some(offset) = res.offset() else {
@@ -210,7 +278,7 @@ impl GeoDb {
         let slot = (offset as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 51;
         let unit = UNITS.with(|cache| {
             let Ok(mut cache) = cache.try_borrow_mut() else {
-                return locate(&res).0.map(|p| p.unit());
+                return self.locate_unit(&res).0;
             };
             if cache.is_empty() {
                 cache.resize(
@@ -220,22 +288,72 @@ impl GeoDb {
                         offset: 0,
                         unit: [0.0; 3],
                         located: false,
+                        failed: false,
                     },
                 );
             }
             let e = &mut cache[slot as usize % UNIT_CACHE];
             if e.db != self.id || e.offset != offset {
-                let unit = locate(&res).0.map(|p| p.unit());
+                let (unit, failed) = self.locate_unit(&res);
                 *e = CachedUnit {
                     db: self.id,
                     offset,
                     unit: unit.unwrap_or([0.0; 3]),
                     located: unit.is_some(),
+                    failed,
                 };
+            } else if e.failed {
+                // Counted per query, as the uncached path does.
+                self.count_failure();
             }
             e.located.then_some(e.unit)
         });
         (unit, prefix_len)
+    }
+
+    /// A record's unit vector; true when its decode failed (logged and counted).
+    fn locate_unit<S: AsRef<[u8]>>(
+        &self,
+        res: &maxminddb::LookupResult<'_, S>,
+    ) -> (Option<[f64; 3]>, bool) {
+        match locate(res) {
+            Ok((p, _)) => (p.map(|p| p.unit()), false),
+            Err(e) => {
+                self.lookup_failed(&e);
+                (None, true)
+            }
+        }
+    }
+
+    fn count_failure(&self) {
+        crate::metrics::get().geoip_lookup_errors.inc();
+    }
+
+    /// Counts a failed lookup and logs it, at most once per 10 s (with how many were not
+    /// logged): a corrupt region of the tree can fail every query.
+    fn lookup_failed(&self, e: &maxminddb::MaxMindDbError) {
+        static LAST_LOG: AtomicU64 = AtomicU64::new(0);
+        static UNLOGGED: AtomicU64 = AtomicU64::new(0);
+        self.count_failure();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let last = LAST_LOG.load(Ordering::Relaxed);
+        if now >= last.saturating_add(10)
+            && LAST_LOG
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                path = %self.path.display(),
+                error = %e,
+                unlogged = UNLOGGED.swap(0, Ordering::Relaxed),
+                "GeoIP lookup failed; the client is answered as unlocated"
+            );
+        } else {
+            UNLOGGED.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// A human description of an address's record (city, subdivision, country), for `explain`.
@@ -268,13 +386,15 @@ fn prefix_len<S: AsRef<[u8]>>(res: &maxminddb::LookupResult<'_, S>, host_bits: u
         .min(host_bits)
 }
 
-/// A record's place: its coordinates, else its country's centroid. A corrupt record places
-/// nothing.
+type Located = (Option<GeoPoint>, Option<LocationKind>);
+
+/// A record's place: its coordinates, else its country's centroid. Err: the record does not
+/// decode.
 fn locate<S: AsRef<[u8]>>(
     res: &maxminddb::LookupResult<'_, S>,
-) -> (Option<GeoPoint>, Option<LocationKind>) {
-    let rec: Option<RawRecord<'_>> = res.decode().ok().flatten();
-    match rec {
+) -> Result<Located, maxminddb::MaxMindDbError> {
+    let rec: Option<RawRecord<'_>> = res.decode()?;
+    Ok(match rec {
         None => (None, None),
         Some(r) => {
             if let Some(p) = r
@@ -295,7 +415,7 @@ fn locate<S: AsRef<[u8]>>(
                 }
             }
         }
-    }
+    })
 }
 
 #[cfg(test)]
@@ -329,6 +449,117 @@ mod tests {
             located > 0,
             "the demo database places some of these addresses"
         );
+    }
+
+    /// End of the search tree and start of the metadata marker.
+    fn layout(buf: &[u8]) -> (usize, usize) {
+        let r = maxminddb::Reader::from_source(buf.to_vec()).expect("fixture");
+        let m = r.metadata();
+        let tree = m.node_count as usize * m.record_size as usize / 4;
+        let marker = b"\xab\xcd\xefMaxMind.com";
+        let meta = buf
+            .windows(marker.len())
+            .rposition(|w| w == marker)
+            .expect("metadata marker");
+        (tree, meta)
+    }
+
+    /// Damaged copies of a fixture: (what, bytes).
+    pub(crate) fn corruptions(good: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
+        let (tree, meta) = layout(good);
+        let data = tree + 16;
+        let mut out = Vec::new();
+        // The data section cut in half: records the tree points at are gone.
+        let mut cut = good[..data + (meta - data) / 2].to_vec();
+        cut.extend_from_slice(&good[meta..]);
+        out.push(("truncated data section", cut));
+        // Bytes of the search tree flipped: pointers lead nowhere.
+        let mut flipped = good.to_vec();
+        for b in &mut flipped[tree / 2..tree / 2 + 24] {
+            *b ^= 0xFF;
+        }
+        out.push(("flipped search tree", flipped));
+        // The data section overwritten: records do not decode.
+        let mut zeroed = good.to_vec();
+        zeroed[data..meta].fill(0xFF);
+        out.push(("garbage data section", zeroed));
+        // The data-section separator damaged.
+        let mut sep = good.to_vec();
+        sep[tree + 3] = 7;
+        out.push(("damaged separator", sep));
+        // Metadata: a required field renamed, a wrong value.
+        let mut renamed = good.to_vec();
+        let at = meta
+            + renamed[meta..]
+                .windows(10)
+                .position(|w| w == b"node_count")
+                .expect("node_count key");
+        renamed[at + 5] = b'X';
+        out.push(("metadata without node_count", renamed));
+        let mut version = good.to_vec();
+        let key = b"binary_format_major_version";
+        let at = meta
+            + version[meta..]
+                .windows(key.len())
+                .position(|w| w == key)
+                .expect("version key");
+        // The value follows the key: a uint16 (control byte 0xa1) of 2.
+        assert_eq!(version[at + key.len()..at + key.len() + 2], [0xa1, 2]);
+        version[at + key.len() + 1] = 3;
+        out.push(("metadata format version 3", version));
+        out.push(("not a database", b"hello".to_vec()));
+        out
+    }
+
+    #[test]
+    fn corrupt_databases_are_refused_naming_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for fixture in ["tests/data/country.mmdb", "zones/demo-geoip.mmdb"] {
+            let good = std::fs::read(root.join(fixture)).expect("fixture");
+            for (what, bytes) in corruptions(&good) {
+                let path = dir.path().join("bad.mmdb");
+                std::fs::write(&path, bytes).expect("write");
+                let e = GeoDb::open(&path)
+                    .map(|_| ())
+                    .expect_err(&format!("{fixture}: {what} accepted"))
+                    .to_string();
+                assert!(
+                    e.starts_with(&format!("{}: ", path.display())) && e.contains("GeoIP database"),
+                    "{fixture}: {what}: {e}"
+                );
+            }
+        }
+        let e = GeoDb::open(Path::new("/dev/zero"))
+            .expect_err("device")
+            .to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+    }
+
+    #[test]
+    fn lookup_errors_are_counted_not_hidden() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let good = std::fs::read(root.join("zones/demo-geoip.mmdb")).expect("fixture");
+        let (_, garbage) = corruptions(&good)
+            .into_iter()
+            .find(|(w, _)| *w == "garbage data section")
+            .expect("corruption");
+        // As a database that slipped past the checks would be served.
+        let db = GeoDb {
+            reader: maxminddb::Reader::from_source(garbage).expect("structure"),
+            path: PathBuf::from("bad.mmdb"),
+            id: NEXT_DB.fetch_add(1, Ordering::Relaxed),
+        };
+        let errors = || crate::metrics::get().geoip_lookup_errors.get();
+        let ip = IpAddr::from([192, 0, 2, 1]);
+        let before = errors();
+        assert_eq!(db.lookup(ip).point, None);
+        assert!(errors() > before, "lookup counted");
+        for _ in 0..2 {
+            let before = errors();
+            assert_eq!(db.lookup_unit(ip).0, None);
+            assert!(errors() > before, "lookup_unit counted, cached or not");
+        }
     }
 
     #[test]

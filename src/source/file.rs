@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 use hickory_proto::rr::{Name, Record};
 use hickory_proto::serialize::txt::{LexerError, ParseError, Parser};
 
+use super::include::{self, Expanded};
 use super::lint;
-use super::{Located, SourceError, message_at, typed_at};
+use super::read::{self, MAX_FILE_BYTES};
+use super::{Located, SourceError, message_at, typed_at, yaml_depth};
 use crate::catalog;
 use crate::config::RawConfig;
 use crate::model::{self, Object};
@@ -52,7 +54,9 @@ pub fn load_dir(dir: &Path) -> (Loaded, Vec<SourceError>) {
     };
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file())
+        // Special files (FIFOs, devices) are kept, for the reader to refuse by name; dangling
+        // links and directories are not served files.
+        .filter(|p| std::fs::metadata(p).is_ok_and(|m| !m.is_dir()))
         .collect();
     paths.sort();
     for path in paths {
@@ -60,19 +64,27 @@ pub fn load_dir(dir: &Path) -> (Loaded, Vec<SourceError>) {
         match ext {
             "zone" => {
                 loaded.files.push(path.clone());
-                match load_zone_file(&path) {
+                match load_zone_file(&path, dir, &mut loaded.files) {
                     Ok(z) => loaded.zone_files.push(z),
                     Err(e) => errors.push(e),
                 }
             }
             "yaml" | "yml" => {
                 loaded.files.push(path.clone());
-                match std::fs::read_to_string(&path) {
-                    Ok(text) => load_yaml(&path, &text, &mut loaded, &mut errors),
-                    Err(e) => errors.push(SourceError::new(
-                        path.display().to_string(),
-                        format!("cannot read: {e}"),
-                    )),
+                match read::read_text(&path, MAX_FILE_BYTES) {
+                    Ok(text) => match yaml_depth::check(&text) {
+                        Ok(()) => load_yaml(&path, &text, &mut loaded, &mut errors),
+                        Err(line) => errors.push(SourceError::new(
+                            format!("{}:{line}", path.display()),
+                            format!(
+                                "invalid YAML: nested deeper than {} levels",
+                                yaml_depth::MAX_FLOW_DEPTH
+                            ),
+                        )),
+                    },
+                    Err(e) => {
+                        errors.push(SourceError::new(path.display().to_string(), e.to_string()))
+                    }
                 }
             }
             _ => {}
@@ -81,12 +93,16 @@ pub fn load_dir(dir: &Path) -> (Loaded, Vec<SourceError>) {
     (loaded, errors)
 }
 
-/// Parses one zone file; its origin is the file name without `.zone` unless `$ORIGIN` says
-/// otherwise.
-pub fn load_zone_file(path: &Path) -> Result<ZoneFile, SourceError> {
+/// Parses one zone file of the zones directory `root`; its origin is the file name without
+/// `.zone` unless `$ORIGIN` says otherwise. Files it `$INCLUDE`s are added to `watched`.
+pub fn load_zone_file(
+    path: &Path,
+    root: &Path,
+    watched: &mut Vec<PathBuf>,
+) -> Result<ZoneFile, SourceError> {
     let loc = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| SourceError::new(loc.clone(), format!("cannot read: {e}")))?;
+    let text = read::read_text(path, MAX_FILE_BYTES)
+        .map_err(|e| SourceError::new(loc.clone(), e.to_string()))?;
     let stem = path
         .file_stem()
         .and_then(|s| s.to_str())
@@ -97,12 +113,19 @@ pub fn load_zone_file(path: &Path) -> Result<ZoneFile, SourceError> {
             format!("file name {stem:?} is not a zone name: {e}"),
         )
     })?;
-    parse_zone_text(&text, path, origin)
+    let expanded = include::expand(path, &text, root, watched)?;
+    parse_zone_text(&expanded, path, origin)
 }
 
-pub fn parse_zone_text(text: &str, path: &Path, origin: Name) -> Result<ZoneFile, SourceError> {
-    let loc = path.display().to_string();
-    match Parser::new(text, Some(path.to_path_buf()), Some(origin)).parse() {
+/// Parses a zone file's text, its `$INCLUDE`s expanded: hickory is given no path, so it could
+/// not open a file even if one were left.
+pub fn parse_zone_text(
+    expanded: &Expanded,
+    path: &Path,
+    origin: Name,
+) -> Result<ZoneFile, SourceError> {
+    let text = expanded.text.as_str();
+    match Parser::new(text, None, Some(origin)).parse() {
         Ok((origin, sets)) => {
             let records = sets
                 .into_values()
@@ -116,7 +139,7 @@ pub fn parse_zone_text(text: &str, path: &Path, origin: Name) -> Result<ZoneFile
         }
         Err(e) => {
             let line = error_line(text, path);
-            Err(SourceError::new(format!("{loc}:{line}"), e.to_string()))
+            Err(SourceError::new(expanded.location(line), e.to_string()))
         }
     }
 }
@@ -543,6 +566,15 @@ mod tests {
     fn unknown_kind_and_syntax_errors() {
         let (_, errs) = load_one("a.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n");
         assert!(errs[0].contains("unsupported \"v1\" \"Pod\""), "{errs:?}");
+        let (_, errs) = load_one("b.yaml", "kind: [unclosed\n");
+        assert!(errs[0].starts_with("b.yaml:"), "{errs:?}");
+        assert!(errs[0].contains("invalid YAML"), "{errs:?}");
+        // Deep flow nesting is refused before the parser, whose scanner is quadratic in it.
+        let (_, errs) = load_one("b.yaml", &format!("a: 1\nb: {}", "{a: ".repeat(100_000)));
+        assert_eq!(
+            errs,
+            vec!["b.yaml:2: invalid YAML: nested deeper than 128 levels".to_string()]
+        );
         let (_, errs) = load_one("b.yaml", "kind: [unclosed\n");
         assert!(errs[0].starts_with("b.yaml:"), "{errs:?}");
         assert!(errs[0].contains("invalid YAML"), "{errs:?}");

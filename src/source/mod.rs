@@ -2,9 +2,12 @@
 //! the snapshot publisher merges them.
 
 pub mod file;
+pub mod include;
 pub mod kubernetes;
 pub mod lint;
+pub mod read;
 pub mod watch;
+pub mod yaml_depth;
 
 use thiserror::Error;
 

@@ -7,4 +7,5 @@ mod dns;
 mod health;
 mod hostile;
 mod k8s;
+mod reload;
 mod status_page;
