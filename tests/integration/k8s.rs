@@ -24,6 +24,9 @@ use serde_json::{Value, json};
 
 use crate::common::{Server, addrs, metric, wait_for};
 
+#[path = "k8s_robust.rs"]
+mod robust;
+
 // ---------------------------------------------------------------- processes
 
 /// Kubernetes tests start several API servers: one test at a time on a 2-core machine.
@@ -391,6 +394,15 @@ impl ApiServer {
     fn stop(&mut self) {
         if let Some(mut p) = self.proc.take() {
             p.stop();
+        }
+    }
+
+    /// Kills the server at once (SIGKILL: no graceful shutdown), as a crashed or partitioned
+    /// member looks.
+    fn kill(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
         }
     }
 
@@ -1739,6 +1751,18 @@ fn kubernetes_leader_election_two_replicas() {
     let kc = fed.kubeconfig();
     let a = meridian(fed.zones.path(), &kc, "replica-a");
     let b = meridian(fed.zones.path(), &kc, "replica-b");
+    let leader = |s: &Server| metric(&s.metrics(), "meridian_leader", &[]);
+    // Never two leaders, from the start (both replicas race for the fresh Lease).
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(6) {
+        assert!(
+            leader(&a) + leader(&b) <= 1.0,
+            "two leaders at once\n{}\n{}",
+            tail(&a.log_text()),
+            tail(&b.log_text())
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     for s in [&a, &b] {
         await_answer(
             s,
@@ -1749,7 +1773,6 @@ fn kubernetes_leader_election_two_replicas() {
             Duration::from_secs(15),
         );
     }
-    let leader = |s: &Server| metric(&s.metrics(), "meridian_leader", &[]);
     let writes = |s: &Server| metric(&s.metrics(), "meridian_kubernetes_writes_total", &[]);
     let a_leads = wait_for(Duration::from_secs(15), "a leader", || {
         match (leader(&a), leader(&b)) {
