@@ -180,9 +180,13 @@ pub fn elect(
                 if !says {
                     held = None;
                 }
-                set(says && held.is_some_and(|t| Instant::now() < t));
+                let leading = says && held.is_some_and(|t| Instant::now() < t);
+                set(leading);
+                // Wakes exactly at the expiry, so writes stop then and not a tick later.
+                let expiry = tokio::time::Instant::from_std(held.unwrap_or_else(Instant::now));
                 tokio::select! {
                     r = state.changed() => if r.is_err() { break },
+                    _ = tokio::time::sleep_until(expiry), if leading => {}
                     _ = confirm.tick(), if manager_says => {
                         match tokio::time::timeout(CONFIRM_EVERY * 2, leases.get(&opts.name)).await {
                             Ok(Ok(lease)) => {
