@@ -179,8 +179,14 @@ impl Aggregator {
         }
     }
 
-    fn report_up(&mut self) {
+    /// Sets `source_up`. A pass reports "down" at its start but "up" only once it has handed
+    /// the state to the publisher (`handed`), so 1 means the answers already follow the live
+    /// watches.
+    fn report_up(&mut self, handed: bool) {
         let up = self.host.synced() && !self.host.failing();
+        if up && !handed {
+            return;
+        }
         if self.up != Some(up) {
             if up {
                 tracing::info!("kubernetes source synced");
@@ -260,7 +266,7 @@ impl Aggregator {
     }
 
     async fn pass(&mut self) {
-        self.report_up();
+        self.report_up(false);
         if !self.host.synced() {
             return;
         }
@@ -601,6 +607,7 @@ impl Aggregator {
             self.last_sent = Some(inputs);
         }
         self.first_change = None;
+        self.report_up(true);
         if !self.synced.swap(true, Ordering::AcqRel) {
             tracing::info!(
                 records = srecords.len() + irecords.len(),
