@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+
+use k8s_openapi::api::coordination::v1::Lease;
 
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube_lease_manager::LeaseManagerBuilder;
@@ -90,10 +92,44 @@ pub struct LeaseOptions {
     pub grace: u64,
 }
 
+/// How often a replica the lease manager calls leader checks the Lease itself.
+const CONFIRM_EVERY: Duration = Duration::from_millis(500);
+
+/// Until when (local clock) the Lease, as read from the API server, is held by `identity`:
+/// its renewTime plus its duration. None when another holds it, or it has lapsed.
+fn held_until(lease: &Lease, identity: &str) -> Option<Instant> {
+    let spec = lease.spec.as_ref()?;
+    if spec.holder_identity.as_deref() != Some(identity) {
+        return None;
+    }
+    let renew: SystemTime = spec.renew_time.as_ref()?.0.into();
+    let duration = Duration::from_secs(u64::try_from(spec.lease_duration_seconds?).ok()?);
+    // The holder wrote renewTime with its own clock, which is the clock compared with here.
+    let left = (renew + duration).duration_since(SystemTime::now()).ok()?;
+    Some(Instant::now() + left)
+}
+
+/// The field manager of this replica's Lease writes. It must differ between replicas:
+/// kube-lease-manager takes an orphaned Lease with a server-side apply *without* force, and
+/// only a different manager's apply of `holderIdentity` is refused as a conflict. With one
+/// shared manager two replicas starting together both "won" and led at once.
+fn lease_field_manager(identity: &str) -> String {
+    // Field manager names are limited to 128 bytes.
+    let mut s = format!("{FIELD_MANAGER}-lease-{identity}");
+    while s.len() > 128 {
+        s.pop();
+    }
+    s
+}
+
 /// Runs the election until `shutdown` turns true; the receiver says whether this replica leads.
-/// A lost API server ends nothing: the manager is rebuilt until it works. On shutdown a held
-/// Lease is released, so a follower takes over at once rather than after expiry; the returned
-/// task ends when that is done.
+/// It leads only while the lease manager says so *and* the Lease, read back from the API server,
+/// names it as holder and has not expired: "leading" is never reported before the Lease is
+/// really held, and a replica whose renewals stop (or whose Lease was taken) stops writing by
+/// the Lease's expiry at the latest, even when the manager has not noticed. A lost API server
+/// ends nothing: the manager is rebuilt until it works. On shutdown a held Lease is released,
+/// so a follower takes over at once rather than after expiry; the returned task ends when that
+/// is done.
 pub fn elect(
     client: kube::Client,
     opts: LeaseOptions,
@@ -102,13 +138,21 @@ pub fn elect(
     let (tx, rx) = watch::channel(false);
     let task = tokio::spawn(async move {
         let m = metrics::get();
+        let leases: Api<Lease> = Api::namespaced(client.clone(), &opts.namespace);
+        let set = |leading: bool| {
+            if *tx.borrow() != leading {
+                tracing::info!(identity = %opts.identity, leading, "leadership changed");
+                m.leader.set(i64::from(leading));
+                tx.send_replace(leading);
+            }
+        };
         loop {
             let built = LeaseManagerBuilder::new(client.clone(), &opts.name)
                 .with_namespace(&opts.namespace)
                 .with_identity(&opts.identity)
                 .with_duration(opts.duration)
                 .with_grace(opts.grace)
-                .with_field_manager(format!("{FIELD_MANAGER}-lease"))
+                .with_field_manager(lease_field_manager(&opts.identity))
                 .build()
                 .await;
             let manager = match built {
@@ -122,19 +166,43 @@ pub fn elect(
                 }
             };
             let (mut state, task) = manager.watch().await;
+            let mut confirm = tokio::time::interval(CONFIRM_EVERY);
+            confirm.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut held: Option<Instant> = None;
+            let mut manager_says = false;
             loop {
-                let leading = *state.borrow_and_update();
-                if *tx.borrow() != leading {
-                    tracing::info!(identity = %opts.identity, leading, "leadership changed");
-                    m.leader.set(i64::from(leading));
-                    tx.send_replace(leading);
+                let says = *state.borrow_and_update();
+                if says && !manager_says {
+                    // Read the Lease back at once rather than on the next tick.
+                    confirm.reset_immediately();
                 }
+                manager_says = says;
+                if !says {
+                    held = None;
+                }
+                let leading = says && held.is_some_and(|t| Instant::now() < t);
+                set(leading);
+                // Wakes exactly at the expiry, so writes stop then and not a tick later.
+                let expiry = tokio::time::Instant::from_std(held.unwrap_or_else(Instant::now));
                 tokio::select! {
                     r = state.changed() => if r.is_err() { break },
+                    _ = tokio::time::sleep_until(expiry), if leading => {}
+                    _ = confirm.tick(), if manager_says => {
+                        match tokio::time::timeout(CONFIRM_EVERY * 2, leases.get(&opts.name)).await {
+                            Ok(Ok(lease)) => {
+                                held = held_until(&lease, &opts.identity);
+                                if held.is_none() && *tx.borrow() {
+                                    tracing::warn!(identity = %opts.identity, holder = ?lease.spec.as_ref().and_then(|s| s.holder_identity.clone()), "the Lease is no longer ours; stopping writes");
+                                }
+                            }
+                            // Unreadable: the last reading stands, and lapses at its expiry.
+                            Ok(Err(e)) => tracing::debug!(error = %e, "cannot read the leader Lease"),
+                            Err(_) => tracing::debug!("reading the leader Lease timed out"),
+                        }
+                    }
                     _ = shutdown.changed() => {
                         // Writes stop first; closing the channel makes the manager release.
-                        tx.send_replace(false);
-                        m.leader.set(0);
+                        set(false);
                         drop(state);
                         match task.await {
                             Ok(Ok(_)) => tracing::info!(identity = %opts.identity, "leader lease released"),
@@ -150,9 +218,8 @@ pub fn elect(
             let _ = task.await;
             if *tx.borrow() {
                 tracing::warn!("leader lease manager stopped; following until re-elected");
-                m.leader.set(0);
-                tx.send_replace(false);
             }
+            set(false);
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
@@ -183,6 +250,10 @@ pub async fn run_writer(
         let plan = plans.borrow_and_update().clone();
         recent.retain(|_, (_, t)| t.elapsed() < RECENT);
         for w in plan.iter() {
+            // Leadership can end mid-plan: the rest is left to the new leader.
+            if !*leader.borrow() {
+                break;
+            }
             let (k, ns, name) = w.key();
             let key = (k, ns.to_string(), name.to_string());
             if recent.get(&key).is_some_and(|(prev, _)| prev == w) {

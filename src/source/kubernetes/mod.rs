@@ -130,6 +130,7 @@ pub async fn start(
         up: None,
         plan_tx,
         first_change: None,
+        condition_clock: None,
     };
     tokio::spawn(async move { agg.run().await });
     Ok(KubeHandle { elect })
@@ -150,6 +151,8 @@ struct Aggregator {
     plan_tx: tokio_watch::Sender<Arc<Vec<Write>>>,
     /// When the first event of the current burst arrived, for the latency log.
     first_change: Option<Instant>,
+    /// The last condition timestamp handed out (see [`condition_time`]).
+    condition_clock: Option<(Instant, String)>,
 }
 
 /// A record's Domain: the `domain` of the Domain named by `domainRef`, preferring one in the
@@ -176,8 +179,14 @@ impl Aggregator {
         }
     }
 
-    fn report_up(&mut self) {
+    /// Sets `source_up`. A pass reports "down" at its start but "up" only once it has handed
+    /// the state to the publisher (`handed`), so 1 means the answers already follow the live
+    /// watches.
+    fn report_up(&mut self, handed: bool) {
         let up = self.host.synced() && !self.host.failing();
+        if up && !handed {
+            return;
+        }
         if self.up != Some(up) {
             if up {
                 tracing::info!("kubernetes source synced");
@@ -257,7 +266,7 @@ impl Aggregator {
     }
 
     async fn pass(&mut self) {
-        self.report_up();
+        self.report_up(false);
         if !self.host.synced() {
             return;
         }
@@ -357,6 +366,8 @@ impl Aggregator {
         let mut plan: Vec<Write> = Vec::new();
         let mut owned: HashSet<String> = HashSet::new();
         let existing = self.existing_endpoints(&endpoints);
+        // One timestamp per pass, used only by conditions that change status in it.
+        let now = condition_time(&mut self.condition_clock);
         let loc =
             |kind: &str, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
                 host::location(
@@ -388,6 +399,20 @@ impl Aggregator {
                 owned.insert(uid.clone());
             }
             let domain = domain_for(&domain_list, &r.spec.domain_ref, &ns);
+            let invalid = record_error(&r.metadata);
+            let raw = raw_status(
+                &self.host.service_records.store,
+                Kind::ServiceRecord,
+                &ns,
+                &name,
+            );
+            let conditions = status::with_valid_condition(
+                &raw["conditions"],
+                invalid.as_deref(),
+                r.metadata.generation,
+                &now,
+            );
+            let conditions_stale = raw["conditions"] != conditions;
             let mut served = r.clone();
             // Without registered clusters there is nothing to compute: the status as written
             // (by hand, or by another controller) is served.
@@ -404,27 +429,52 @@ impl Aggregator {
                 for c in down {
                     unready.insert((object.clone(), c));
                 }
-                let w = status::written_service_status(domain, &entries);
-                if r.status.as_ref() != Some(&w) {
+                Some(status::written_service_status(domain, &entries))
+            };
+            if invalid.is_some() {
+                // Refused by the catalog: nothing is published for it, only why.
+                let mut st = serde_json::json!({ "conditions": conditions });
+                let mut stale = conditions_stale;
+                if !infos.is_empty() {
+                    st["domain"] = serde_json::Value::Null;
+                    st["dns"] = serde_json::Value::Null;
+                    stale |= !raw["domain"].is_null() || !raw["dns"].is_null();
+                }
+                if stale {
                     plan.push(Write::Status {
                         kind: Kind::ServiceRecord,
                         namespace: ns.clone(),
                         name: name.clone(),
-                        status: serde_json::to_value(&w).unwrap_or_default(),
+                        status: st,
                     });
                 }
-                Some(w)
-            };
-            if let (Some(w), Some(d)) = (&written, domain) {
-                let eps = status::service_endpoints(r, d, w);
-                self.plan_endpoint(
-                    &mut plan,
-                    &existing,
-                    "ServiceDNSRecord",
-                    &r.metadata,
-                    "service",
-                    eps,
-                );
+                self.plan_endpoint_delete(&mut plan, &existing, &r.metadata, "service");
+            } else {
+                let changed = !infos.is_empty() && r.status != written;
+                if changed || conditions_stale {
+                    let mut st = match (&written, infos.is_empty()) {
+                        (Some(w), false) => serde_json::to_value(w).unwrap_or_default(),
+                        _ => serde_json::json!({}),
+                    };
+                    st["conditions"] = conditions;
+                    plan.push(Write::Status {
+                        kind: Kind::ServiceRecord,
+                        namespace: ns.clone(),
+                        name: name.clone(),
+                        status: st,
+                    });
+                }
+                if let (Some(w), Some(d)) = (&written, domain) {
+                    let eps = status::service_endpoints(r, d, w);
+                    self.plan_endpoint(
+                        &mut plan,
+                        &existing,
+                        "ServiceDNSRecord",
+                        &r.metadata,
+                        "service",
+                        eps,
+                    );
+                }
             }
             objects.push(Located {
                 location: loc("ServiceDNSRecord", &r.metadata),
@@ -440,34 +490,75 @@ impl Aggregator {
             if let Some(uid) = &r.metadata.uid {
                 owned.insert(uid.clone());
             }
+            let invalid = record_error(&r.metadata);
+            let raw = raw_status(
+                &self.host.ingress_records.store,
+                Kind::IngressRecord,
+                &ns,
+                &name,
+            );
+            let conditions = status::with_valid_condition(
+                &raw["conditions"],
+                invalid.as_deref(),
+                r.metadata.generation,
+                &now,
+            );
+            let conditions_stale = raw["conditions"] != conditions;
             let mut served = r.clone();
             let written = if infos.is_empty() {
                 r.status.clone()
             } else {
-                let st = status::ingress_status(&infos, |c| {
+                let (st, served_st, down) = status::ingress_statuses(&infos, |c| {
                     self.members.get(&c.name)?.ingress(&ns, &name)
                 });
-                if r.status.as_ref() != Some(&st) {
+                for c in down {
+                    unready.insert((format!("IngressDNSRecord {ns}/{name}"), c));
+                }
+                served.status = Some(served_st);
+                Some(st)
+            };
+            if invalid.is_some() {
+                let mut st = serde_json::json!({ "conditions": conditions });
+                let mut stale = conditions_stale;
+                if !infos.is_empty() {
+                    st["dns"] = serde_json::Value::Null;
+                    stale |= !raw["dns"].is_null();
+                }
+                if stale {
                     plan.push(Write::Status {
                         kind: Kind::IngressRecord,
                         namespace: ns.clone(),
                         name: name.clone(),
-                        status: serde_json::to_value(&st).unwrap_or_default(),
+                        status: st,
                     });
                 }
-                served.status = Some(st.clone());
-                Some(st)
-            };
-            if let Some(w) = &written {
-                let eps = status::ingress_endpoints(r, w);
-                self.plan_endpoint(
-                    &mut plan,
-                    &existing,
-                    "IngressDNSRecord",
-                    &r.metadata,
-                    "ingress",
-                    eps,
-                );
+                self.plan_endpoint_delete(&mut plan, &existing, &r.metadata, "ingress");
+            } else {
+                let changed = !infos.is_empty() && r.status != written;
+                if changed || conditions_stale {
+                    let mut st = match (&written, infos.is_empty()) {
+                        (Some(w), false) => serde_json::to_value(w).unwrap_or_default(),
+                        _ => serde_json::json!({}),
+                    };
+                    st["conditions"] = conditions;
+                    plan.push(Write::Status {
+                        kind: Kind::IngressRecord,
+                        namespace: ns.clone(),
+                        name: name.clone(),
+                        status: st,
+                    });
+                }
+                if let Some(w) = &written {
+                    let eps = status::ingress_endpoints(r, w);
+                    self.plan_endpoint(
+                        &mut plan,
+                        &existing,
+                        "IngressDNSRecord",
+                        &r.metadata,
+                        "ingress",
+                        eps,
+                    );
+                }
             }
             objects.push(Located {
                 location: loc("IngressDNSRecord", &r.metadata),
@@ -516,6 +607,7 @@ impl Aggregator {
             self.last_sent = Some(inputs);
         }
         self.first_change = None;
+        self.report_up(true);
         if !self.synced.swap(true, Ordering::AcqRel) {
             tracing::info!(
                 records = srecords.len() + irecords.len(),
@@ -550,6 +642,34 @@ impl Aggregator {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Plans the delete of the DNSEndpoint meridian wrote for a record it now refuses.
+    fn plan_endpoint_delete(
+        &self,
+        plan: &mut Vec<Write>,
+        existing: &BTreeMap<(String, String), DNSEndpoint>,
+        owner: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+        prefix: &str,
+    ) {
+        let (Some(ns), Some(name), Some(uid)) = (&owner.namespace, &owner.name, &owner.uid) else {
+            return;
+        };
+        let ep_name = status::endpoint_name(prefix, name);
+        if let Some(cur) = existing.get(&(ns.clone(), ep_name.clone())) {
+            let owned = cur
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.uid == *uid);
+            if owned && managed_by_us(cur) {
+                plan.push(Write::Delete {
+                    namespace: ns.clone(),
+                    name: ep_name,
+                });
+            }
+        }
     }
 
     /// Plans the apply of a record's DNSEndpoint unless the API server already has it.
@@ -605,6 +725,43 @@ impl Aggregator {
 }
 
 const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+
+/// Why the catalog would refuse a record's `meridian.io/*` annotations, if it would: such a
+/// record gets a `Valid=False` condition and no DNSEndpoint, so nothing downstream (external-dns)
+/// publishes a name meridian does not serve. The probe default does not matter here: only
+/// what the record itself says is judged.
+fn record_error(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<String> {
+    crate::catalog::record_options(meta, &crate::config::HealthDefaults::default()).err()
+}
+
+/// A record's `status` as the API server holds it, fields the model does not know included.
+fn raw_status(
+    store: &kube::runtime::reflector::Store<kube::api::DynamicObject>,
+    kind: Kind,
+    ns: &str,
+    name: &str,
+) -> serde_json::Value {
+    store
+        .get(&kube::runtime::reflector::ObjectRef::new_with(name, kind.resource()).within(ns))
+        .and_then(|o| o.data.get("status").cloned())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// RFC 3339 time, whole seconds (metav1.Time), for a condition's lastTransitionTime. The same
+/// value is returned within a second, so passes in a burst plan equal writes.
+fn condition_time(clock: &mut Option<(Instant, String)>) -> String {
+    if let Some((at, s)) = clock
+        && at.elapsed() < Duration::from_secs(1)
+    {
+        return s.clone();
+    }
+    let t = k8s_openapi::jiff::Timestamp::now();
+    let s = t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    *clock = Some((Instant::now(), s.clone()));
+    s
+}
 
 fn managed_by_us(e: &DNSEndpoint) -> bool {
     e.metadata

@@ -18,7 +18,8 @@ pub struct ClusterInfo {
     pub name: String,
     pub region: Option<String>,
     pub zones: Vec<String>,
-    /// Its API server answers; an offline cluster keeps its entry with an empty loadBalancer.
+    /// Its API server answers. An offline cluster keeps its entry with an empty loadBalancer in
+    /// the written status, while its last known addresses are served as down targets.
     pub online: bool,
 }
 
@@ -59,7 +60,9 @@ pub fn normalize_lb(lb: &LoadBalancerStatus) -> LoadBalancerStatus {
 }
 
 /// Entries for every registered cluster, sorted by cluster name (KubeFed keeps every cluster,
-/// the ones without the Service or offline with an empty loadBalancer).
+/// the ones without the Service or offline with an empty loadBalancer). An offline cluster is
+/// still observed — its stores keep the last list it gave — and its entry is not ready, so it
+/// goes through the same all-down logic as a cluster without ready endpoints.
 pub fn service_entries(
     record: &ServiceDNSRecord,
     clusters: &[ClusterInfo],
@@ -69,11 +72,10 @@ pub fn service_entries(
     let mut out: Vec<Entry> = clusters
         .iter()
         .map(|c| {
-            let obs = if c.online { observe(c) } else { None };
-            let (load_balancer, ready) = match obs {
+            let (load_balancer, ready) = match observe(c) {
                 Some(o) => (
                     normalize_lb(&o.load_balancer),
-                    o.ready || allow_without_endpoints,
+                    c.online && (o.ready || allow_without_endpoints),
                 ),
                 None => (LoadBalancerStatus::default(), false),
             };
@@ -139,26 +141,103 @@ pub fn served_service_status(
 }
 
 /// IngressDNSRecord status: every registered cluster, sorted, its Ingress' addresses (empty when
-/// the Ingress is missing or the cluster offline).
-pub fn ingress_status(
+/// the Ingress is missing). Returns the written status (an offline cluster empty, as KubeFed
+/// wrote it), the served one (an offline cluster's last known addresses kept) and the clusters
+/// served as down (offline, with addresses).
+pub fn ingress_statuses(
     clusters: &[ClusterInfo],
     observe: impl Fn(&ClusterInfo) -> Option<Observation>,
-) -> IngressDNSRecordStatus {
-    let mut dns: Vec<ClusterIngressDNS> = clusters
+) -> (IngressDNSRecordStatus, IngressDNSRecordStatus, Vec<String>) {
+    let mut seen: Vec<(ClusterIngressDNS, bool)> = clusters
         .iter()
-        .map(|c| ClusterIngressDNS {
-            cluster: c.name.clone(),
-            load_balancer: if c.online {
-                observe(c)
-                    .map(|o| normalize_lb(&o.load_balancer))
-                    .unwrap_or_default()
-            } else {
-                LoadBalancerStatus::default()
-            },
+        .map(|c| {
+            let lb = observe(c)
+                .map(|o| normalize_lb(&o.load_balancer))
+                .unwrap_or_default();
+            (
+                ClusterIngressDNS {
+                    cluster: c.name.clone(),
+                    load_balancer: lb,
+                },
+                c.online,
+            )
         })
         .collect();
-    dns.sort_by(|a, b| a.cluster.cmp(&b.cluster));
-    IngressDNSRecordStatus { dns }
+    seen.sort_by(|a, b| a.0.cluster.cmp(&b.0.cluster));
+    let written = IngressDNSRecordStatus {
+        dns: seen
+            .iter()
+            .map(|(e, online)| ClusterIngressDNS {
+                cluster: e.cluster.clone(),
+                load_balancer: if *online {
+                    e.load_balancer.clone()
+                } else {
+                    LoadBalancerStatus::default()
+                },
+            })
+            .collect(),
+    };
+    let down = seen
+        .iter()
+        .filter(|(e, online)| !online && !e.load_balancer.ingress.is_empty())
+        .map(|(e, _)| e.cluster.clone())
+        .collect();
+    let served = IngressDNSRecordStatus {
+        dns: seen.into_iter().map(|(e, _)| e).collect(),
+    };
+    (written, served, down)
+}
+
+/// Type of the condition saying whether meridian accepts a record.
+pub const VALID: &str = "Valid";
+
+/// A record's `status.conditions` with its [`VALID`] condition set from `error` (None: valid),
+/// other conditions kept as they are. `now` is used as `lastTransitionTime` only when the
+/// condition's status changes, so an unchanged condition compares equal to the one written.
+pub fn with_valid_condition(
+    existing: &serde_json::Value,
+    error: Option<&str>,
+    generation: Option<i64>,
+    now: &str,
+) -> serde_json::Value {
+    let status = if error.is_some() { "False" } else { "True" };
+    let (reason, message) = match error {
+        Some(e) => ("InvalidAnnotation", e.to_string()),
+        None => ("Accepted", "the record is valid and served".to_string()),
+    };
+    let list: Vec<serde_json::Value> = existing.as_array().cloned().unwrap_or_default();
+    let prev = list.iter().find(|c| c["type"] == VALID);
+    let since = prev
+        .filter(|c| c["status"] == status)
+        .and_then(|c| c["lastTransitionTime"].as_str())
+        .unwrap_or(now)
+        .to_string();
+    let mut cond = serde_json::json!({
+        "type": VALID,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": since,
+    });
+    if let Some(g) = generation {
+        cond["observedGeneration"] = g.into();
+    }
+    let mut out: Vec<serde_json::Value> = Vec::with_capacity(list.len() + 1);
+    let mut placed = false;
+    for c in list {
+        if c["type"] == VALID {
+            if !placed {
+                out.push(cond.clone());
+                placed = true;
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    if !placed {
+        out.push(cond);
+    }
+    serde_json::Value::Array(out)
 }
 
 /// KubeFed's name for the DNSEndpoint of a record.
@@ -364,7 +443,7 @@ mod tests {
     }
 
     #[test]
-    fn entries_sorted_offline_and_unready_kept_empty() {
+    fn entries_sorted_offline_and_unready_written_empty_served_down() {
         let clusters = vec![
             cluster("west", "us-west1", "us-west1-a", true),
             cluster("east", "us-east1", "us-east1-b", true),
@@ -380,7 +459,11 @@ mod tests {
                 load_balancer: lb(&["192.0.2.1"]),
                 ready: false,
             }),
-            "gone" => panic!("offline clusters are not asked"),
+            // An offline cluster's stores keep its last list.
+            "gone" => Some(Observation {
+                load_balancer: lb(&["192.0.2.9"]),
+                ready: true,
+            }),
             _ => None,
         });
         let names: Vec<&str> = entries.iter().map(|e| e.cluster.as_str()).collect();
@@ -398,7 +481,43 @@ mod tests {
         );
         let (served, unready) = served_service_status(Some("gslb.example.com"), &entries);
         assert_eq!(served.dns[0].load_balancer, lb(&["192.0.2.1"]));
-        assert_eq!(unready, vec!["east".to_string()]);
+        assert_eq!(served.dns[1].load_balancer, lb(&["192.0.2.9"]));
+        assert_eq!(unready, vec!["east".to_string(), "gone".to_string()]);
+    }
+
+    #[test]
+    fn valid_condition_keeps_time_until_it_flips() {
+        let other = serde_json::json!({"type": "Other", "status": "True"});
+        let c = with_valid_condition(
+            &serde_json::json!([other.clone()]),
+            Some("metadata.annotations[\"meridian.io/policy\"]: bad"),
+            Some(3),
+            "T1",
+        );
+        assert_eq!(c[0], other);
+        assert_eq!(c[1]["status"], "False");
+        assert_eq!(c[1]["reason"], "InvalidAnnotation");
+        assert_eq!(c[1]["observedGeneration"], 3);
+        assert!(
+            c[1]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("meridian.io/policy")
+        );
+        // Same state later: the same value, so nothing is written again.
+        assert_eq!(
+            with_valid_condition(
+                &c,
+                Some("metadata.annotations[\"meridian.io/policy\"]: bad"),
+                Some(3),
+                "T2"
+            ),
+            c
+        );
+        let fixed = with_valid_condition(&c, None, Some(4), "T3");
+        assert_eq!(fixed[1]["status"], "True");
+        assert_eq!(fixed[1]["lastTransitionTime"], "T3");
+        assert_eq!(fixed.as_array().map(Vec::len), Some(2));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! One watched kind: a kube-runtime watcher feeding a reflector store, plus the state the
-//! source reports (synced, failing since when, kind not installed). The watcher relists by
-//! itself after a dropped connection or a `410 Gone`; the store keeps the last complete list
-//! until the relist is done, which is what lets meridian keep serving while the API is away.
+//! source reports (synced, failing since when, kind not installed). After a failure the watch
+//! starts over from a fresh list (see [`run`]); the store keeps the last complete list until
+//! that list is done, which is what lets meridian keep serving while the API is away.
 
 use std::fmt::Debug;
 use std::hash::Hash;
@@ -12,21 +12,20 @@ use futures::StreamExt;
 use kube::Resource;
 use kube::api::{Api, ListParams};
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, Event, watcher};
-use kube::runtime::{WatchStreamExt, reflector as reflect};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-/// Retry quickly (the API server coming back must show within seconds), but back off to a few
-/// seconds so a server that stays away is not hammered.
+/// Retry quickly (the API server coming back must show within a second), but back off so a
+/// server that stays away is not hammered. While failing, each retry is a `limit=1` list, cheap
+/// for the server; the watch is restarted (a full relist) only once that list succeeds.
 pub struct QuickBackoff {
     next: Duration,
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(3);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 impl Default for QuickBackoff {
     fn default() -> Self {
@@ -34,17 +33,14 @@ impl Default for QuickBackoff {
     }
 }
 
-impl Iterator for QuickBackoff {
-    type Item = Duration;
-    fn next(&mut self) -> Option<Duration> {
+impl QuickBackoff {
+    fn next_delay(&mut self) -> Duration {
         let d = self.next;
         self.next = (self.next * 2).min(BACKOFF_MAX);
         // Jitter keeps many watchers from retrying in lockstep.
-        Some(d + Duration::from_millis(fastrand::u64(0..50)))
+        d + Duration::from_millis(fastrand::u64(0..50))
     }
-}
 
-impl Backoff for QuickBackoff {
     fn reset(&mut self) {
         self.next = BACKOFF_MIN;
     }
@@ -147,16 +143,12 @@ where
     let writer = reflector::store::Writer::new(dyntype);
     let store = writer.as_reader();
     let state = WatchState::default();
-    let st = state.clone();
-    let probe = api.clone();
-    let stream =
-        reflect(writer, watcher(api, config).modify(trim)).backoff(QuickBackoff::default());
-    let task = tokio::spawn(run(stream, probe, st, what, dirty));
+    let task = tokio::spawn(run(api, config, writer, trim, state.clone(), what, dirty));
     Watch { store, state, task }
 }
 
-/// How often a failing watch checks whether its kind is readable again.
-const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// Bound on one retry list while failing.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Clears the failing state; returns since when it was failing, if it was.
 fn recovered(st: &WatchState, what: &str, dirty: &Notify) -> Option<Instant> {
@@ -177,74 +169,120 @@ fn recovered(st: &WatchState, what: &str, dirty: &Notify) -> Option<Instant> {
     was
 }
 
-async fn run<K, S>(stream: S, probe: Api<K>, st: WatchState, what: String, dirty: Arc<Notify>)
-where
-    K: Resource + Clone + DeserializeOwned + Debug,
-    S: futures::Stream<Item = Result<Event<K>, watcher::Error>> + Send,
+/// `410 Gone`: the watch's resourceVersion was compacted away; only a relist helps.
+fn is_gone(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::WatchError(s) => s.code == 410,
+        watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code == 410,
+        _ => false,
+    }
+}
+
+/// Records a failure (or the kind's absence) in the state, logging the first of a run.
+fn failed(st: &WatchState, what: &str, dirty: &Notify, e: &watcher::Error) {
+    if is_not_found(e) {
+        let first = st.with(|i| {
+            let first = !i.absent;
+            i.absent = true;
+            i.failing_since = None;
+            first
+        });
+        if first {
+            tracing::info!(watch = %what, "kind not served by the API server (CRD not installed?); treated as empty, retrying");
+            dirty.notify_one();
+        }
+        return;
+    }
+    let text = e.to_string();
+    let first = st.with(|i| {
+        let first = i.failing_since.is_none();
+        if first {
+            i.failing_since = Some(Instant::now());
+        }
+        i.last_error = Some(text.clone());
+        first
+    });
+    if first {
+        tracing::warn!(watch = %what, error = %text, "watch failing; serving the last known state and retrying");
+        dirty.notify_one();
+    } else {
+        tracing::debug!(watch = %what, error = %text, "watch still failing");
+    }
+}
+
+/// The watch loop. A failing watch is not resumed from its old resourceVersion: that either
+/// yields nothing until something changes (so recovery could not be told from a connect) or
+/// meets `410 Gone` and waits again. Instead it retries with a cheap list on a short backoff and,
+/// once the server answers, starts over from a fresh list; the store keeps the last complete
+/// list until the new one is done, and the watch counts as recovered only then, when it is
+/// really live.
+async fn run<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    mut writer: reflector::store::Writer<K>,
+    mut trim: impl FnMut(&mut K) + Send,
+    st: WatchState,
+    what: String,
+    dirty: Arc<Notify>,
+) where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone,
 {
-    let mut stream = std::pin::pin!(stream);
-    let mut tick = tokio::time::interval(PROBE_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut backoff = QuickBackoff::default();
     loop {
-        let ev = tokio::select! {
-            ev = stream.next() => match ev {
-                Some(ev) => ev,
-                None => return,
-            },
-            _ = tick.tick() => {
-                // A watch that resumes from a still-valid resourceVersion yields nothing until
-                // something changes, so recovery would go unnoticed: ask the server directly
-                // whether the kind is readable again (bounded, so the stream is not starved).
-                if st.failing_since().is_some() {
-                    let lp = ListParams::default().limit(1);
-                    if let Ok(Ok(_)) = tokio::time::timeout(BACKOFF_MAX, probe.list(&lp)).await {
-                        recovered(&st, &what, &dirty);
+        let mut stream = Box::pin(watcher(api.clone(), config.clone()));
+        // A 410 right after another (no event between) is not retried at once again.
+        let mut gone_streak = 0u32;
+        let failure = loop {
+            let Some(ev) = stream.next().await else {
+                // The watcher's stream does not end; if it did, start over.
+                break None;
+            };
+            match ev {
+                Ok(ev) => {
+                    backoff.reset();
+                    gone_streak = 0;
+                    let ev = ev.modify(&mut trim);
+                    writer.apply_watcher_event(&ev);
+                    match ev {
+                        // Objects of an initial list are buffered by the writer until InitDone.
+                        Event::Init | Event::InitApply(_) => {}
+                        Event::InitDone => {
+                            st.with(|i| {
+                                i.synced = true;
+                                i.absent = false;
+                            });
+                            recovered(&st, &what, &dirty);
+                            dirty.notify_one();
+                        }
+                        Event::Apply(_) | Event::Delete(_) => {
+                            recovered(&st, &what, &dirty);
+                            dirty.notify_one();
+                        }
                     }
                 }
-                continue;
+                // The watcher relists by itself on the next poll: waiting first only delays it.
+                Err(e) if is_gone(&e) && gone_streak == 0 => {
+                    gone_streak += 1;
+                    tracing::debug!(watch = %what, error = %e, "resource version gone; relisting now");
+                }
+                Err(e) => break Some(e),
             }
         };
-        match ev {
-            Ok(ev) => {
-                recovered(&st, &what, &dirty);
-                match ev {
-                    // Objects of an initial list are buffered by the reflector until InitDone.
-                    Event::Init | Event::InitApply(_) => {}
-                    Event::InitDone => {
-                        st.with(|i| i.synced = true);
-                        dirty.notify_one();
-                    }
-                    Event::Apply(_) | Event::Delete(_) => dirty.notify_one(),
-                }
-            }
-            Err(e) if is_not_found(&e) => {
-                let first = st.with(|i| {
-                    let first = !i.absent;
-                    i.absent = true;
-                    i.failing_since = None;
-                    first
-                });
-                if first {
-                    tracing::info!(watch = %what, "kind not served by the API server (CRD not installed?); treated as empty, retrying");
-                    dirty.notify_one();
-                }
-            }
-            Err(e) => {
-                let text = e.to_string();
-                let first = st.with(|i| {
-                    let first = i.failing_since.is_none();
-                    if first {
-                        i.failing_since = Some(Instant::now());
-                    }
-                    i.last_error = Some(text.clone());
-                    first
-                });
-                if first {
-                    tracing::warn!(watch = %what, error = %text, "watch failing; serving the last known state and retrying");
-                    dirty.notify_one();
-                } else {
-                    tracing::debug!(watch = %what, error = %text, "watch still failing");
-                }
+        if let Some(e) = &failure {
+            failed(&st, &what, &dirty, e);
+        }
+        drop(stream);
+        // Retry with a bounded `limit=1` list until the server answers; then the new watcher
+        // relists from scratch.
+        loop {
+            tokio::time::sleep(backoff.next_delay()).await;
+            let lp = ListParams::default().limit(1);
+            match tokio::time::timeout(PROBE_TIMEOUT, api.list(&lp)).await {
+                Ok(Ok(_)) => break,
+                Ok(Err(e)) => failed(&st, &what, &dirty, &watcher::Error::InitialListFailed(e)),
+                Err(_) => tracing::debug!(watch = %what, "retry list timed out"),
             }
         }
     }
