@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use super::answer::{self, Transport};
-use super::rrl::{Rrl, Verdict, truncate_answer};
+use super::rrl::{SharedRrl, Verdict, truncate_answer};
 use crate::metrics::{self, QueryCounters};
 use crate::snapshot::{Shared, Snapshot};
 
@@ -114,41 +114,41 @@ pub fn spawn_udp_workers(
     shared: Shared,
     stop: Arc<AtomicBool>,
 ) -> Vec<JoinHandle<()>> {
+    // One rate limiter for all workers: a client's limit must not grow with their number.
+    let rrl = Arc::new(SharedRrl::new(shared.load().compiled.settings.rrl.clone()));
     sockets
         .into_iter()
         .enumerate()
         .map(|(i, sock)| {
             let shared = shared.clone();
             let stop = stop.clone();
+            let rrl = rrl.clone();
             std::thread::Builder::new()
                 .name(format!("dns-udp-{i}"))
-                .spawn(move || udp_worker(sock, shared, stop))
+                .spawn(move || udp_worker(sock, shared, rrl, stop))
                 .expect("spawn UDP worker thread")
         })
         .collect()
 }
 
-/// Per-worker state for answering UDP packets: counters, the rate limiter.
+/// Per-worker state for answering UDP packets: counters, the (shared) rate limiter.
 struct UdpHandler {
     counters: QueryCounters,
     dropped: prometheus::IntCounter,
     rrl_dropped: prometheus::IntCounter,
     rrl_slipped: prometheus::IntCounter,
-    rrl_cfg: crate::dns::rrl::RrlConfig,
-    rrl: Rrl,
+    rrl: Arc<SharedRrl>,
 }
 
 impl UdpHandler {
-    fn new(shared: &Shared) -> UdpHandler {
+    fn new(rrl: Arc<SharedRrl>) -> UdpHandler {
         let m = metrics::get();
-        let rrl_cfg = shared.load().compiled.settings.rrl.clone();
         UdpHandler {
             counters: QueryCounters::new(Transport::Udp),
             dropped: m.dropped.with_label_values(&["malformed"]),
             rrl_dropped: m.rrl.with_label_values(&["dropped"]),
             rrl_slipped: m.rrl.with_label_values(&["slipped"]),
-            rrl: Rrl::new(rrl_cfg.clone()),
-            rrl_cfg,
+            rrl,
         }
     }
 
@@ -159,12 +159,9 @@ impl UdpHandler {
             self.dropped.inc();
             return false;
         };
-        if snap.compiled.settings.rrl != self.rrl_cfg {
-            self.rrl_cfg = snap.compiled.settings.rrl.clone();
-            self.rrl = Rrl::new(self.rrl_cfg.clone());
-        }
-        if self.rrl.enabled() {
-            match self.rrl.check(src, Instant::now()) {
+        let cfg = &snap.compiled.settings.rrl;
+        if cfg.responses_per_second > 0 {
+            match self.rrl.get(cfg).check(src, Instant::now()) {
                 Verdict::Send => {}
                 Verdict::Slip => {
                     self.rrl_slipped.inc();
@@ -193,8 +190,8 @@ fn recv_error(e: &io::Error) {
 
 /// Portable worker: one `recv_from` and one `send_to` per query.
 #[cfg_attr(target_os = "linux", allow(dead_code))]
-fn udp_worker_simple(sock: UdpSocket, shared: Shared, stop: Arc<AtomicBool>) {
-    let mut h = UdpHandler::new(&shared);
+fn udp_worker_simple(sock: UdpSocket, shared: Shared, rrl: Arc<SharedRrl>, stop: Arc<AtomicBool>) {
+    let mut h = UdpHandler::new(rrl);
     let mut inbuf = vec![0u8; 65535];
     let mut out = Vec::with_capacity(4096);
     while !stop.load(Ordering::Relaxed) {
@@ -215,8 +212,8 @@ fn udp_worker_simple(sock: UdpSocket, shared: Shared, stop: Arc<AtomicBool>) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn udp_worker(sock: UdpSocket, shared: Shared, stop: Arc<AtomicBool>) {
-    udp_worker_simple(sock, shared, stop)
+fn udp_worker(sock: UdpSocket, shared: Shared, rrl: Arc<SharedRrl>, stop: Arc<AtomicBool>) {
+    udp_worker_simple(sock, shared, rrl, stop)
 }
 
 /// Linux worker: batches of up to `BATCH` queries per `recvmmsg` and their answers per
@@ -224,13 +221,13 @@ fn udp_worker(sock: UdpSocket, shared: Shared, stop: Arc<AtomicBool>) {
 /// batching them is what lowers cost per query. Under light load a batch is one packet
 /// (`MSG_WAITFORONE`), so latency does not wait for a batch to fill.
 #[cfg(target_os = "linux")]
-fn udp_worker(sock: UdpSocket, shared: Shared, stop: Arc<AtomicBool>) {
+fn udp_worker(sock: UdpSocket, shared: Shared, rrl: Arc<SharedRrl>, stop: Arc<AtomicBool>) {
     use std::os::fd::AsRawFd;
     const BATCH: usize = 32;
     // Larger UDP queries do not exist in practice; one that is cut off fails to parse.
     const BUF: usize = 4096;
     let fd = sock.as_raw_fd();
-    let mut h = UdpHandler::new(&shared);
+    let mut h = UdpHandler::new(rrl);
     let mut bufs = vec![[0u8; BUF]; BATCH];
     let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(1500)).collect();
     // SAFETY: all-zero is a valid value for these plain C structs.

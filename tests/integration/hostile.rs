@@ -382,3 +382,48 @@ fn thousands_of_connections_from_one_source_leave_room_for_others() {
         vec!["192.0.2.10"]
     );
 }
+
+#[test]
+fn rate_limit_is_one_per_prefix_across_udp_workers() {
+    // Four workers, each source port hashed to one of them: one limit must hold for the
+    // prefix, not one per worker.
+    const RATE: f64 = 20.0;
+    let dir = with_config("  rateLimit: {responsesPerSecond: 20, slip: 0}");
+    let s = Server::start_with(dir.path(), &["--udp-workers", "4"]);
+    let socks: Vec<UdpSocket> = (0..64)
+        .map(|_| {
+            let u = UdpSocket::bind("127.0.0.1:0").expect("bind");
+            u.set_nonblocking(true).expect("nonblocking");
+            u
+        })
+        .collect();
+    let p = s.q().packet("static.gslb.example.com.", RecordType::A);
+    let started = std::time::Instant::now();
+    for i in 0..640 {
+        socks[i % socks.len()].send_to(&p, s.dns).expect("send");
+    }
+    let sending = started.elapsed().as_secs_f64();
+    // Everything sent has been answered or dropped well before this.
+    std::thread::sleep(Duration::from_secs(1));
+    let mut answered = 0;
+    let mut buf = [0u8; 2048];
+    for u in &socks {
+        while let Ok((n, _)) = u.recv_from(&mut buf) {
+            let m = Message::from_vec(&buf[..n]).expect("decode");
+            assert!(!m.metadata.truncation, "slip 0 sends no TC");
+            answered += 1;
+        }
+    }
+    // One bucket: its size plus what refills while the queries arrive (the sending time and a
+    // generous margin for the server's lag behind it).
+    let bound = RATE + RATE * (sending + 0.5) + 2.0;
+    assert!(answered >= RATE as usize, "answered {answered}");
+    assert!(
+        (answered as f64) <= bound,
+        "answered {answered} > {bound:.0}: the limit was multiplied by the workers"
+    );
+    assert!(
+        bound < 2.0 * RATE + 20.0,
+        "sent too slowly to tell: {sending:.2}s"
+    );
+}
