@@ -101,6 +101,10 @@ pub struct ServeArgs {
     /// Idle timeout of DNS-over-TCP connections (RFC 7766), e.g. 10s.
     #[arg(long, default_value = "10s")]
     pub tcp_idle_timeout: String,
+    /// On SIGTERM, keep answering DNS this long with /readyz failing (so load balancers and
+    /// the Kubernetes endpoints controller take the replica out first), then stop; e.g. 5s.
+    #[arg(long, default_value = "0s")]
+    pub lameduck: String,
     #[command(flatten)]
     pub kube: KubeArgs,
 }
@@ -507,6 +511,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
     };
     let idle = crate::model::parse_duration(&args.tcp_idle_timeout)
         .map_err(|e| anyhow!("--tcp-idle-timeout: {e}"))?;
+    let lameduck = if args.lameduck.trim() == "0" {
+        std::time::Duration::ZERO
+    } else {
+        crate::model::parse_duration(&args.lameduck).map_err(|e| anyhow!("--lameduck: {e}"))?
+    };
     if admin::needs_token(&args.admin) && args.admin_token.is_none() {
         bail!(
             "--admin {} is not a loopback address: set --admin-token (or MERIDIAN_ADMIN_TOKEN)",
@@ -547,6 +556,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let scheduler = crate::health::scheduler::start_with_publisher(&publisher, health.clone());
     scheduler.initial_round_published(&publisher).await;
     let ready = Arc::new(AtomicBool::new(false));
+    let stopping = Arc::new(AtomicBool::new(false));
 
     let workers = args.udp_workers.unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -581,6 +591,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             shared: shared.clone(),
             publisher: publisher.clone(),
             ready: ready.clone(),
+            stopping: stopping.clone(),
             token: args.admin_token.clone(),
             health: health.clone(),
         },
@@ -638,6 +649,20 @@ async fn serve(args: ServeArgs) -> Result<()> {
             }
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    // Lame duck: not ready, still answering, until the replica is out of rotation. A second
+    // signal cuts it short.
+    stopping.store(true, Ordering::Release);
+    if !lameduck.is_zero() {
+        tracing::info!(
+            lameduck_ms = lameduck.as_millis() as u64,
+            "lame duck: /readyz fails, DNS still answered"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(lameduck) => {}
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
         }
     }
     tracing::info!("shutting down: no new queries, finishing in-flight TCP");

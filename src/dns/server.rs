@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -325,33 +325,109 @@ fn sockaddr_ip(ss: &libc::sockaddr_storage) -> Option<IpAddr> {
     }
 }
 
-/// Per-source connection counts, shared by the accept loop and the connection tasks.
-#[derive(Default)]
-struct SourceCounts(Mutex<HashMap<IpAddr, usize>>);
+/// One open TCP connection, as the accept loop sees it.
+struct ConnState {
+    ip: IpAddr,
+    epoch: Instant,
+    /// Reading or answering a query (not evictable).
+    busy: AtomicBool,
+    /// When it last finished a query or was opened (ms since the registry's epoch).
+    last: AtomicU64,
+    evict: tokio::sync::Notify,
+}
 
-impl SourceCounts {
-    fn try_acquire(&self, ip: IpAddr, max: usize) -> bool {
-        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let n = m.entry(ip).or_insert(0);
-        if *n >= max {
-            return false;
-        }
-        *n += 1;
-        true
+/// Open connections, shared by the accept loop and the connection tasks (which touch only
+/// their own `ConnState`'s atomics per query; the lock is taken per connection, not per query).
+struct Registry {
+    epoch: Instant,
+    inner: Mutex<RegistryInner>,
+}
+
+#[derive(Default)]
+struct RegistryInner {
+    next: u64,
+    conns: HashMap<u64, Arc<ConnState>>,
+    per_source: HashMap<IpAddr, usize>,
+}
+
+enum Admit {
+    Yes(u64, Arc<ConnState>),
+    PerSource,
+    Total,
+}
+
+impl Registry {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
     }
-    fn release(&self, ip: IpAddr) {
-        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = m.get_mut(&ip) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&ip);
+
+    /// Admits a connection from `ip`. At the total cap, an idle connection makes room, as Knot
+    /// and NSD do: one of the source holding the most connections, the longest idle first — so
+    /// a few sources filling the cap cannot lock every other client out of TCP.
+    fn admit(&self, ip: IpAddr, limits: &TcpLimits, ignore_caps: bool) -> Admit {
+        let mut r = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if !ignore_caps {
+            if r.per_source.get(&ip).copied().unwrap_or(0) >= limits.max_per_source {
+                return Admit::PerSource;
+            }
+            if r.conns.len() >= limits.max_connections {
+                let now = self.now_ms();
+                let victim = r
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| !c.busy.load(Ordering::Acquire))
+                    .max_by_key(|(_, c)| {
+                        let held = r.per_source.get(&c.ip).copied().unwrap_or(0);
+                        let idle = now.saturating_sub(c.last.load(Ordering::Relaxed));
+                        (held, idle)
+                    })
+                    .map(|(&id, _)| id);
+                let Some(id) = victim else {
+                    return Admit::Total;
+                };
+                if let Some(c) = r.remove(id) {
+                    c.evict.notify_one();
+                    metrics::get().tcp_evicted.inc();
+                }
             }
         }
+        let c = Arc::new(ConnState {
+            ip,
+            epoch: self.epoch,
+            busy: AtomicBool::new(false),
+            last: AtomicU64::new(self.now_ms()),
+            evict: tokio::sync::Notify::new(),
+        });
+        let id = r.next;
+        r.next += 1;
+        r.conns.insert(id, c.clone());
+        *r.per_source.entry(ip).or_insert(0) += 1;
+        Admit::Yes(id, c)
+    }
+
+    fn release(&self, id: u64) {
+        let mut r = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        r.remove(id);
     }
 }
 
-/// Accepts DNS-over-TCP until `shutdown` flips; then stops accepting and lets open
-/// connections finish the query in hand.
+impl RegistryInner {
+    fn remove(&mut self, id: u64) -> Option<Arc<ConnState>> {
+        let c = self.conns.remove(&id)?;
+        if let Some(n) = self.per_source.get_mut(&c.ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_source.remove(&c.ip);
+            }
+        }
+        Some(c)
+    }
+}
+
+/// Accepts DNS-over-TCP until `shutdown` flips. Then it stops accepting — after taking the
+/// connections already completed in the kernel's accept queue, whose clients have sent their
+/// queries — and every connection answers the queries it has received (pipelined ones too)
+/// before closing.
 pub async fn serve_tcp(
     listener: TcpListener,
     shared: Shared,
@@ -359,50 +435,73 @@ pub async fn serve_tcp(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let m = metrics::get();
-    let total = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
-    let per_source = Arc::new(SourceCounts::default());
+    let registry = Arc::new(Registry {
+        epoch: Instant::now(),
+        inner: Mutex::default(),
+    });
     let tasks = TaskTracker::new();
+    let conn_shutdown = shutdown.clone();
+    let spawn = |stream: TcpStream, peer: SocketAddr, ignore_caps: bool| {
+        let (id, state) = match registry.admit(peer.ip(), &limits, ignore_caps) {
+            Admit::Yes(id, c) => (id, c),
+            Admit::PerSource => {
+                m.tcp_refused.with_label_values(&["per_source"]).inc();
+                return;
+            }
+            Admit::Total => {
+                m.tcp_refused.with_label_values(&["total"]).inc();
+                return;
+            }
+        };
+        let shared = shared.clone();
+        let registry = registry.clone();
+        let idle = limits.idle_timeout;
+        let shutdown = conn_shutdown.clone();
+        tasks.spawn(async move {
+            m.tcp_connections.inc();
+            let _ = stream.set_nodelay(true);
+            if let Err(e) = tcp_connection(stream, peer, shared, idle, &state, shutdown).await {
+                tracing::trace!(error = %e, %peer, "TCP connection ended");
+            }
+            m.tcp_connections.dec();
+            registry.release(id);
+        });
+    };
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shutdown.changed() => break,
         };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
+        match accepted {
+            Ok((stream, peer)) => spawn(stream, peer, false),
             Err(e) => {
                 tracing::debug!(error = %e, "TCP accept failed");
                 tokio::time::sleep(Duration::from_millis(5)).await;
-                continue;
             }
-        };
-        let Ok(permit) = total.clone().try_acquire_owned() else {
-            m.tcp_refused.with_label_values(&["total"]).inc();
-            drop(stream);
-            continue;
-        };
-        if !per_source.try_acquire(peer.ip(), limits.max_per_source) {
-            m.tcp_refused.with_label_values(&["per_source"]).inc();
-            drop(stream);
-            continue;
         }
-        let shared = shared.clone();
-        let per_source = per_source.clone();
-        let idle = limits.idle_timeout;
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            m.tcp_connections.inc();
-            let _ = stream.set_nodelay(true);
-            if let Err(e) = tcp_connection(stream, peer, shared, idle, shutdown).await {
-                tracing::trace!(error = %e, %peer, "TCP connection ended");
+    }
+    // Connections the kernel completed before the stop: their clients think they are
+    // connected and may have sent queries. Taken without the caps (they are few and the
+    // server is ending) straight from the socket, bypassing the runtime's readiness cache.
+    if let Ok(std_listener) = listener.into_std() {
+        while let Ok((s, peer)) = std_listener.accept() {
+            if s.set_nonblocking(true).is_ok()
+                && let Ok(stream) = TcpStream::from_std(s)
+            {
+                spawn(stream, peer, true);
             }
-            m.tcp_connections.dec();
-            per_source.release(peer.ip());
-            drop(permit);
-        });
+        }
     }
     tasks.close();
-    // In-flight connections get a bounded time to finish the query in hand.
+    // In-flight connections get a bounded time to finish the queries in hand.
     let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
+}
+
+/// True when the client has sent bytes not read yet (or closed): a direct non-blocking peek,
+/// not the runtime's readiness cache, which may lag what the kernel holds.
+fn has_pending(stream: &TcpStream) -> bool {
+    let mut b = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    matches!(socket2::SockRef::from(stream).peek(&mut b), Ok(n) if n > 0)
 }
 
 async fn tcp_connection(
@@ -410,21 +509,35 @@ async fn tcp_connection(
     peer: SocketAddr,
     shared: Shared,
     idle: Duration,
+    state: &ConnState,
     mut shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let mut counters = QueryCounters::new(Transport::Tcp);
     let mut inbuf = vec![0u8; 65535];
     let mut out = Vec::with_capacity(4096);
     let mut framed = Vec::with_capacity(4098);
+    let mut draining = *shutdown.borrow();
     loop {
-        if *shutdown.borrow() {
-            return Ok(());
-        }
+        state.busy.store(false, Ordering::Release);
         let mut len = [0u8; 2];
-        let read = tokio::select! {
-            r = tokio::time::timeout(idle, stream.read_exact(&mut len)) => r,
-            _ = shutdown.changed() => return Ok(()),
+        let read = if draining {
+            // Shutting down: answer what has arrived, then close.
+            if !has_pending(&stream) {
+                return Ok(());
+            }
+            tokio::time::timeout(idle, stream.read_exact(&mut len)).await
+        } else {
+            tokio::select! {
+                r = tokio::time::timeout(idle, stream.read_exact(&mut len)) => r,
+                _ = shutdown.changed() => {
+                    draining = true;
+                    continue;
+                }
+                // Evicted to make room at the total cap (only while idle).
+                _ = state.evict.notified() => return Ok(()),
+            }
         };
+        state.busy.store(true, Ordering::Release);
         match read {
             Err(_) => return Ok(()), // idle timeout
             Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
@@ -463,5 +576,8 @@ async fn tcp_connection(
             Ok(r) => r?,
             Err(_) => return Ok(()),
         }
+        state
+            .last
+            .store(state.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 }

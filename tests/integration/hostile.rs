@@ -103,7 +103,7 @@ fn connect_from(src: &str, dst: SocketAddr) -> TcpStream {
 }
 
 /// True if the server closed the connection (EOF or reset) without answering.
-fn closed_by_server(t: &mut TcpStream) -> bool {
+fn closed_by_server(mut t: impl Read) -> bool {
     let mut b = [0u8; 1];
     matches!(t.read(&mut b), Ok(0) | Err(_))
 }
@@ -129,10 +129,24 @@ fn tcp_connection_caps_per_source_and_in_total() {
     );
     held.push(connect_from("127.0.0.2", s.dns));
     held.push(connect_from("127.0.0.2", s.dns));
+    // At the total cap a new source is served: an idle connection of the source holding the
+    // most (127.0.0.1, three) makes room.
     let mut sixth = connect_from("127.0.0.3", s.dns);
+    let p = s.q().packet("static.gslb.example.com.", RecordType::A);
+    sixth
+        .write_all(&[&(p.len() as u16).to_be_bytes()[..], &p].concat())
+        .expect("write");
+    let mut len = [0u8; 2];
+    sixth
+        .read_exact(&mut len)
+        .expect("6th connection in total is served");
+    let evicted = held.remove(0);
+    evicted
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     assert!(
-        closed_by_server(&mut sixth),
-        "6th connection in total is refused"
+        closed_by_server(&mut &evicted),
+        "the oldest idle connection of the biggest source is closed"
     );
     let text = s.metrics();
     assert!(
@@ -142,19 +156,12 @@ fn tcp_connection_caps_per_source_and_in_total() {
             &[("limit", "per_source")]
         ) >= 1.0
     );
-    assert!(
-        metric(
-            &text,
-            "meridian_dns_tcp_refused_total",
-            &[("limit", "total")]
-        ) >= 1.0
-    );
+    assert_eq!(metric(&text, "meridian_dns_tcp_evicted_total", &[]), 1.0);
     // Held connections still work; UDP is unaffected.
     let p = s.q().packet("static.gslb.example.com.", RecordType::A);
     let t = &mut held[0];
     t.write_all(&[&(p.len() as u16).to_be_bytes()[..], &p].concat())
         .expect("write");
-    let mut len = [0u8; 2];
     t.read_exact(&mut len).expect("answer on a held connection");
     assert_eq!(
         addrs(&s.q().ask("static.gslb.example.com.", RecordType::A)),
@@ -162,6 +169,7 @@ fn tcp_connection_caps_per_source_and_in_total() {
     );
     // Closing frees the slots.
     drop(held);
+    drop(sixth);
     wait_for(Duration::from_secs(5), "slots freed", || {
         (metric(&s.metrics(), "meridian_dns_tcp_connections", &[]) == 0.0).then_some(())
     });
@@ -425,5 +433,53 @@ fn rate_limit_is_one_per_prefix_across_udp_workers() {
     assert!(
         bound < 2.0 * RATE + 20.0,
         "sent too slowly to tell: {sending:.2}s"
+    );
+}
+
+#[test]
+fn sources_filling_the_tcp_cap_do_not_lock_out_a_new_source() {
+    let s = Server::start_with(
+        &repo_zones(),
+        &[
+            "--tcp-max-per-source",
+            "8",
+            "--tcp-max-connections",
+            "64",
+            "--tcp-idle-timeout",
+            "60s",
+        ],
+    );
+    // Eight sources, eight idle connections each: the total cap is full.
+    let mut held: Vec<TcpStream> = (2..10)
+        .flat_map(|i| (0..8).map(move |_| format!("127.0.0.{i}")))
+        .map(|src| connect_from(&src, s.dns))
+        .collect();
+    wait_for(Duration::from_secs(10), "64 connections open", || {
+        (metric(&s.metrics(), "meridian_dns_tcp_connections", &[]) == 64.0).then_some(())
+    });
+    // Fresh sources are still answered over TCP, each in turn.
+    let p = s.q().packet("static.gslb.example.com.", RecordType::A);
+    for src in ["127.0.1.1", "127.0.1.2", "127.0.1.3"] {
+        let mut t = connect_from(src, s.dns);
+        t.write_all(&[&(p.len() as u16).to_be_bytes()[..], &p].concat())
+            .expect("write");
+        let mut len = [0u8; 2];
+        t.read_exact(&mut len)
+            .unwrap_or_else(|e| panic!("{src} not answered at the cap: {e}"));
+        let mut body = vec![0u8; u16::from_be_bytes(len) as usize];
+        t.read_exact(&mut body).expect("answer");
+        let m = Message::from_vec(&body).expect("decode");
+        assert_eq!(addrs(&m), vec!["192.0.2.10"]);
+        held.push(t);
+    }
+    let text = s.metrics();
+    assert_eq!(metric(&text, "meridian_dns_tcp_evicted_total", &[]), 3.0);
+    assert_eq!(
+        metric(
+            &text,
+            "meridian_dns_tcp_refused_total",
+            &[("limit", "total")]
+        ),
+        0.0
     );
 }

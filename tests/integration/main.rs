@@ -5,3 +5,4 @@ mod dns;
 mod health;
 mod hostile;
 mod k8s;
+mod shutdown;
