@@ -483,3 +483,88 @@ fn sources_filling_the_tcp_cap_do_not_lock_out_a_new_source() {
         0.0
     );
 }
+
+/// A ServiceDNSRecord over `n` clusters (no probes), as `zones/` gets it from a big fleet.
+fn many_clusters_zone(n: usize) -> tempfile::TempDir {
+    let mut y = String::from(
+        "apiVersion: multiclusterdns.kubefed.io/v1alpha1\nkind: ServiceDNSRecord\nmetadata:\n  \
+         name: big\n  namespace: shop\n  annotations:\n    meridian.io/probe: none\n\
+         spec:\n  domainRef: demo\nstatus:\n  domain: gslb.example.com\n  dns:\n",
+    );
+    for i in 0..n {
+        // Every tenth cluster shares its neighbour's address.
+        let a = i - usize::from(i % 10 == 9);
+        y.push_str(&format!(
+            "  - cluster: c{i}\n    loadBalancer:\n      ingress:\n      - ip: 10.{}.{}.{}\n",
+            a >> 16,
+            (a >> 8) & 255,
+            a & 255
+        ));
+    }
+    zones_with(&[("big.yaml", &y)])
+}
+
+#[test]
+fn a_name_with_thousands_of_clusters_does_not_starve_others() {
+    const BIG: &str = "big.shop.demo.svc.gslb.example.com.";
+    let dir = many_clusters_zone(10_000);
+    // One worker: the flood and the other client share it, so a slow answer would starve them.
+    let s = Server::start_with(dir.path(), &["--udp-workers", "1"]);
+    // Over TCP the answer is a valid message of distinct addresses, as many as fit.
+    let m = s.q().tcp().ask(BIG, RecordType::A);
+    assert!(!m.metadata.truncation);
+    let got = addrs(&m);
+    let mut distinct = got.clone();
+    distinct.dedup();
+    assert_eq!(distinct.len(), got.len(), "no address twice");
+    assert!(got.len() > 4000, "{} addresses", got.len());
+    // Over UDP it does not fit: TC.
+    let m = s.q().ask(BIG, RecordType::A);
+    assert!(m.metadata.truncation && m.answers.is_empty());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let big_answered = Arc::new(AtomicUsize::new(0));
+    let flood = {
+        let (q, server) = (s.q(), s.dns);
+        let (stop, big_answered) = (stop.clone(), big_answered.clone());
+        std::thread::spawn(move || {
+            let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+            sock.set_read_timeout(Some(Duration::from_secs(2)))
+                .expect("timeout");
+            let p = q.packet(BIG, RecordType::A);
+            let mut buf = [0u8; 2048];
+            // A bounded burst: 25 rounds of 40 queries in flight.
+            for _ in 0..25 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                for _ in 0..40 {
+                    sock.send_to(&p, server).expect("send");
+                }
+                for _ in 0..40 {
+                    if sock.recv_from(&mut buf).is_err() {
+                        break;
+                    }
+                    big_answered.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    let mut answered = 0;
+    for _ in 0..50 {
+        let p = s.q().packet("static.gslb.example.com.", RecordType::A);
+        if let Some(raw) = s.q().raw(&p) {
+            let m = Message::from_vec(&raw).expect("decode");
+            assert_eq!(addrs(&m), vec!["192.0.2.10"]);
+            answered += 1;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    flood.join().expect("flood thread");
+    assert_eq!(answered, 50, "static queries answered during the flood");
+    assert!(
+        big_answered.load(Ordering::Relaxed) >= 40,
+        "the big name is answered too: {}",
+        big_answered.load(Ordering::Relaxed)
+    );
+}
