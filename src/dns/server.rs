@@ -376,10 +376,11 @@ impl Registry {
                     .conns
                     .iter()
                     .filter(|(_, c)| !c.busy.load(Ordering::Acquire))
-                    .max_by_key(|(_, c)| {
+                    .max_by_key(|(id, c)| {
                         let held = r.per_source.get(&c.ip).copied().unwrap_or(0);
                         let idle = now.saturating_sub(c.last.load(Ordering::Relaxed));
-                        (held, idle)
+                        // Ties (same millisecond) go to the oldest connection.
+                        (held, idle, std::cmp::Reverse(**id))
                     })
                     .map(|(&id, _)| id);
                 let Some(id) = victim else {
