@@ -10,6 +10,7 @@
 //!   ending at the geo name, and NXDOMAIN (cases in benches/common/mod.rs);
 //! - `respond_and_count/<case>`: the same plus the per-query metrics the UDP worker records
 //!   (`metrics::QueryCounters::count`), to show what counting costs;
+//! - `many_clusters/{udp_tc,tcp_full}`: a name over 10,000 clusters, policy `all`;
 //! - `parts/*`: pieces of the geo answer alone (wire parse, GeoIP lookup, routing select, the
 //!   snapshot's name lookup), to attribute the time; `parts/geoip_lookup_unit` is what the query
 //!   path calls (tree walk, then the client's unit vector from a per-thread cache keyed by the
@@ -151,6 +152,49 @@ fn bench(c: &mut Criterion) {
             )
         })
     });
+    g.finish();
+
+    // A name over 10,000 clusters (every tenth sharing an address, no probes): the whole
+    // multi-cluster answer, cut off at the UDP payload (TC) or at 65,535 bytes over TCP.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut y = String::from(
+        "apiVersion: multiclusterdns.kubefed.io/v1alpha1\nkind: Domain\nmetadata:\n  \
+         name: demo\n  namespace: kube-federation-system\ndomain: gslb.example.com\n\
+         nameServer: ns1.gslb.example.com\n---\n\
+         apiVersion: multiclusterdns.kubefed.io/v1alpha1\nkind: ServiceDNSRecord\n\
+         metadata:\n  name: big\n  namespace: shop\n  annotations:\n    \
+         meridian.io/policy: all\n    meridian.io/probe: none\nspec:\n  domainRef: demo\n\
+         status:\n  domain: gslb.example.com\n  dns:\n",
+    );
+    for i in 0..10_000usize {
+        let a = i - usize::from(i % 10 == 9);
+        y.push_str(&format!(
+            "  - cluster: c{i}\n    loadBalancer:\n      ingress:\n      - ip: 10.{}.{}.{}\n",
+            a >> 16,
+            (a >> 8) & 255,
+            a & 255
+        ));
+    }
+    std::fs::write(dir.path().join("big.yaml"), y).expect("write");
+    let loaded = meridian::app::load(&meridian::app::SourceArgs {
+        zones: dir.path().to_path_buf(),
+        geoip: None,
+    })
+    .unwrap_or_else(|e| panic!("many clusters: {e:?}"));
+    let big = meridian::snapshot::Snapshot::new(std::sync::Arc::new(loaded.compiled), None);
+    let packet = common::query(
+        0x2222,
+        "big.shop.demo.svc.gslb.example.com",
+        common::TYPE_A,
+        true,
+        None,
+    );
+    let mut g = c.benchmark_group("many_clusters");
+    for (name, transport) in [("udp_tc", Transport::Udp), ("tcp_full", Transport::Tcp)] {
+        g.bench_function(name, |b| {
+            b.iter(|| answer::respond(&big, black_box(&packet), SRC, transport, 7, &mut out))
+        });
+    }
     g.finish();
 }
 

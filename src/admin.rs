@@ -25,6 +25,8 @@ pub struct AdminState {
     pub shared: Shared,
     pub publisher: PublisherHandle,
     pub ready: Arc<AtomicBool>,
+    /// Set on SIGTERM: not ready from then on, whatever the sources say.
+    pub stopping: Arc<AtomicBool>,
     pub token: Option<String>,
     pub health: HealthStatus,
 }
@@ -172,7 +174,9 @@ async fn metrics_text() -> Response {
 }
 
 async fn readyz(State(st): State<AdminState>) -> Response {
-    if st.ready.load(Ordering::Acquire) {
+    if st.stopping.load(Ordering::Acquire) {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    } else if st.ready.load(Ordering::Acquire) {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()

@@ -106,6 +106,10 @@ pub struct ServeArgs {
     /// as failed; the previous state keeps serving (1ms to 1h).
     #[arg(long, default_value = "30s", value_parser = reload_timeout)]
     pub reload_timeout: Duration,
+    /// On SIGTERM, keep answering DNS this long with /readyz failing (so load balancers and
+    /// the Kubernetes endpoints controller take the replica out first), then stop; e.g. 5s.
+    #[arg(long, default_value = "0s", value_parser = lameduck)]
+    pub lameduck: Duration,
     #[command(flatten)]
     pub kube: KubeArgs,
 }
@@ -246,6 +250,13 @@ fn tcp_idle_timeout(s: &str) -> Result<Duration, DurationError> {
 
 fn reload_timeout(s: &str) -> Result<Duration, DurationError> {
     parse_duration_within(s, Duration::from_millis(1), Duration::from_secs(3600))
+}
+
+fn lameduck(s: &str) -> Result<Duration, DurationError> {
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration_within(s, Duration::ZERO, Duration::from_secs(600))
 }
 
 fn member_offline_after(s: &str) -> Result<Duration, DurationError> {
@@ -603,6 +614,7 @@ pub fn raise_fd_limit() {
 async fn serve(args: ServeArgs) -> Result<()> {
     let watch = args.watch_interval;
     let idle = args.tcp_idle_timeout;
+    let lameduck = args.lameduck;
     // Before anything binds: a misconfigured admin API must not come up even briefly.
     if let Some(problem) = admin::token_problem(&args.admin, args.admin_token.as_deref()) {
         bail!(problem);
@@ -643,6 +655,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let scheduler = crate::health::scheduler::start_with_publisher(&publisher, health.clone());
     scheduler.initial_round_published(&publisher).await;
     let ready = Arc::new(AtomicBool::new(false));
+    let stopping = Arc::new(AtomicBool::new(false));
 
     let workers = args.udp_workers.unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -677,6 +690,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             shared: shared.clone(),
             publisher: publisher.clone(),
             ready: ready.clone(),
+            stopping: stopping.clone(),
             token: args.admin_token.clone(),
             health: health.clone(),
         },
@@ -783,6 +797,20 @@ async fn serve(args: ServeArgs) -> Result<()> {
     if let Some(task) = running.take() {
         // Its thread may be stuck in a read; nothing waits for it, and exit ends it.
         task.abort();
+    }
+    // Lame duck: not ready, still answering, until the replica is out of rotation. A second
+    // signal cuts it short.
+    stopping.store(true, Ordering::Release);
+    if !lameduck.is_zero() {
+        tracing::info!(
+            lameduck_ms = lameduck.as_millis() as u64,
+            "lame duck: /readyz fails, DNS still answered"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(lameduck) => {}
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
     }
     tracing::info!("shutting down: no new queries, finishing in-flight TCP");
     ready.store(false, Ordering::Release);

@@ -37,6 +37,7 @@ pub struct Metrics {
     pub drained: IntGaugeVec,
     pub tcp_connections: IntGauge,
     pub tcp_refused: IntCounterVec,
+    pub tcp_evicted: IntCounter,
     pub source_up: IntGaugeVec,
     pub leader: IntGauge,
     pub kubernetes_writes: IntCounterVec,
@@ -223,6 +224,10 @@ impl Metrics {
                     "TCP connections refused, by limit."
                 ),
                 &["limit"]
+            )),
+            tcp_evicted: reg!(IntCounter::new(
+                "meridian_dns_tcp_evicted_total",
+                "Idle TCP connections closed to make room for a new one at the total cap."
             )),
             source_up: reg!(IntGaugeVec::new(
                 Opts::new(

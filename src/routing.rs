@@ -350,6 +350,7 @@ mod tests {
             failover: [2, 0, 1, 3].into(),
             fallback: fallback.then(|| b"\x01x\x00"[..].into()),
             source: 0,
+            merged: None,
             probe_interval_ms: 0,
         }
     }

@@ -11,7 +11,7 @@ use super::wire::{self, Edns, NameBuf, Query, Reject};
 use crate::model::Policy;
 use crate::routing::{self, Family, Selection};
 use crate::snapshot::Snapshot;
-use crate::snapshot::compile::{CDyn, Node, RRset};
+use crate::snapshot::compile::{CDyn, CTarget, Merged, Node, RRset};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
@@ -123,6 +123,11 @@ struct Builder<'s> {
     aa: bool,
     rcode: u16,
     routed: Option<Routed>,
+    /// Largest message the transport carries, less the OPT record still to come.
+    room: usize,
+    transport: Transport,
+    /// A UDP answer stopped short: the records did not fit, the reply goes out with TC.
+    overflow: bool,
 }
 
 impl Builder<'_> {
@@ -257,19 +262,10 @@ pub fn respond(
         aa: false,
         rcode: 0,
         routed: None,
+        room: 0,
+        transport,
+        overflow: false,
     };
-    // Header placeholder and the question exactly as received.
-    out.extend_from_slice(&packet[..HEADER_LEN]);
-    out.extend_from_slice(&packet[HEADER_LEN..q.question_end]);
-    let question_end = out.len();
-    match q.edns {
-        Some(e) if e.version > 0 => {
-            // RFC 6891 §6.1.3: BADVERS, no answer.
-            b.rcode = wire::RCODE_BADVERS;
-            b.ecs = None;
-        }
-        _ => resolve(&mut b, &q, out),
-    }
     let limit = match (transport, q.edns) {
         (Transport::Tcp, _) => usize::from(u16::MAX),
         (Transport::Udp, Some(e)) => usize::from(e.payload.min(payload)).max(CLASSIC_UDP),
@@ -282,8 +278,21 @@ pub fn respond(
     } else {
         0
     };
+    b.room = limit.saturating_sub(opt_len);
+    // Header placeholder and the question exactly as received.
+    out.extend_from_slice(&packet[..HEADER_LEN]);
+    out.extend_from_slice(&packet[HEADER_LEN..q.question_end]);
+    let question_end = out.len();
+    match q.edns {
+        Some(e) if e.version > 0 => {
+            // RFC 6891 §6.1.3: BADVERS, no answer.
+            b.rcode = wire::RCODE_BADVERS;
+            b.ecs = None;
+        }
+        _ => resolve(&mut b, &q, out),
+    }
     let mut truncated = false;
-    if out.len() + opt_len > limit {
+    if b.overflow || out.len() + opt_len > limit {
         // RFC 2181 §9: drop the incomplete sections and set TC; the client retries over TCP.
         out.truncate(question_end);
         b.an = 0;
@@ -636,7 +645,7 @@ fn answer_dynamic(
             let t = &d.targets[target as usize];
             routed.cluster = Some(t.cluster);
             routed.away_from_nearest = outcome.nearest.is_some_and(|n| n != target);
-            if write_target(b, out, owner, d, target, fam, ttl, any_health, 0) {
+            if write_target(b, out, owner, d, target, fam, ttl, any_health) {
                 DynResult::Done
             } else {
                 DynResult::Nodata
@@ -645,27 +654,25 @@ fn answer_dynamic(
         Selection::AllHealthy | Selection::AllTargets => {
             let any = outcome.selection == Selection::AllTargets;
             let keep_drained = any && routing::only_drained_left(d, fam, health);
-            let mut wrote = false;
-            let mut written = 0u64;
-            for i in 0..d.targets.len() as u32 {
-                let t = &d.targets[i as usize];
-                if !routing::eligible(t, fam) || (!any && !routing::healthy(t, fam, health)) {
-                    continue;
-                }
-                if any && !keep_drained && health.drained(t.cluster) {
-                    continue;
-                }
-                // Hostname-only targets cannot be merged into an address set.
-                if t.v4.is_empty() && t.v6.is_empty() {
-                    continue;
-                }
-                if write_target(b, out, owner, d, i, fam, ttl, any, written) {
-                    wrote = true;
-                    if i < 64 {
-                        written |= 1u64 << i;
+            let selected = |t: &CTarget| {
+                routing::eligible(t, fam)
+                    && (any || routing::healthy(t, fam, health))
+                    && !(any && !keep_drained && health.drained(t.cluster))
+            };
+            let wrote = match &d.merged {
+                Some(m) => write_merged(b, out, owner, d, m, fam, ttl, any, selected),
+                None => {
+                    let mut wrote = false;
+                    for (i, t) in d.targets.iter().enumerate() {
+                        // Hostname-only targets cannot be merged into an address set.
+                        if !selected(t) || (t.v4.is_empty() && t.v6.is_empty()) {
+                            continue;
+                        }
+                        wrote |= write_target(b, out, owner, d, i as u32, fam, ttl, any);
                     }
+                    wrote
                 }
-            }
+            };
             if wrote {
                 DynResult::Done
             } else {
@@ -718,6 +725,87 @@ pub fn dynamic_ttl(d: &CDyn, cap: u32, degraded: bool) -> u32 {
     ttl
 }
 
+/// Room for one more record of `rdlen` bytes owned by `owner`? When not, a UDP answer is
+/// marked to go out truncated (the client retries over TCP); a TCP answer carries what fits.
+fn fits(b: &mut Builder<'_>, out: &[u8], owner: usize, rdlen: usize) -> bool {
+    let owner_len = if owner < 0x3FFF {
+        2
+    } else {
+        name_len_at(out, owner)
+    };
+    if out.len() + owner_len + 10 + rdlen <= b.room {
+        return true;
+    }
+    if b.transport == Transport::Udp {
+        b.overflow = true;
+    }
+    false
+}
+
+/// The addresses of the selected targets, each once. Linear in the name's addresses and
+/// their owners, and it stops once the message is full: a UDP answer can't carry thousands of
+/// records anyway, and over TCP a message ends at 65,535 bytes.
+#[allow(clippy::too_many_arguments)]
+fn write_merged(
+    b: &mut Builder<'_>,
+    out: &mut Vec<u8>,
+    owner: usize,
+    d: &CDyn,
+    m: &Merged,
+    fam: Family,
+    ttl: u32,
+    any_health: bool,
+    selected: impl Fn(&CTarget) -> bool,
+) -> bool {
+    let health = &*b.snap.health;
+    let carried = |owners: &[u32]| owners.iter().any(|&i| selected(&d.targets[i as usize]));
+    let mut wrote = false;
+    match fam {
+        Family::V4 => {
+            for a in &m.v4 {
+                if !(any_health || health.up(a.endpoint)) || !carried(m.owners_of(a)) {
+                    continue;
+                }
+                if !fits(b, out, owner, 4) {
+                    break;
+                }
+                put_rr(
+                    out,
+                    owner,
+                    wire::TYPE_A,
+                    wire::CLASS_IN,
+                    ttl,
+                    &a.ip.octets(),
+                );
+                b.an += 1;
+                wrote = true;
+            }
+        }
+        Family::V6 => {
+            for a in &m.v6 {
+                if !(any_health || health.up(a.endpoint)) || !carried(m.owners_of(a)) {
+                    continue;
+                }
+                if !fits(b, out, owner, 16) {
+                    break;
+                }
+                put_rr(
+                    out,
+                    owner,
+                    wire::TYPE_AAAA,
+                    wire::CLASS_IN,
+                    ttl,
+                    &a.ip.octets(),
+                );
+                b.an += 1;
+                wrote = true;
+            }
+        }
+    }
+    wrote
+}
+
+/// One target's addresses (distinct within a target since compile time).
 #[allow(clippy::too_many_arguments)]
 fn write_target(
     b: &mut Builder<'_>,
@@ -728,25 +816,17 @@ fn write_target(
     fam: Family,
     ttl: u32,
     any_health: bool,
-    written: u64,
 ) -> bool {
     let t = &d.targets[target as usize];
     let health = &*b.snap.health;
-    // Clusters may share an address: in a multi-cluster answer each address appears once.
-    let earlier = |j: usize| j < 64 && written & (1u64 << j) != 0;
-    let dup4 =
-        |ip| (0..target as usize).any(|j| earlier(j) && d.targets[j].v4.iter().any(|x| x.ip == ip));
-    let dup6 =
-        |ip| (0..target as usize).any(|j| earlier(j) && d.targets[j].v6.iter().any(|x| x.ip == ip));
     let mut wrote = false;
     match fam {
         Family::V4 => {
             for a in &t.v4 {
-                if dup4(a.ip) {
-                    wrote = true;
-                    continue;
-                }
                 if any_health || health.up(a.endpoint) {
+                    if !fits(b, out, owner, 4) {
+                        break;
+                    }
                     put_rr(
                         out,
                         owner,
@@ -762,11 +842,10 @@ fn write_target(
         }
         Family::V6 => {
             for a in &t.v6 {
-                if dup6(a.ip) {
-                    wrote = true;
-                    continue;
-                }
                 if any_health || health.up(a.endpoint) {
+                    if !fits(b, out, owner, 16) {
+                        break;
+                    }
                     put_rr(
                         out,
                         owner,
@@ -815,4 +894,119 @@ fn chaos(b: &mut Builder<'_>, q: &Query<'_>, out: &mut Vec<u8>) {
     put_rr(out, HEADER_LEN, wire::TYPE_TXT, wire::CLASS_CH, 0, &rd);
     b.an += 1;
     b.aa = true;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::{Edns, Message, Query as HQuery};
+    use hickory_proto::rr::{Name, RData, RecordType};
+    use std::sync::Arc;
+
+    /// A ServiceDNSRecord over `clusters` clusters, no probes, policy `all`; clusters share
+    /// addresses (`distinct` of them) as clusters behind one load balancer do.
+    fn many_clusters(clusters: usize, distinct: usize) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut y = String::from(
+            "apiVersion: multiclusterdns.kubefed.io/v1alpha1\nkind: Domain\nmetadata:\n  \
+             name: demo\n  namespace: kube-federation-system\ndomain: gslb.example.com\n\
+             nameServer: ns1.gslb.example.com\n---\n\
+             apiVersion: multiclusterdns.kubefed.io/v1alpha1\nkind: ServiceDNSRecord\n\
+             metadata:\n  name: big\n  namespace: shop\n  annotations:\n    \
+             meridian.io/policy: all\n    meridian.io/probe: none\nspec:\n  domainRef: demo\n\
+             status:\n  domain: gslb.example.com\n  dns:\n",
+        );
+        for i in 0..clusters {
+            let a = i % distinct;
+            y.push_str(&format!(
+                "  - cluster: c{i}\n    loadBalancer:\n      ingress:\n      - ip: 10.{}.{}.1\n      \
+                 - ip: fd00::{:x}\n",
+                a / 256,
+                a % 256,
+                a + 1
+            ));
+        }
+        std::fs::write(dir.path().join("big.yaml"), y).expect("write");
+        dir
+    }
+
+    fn snapshot(dir: &std::path::Path) -> Snapshot {
+        let loaded = crate::app::load(&crate::app::SourceArgs {
+            zones: dir.to_path_buf(),
+            geoip: None,
+        })
+        .unwrap_or_else(|e| panic!("load: {e:?}"));
+        Snapshot::new(Arc::new(loaded.compiled), None)
+    }
+
+    fn query(name: &str, rtype: RecordType, edns: bool) -> Vec<u8> {
+        let mut m = Message::query();
+        m.add_query(HQuery::query(Name::from_ascii(name).expect("name"), rtype));
+        if edns {
+            let mut e = Edns::new();
+            e.set_max_payload(1232);
+            m.set_edns(e);
+        }
+        m.to_vec().expect("encode")
+    }
+
+    fn ask(snap: &Snapshot, rtype: RecordType, t: Transport, edns: bool) -> (Message, usize) {
+        let mut out = Vec::new();
+        let p = query("big.shop.demo.svc.gslb.example.com.", rtype, edns);
+        respond(snap, &p, "127.0.0.1".parse().expect("ip"), t, 1, &mut out).expect("answered");
+        assert!(out.len() <= usize::from(u16::MAX));
+        (Message::from_vec(&out).expect("a valid message"), out.len())
+    }
+
+    #[test]
+    fn many_cluster_answers_are_distinct_and_fit_the_transport() {
+        let dir = many_clusters(6000, 2500);
+        let snap = snapshot(dir.path());
+        for (rtype, rr) in [(RecordType::A, 16), (RecordType::AAAA, 28)] {
+            // Over TCP: as many distinct addresses as 65,535 bytes hold (all 2,500 A records,
+            // as many AAAA as fit), each once, no TC.
+            let (m, len) = ask(&snap, rtype, Transport::Tcp, true);
+            assert!(!m.metadata.truncation, "{rtype}: no TC over TCP");
+            let mut seen = std::collections::HashSet::new();
+            for r in &m.answers {
+                let ip = match &r.data {
+                    RData::A(a) => a.0.to_string(),
+                    RData::AAAA(a) => a.0.to_string(),
+                    other => panic!("unexpected {other:?}"),
+                };
+                assert!(seen.insert(ip.clone()), "{rtype}: {ip} answered twice");
+            }
+            let expect = 2500.min((usize::from(u16::MAX) - 60) / rr);
+            assert!(
+                m.answers.len() >= expect - 1 && m.answers.len() <= 2500,
+                "{rtype}: {} answers, {len} bytes",
+                m.answers.len()
+            );
+            // Over UDP it cannot fit: TC, empty, within the payload size.
+            let (m, len) = ask(&snap, rtype, Transport::Udp, true);
+            assert!(m.metadata.truncation && m.answers.is_empty());
+            assert!(len <= 1232);
+            let (m, len) = ask(&snap, rtype, Transport::Udp, false);
+            assert!(m.metadata.truncation && m.answers.is_empty());
+            assert!(len <= 512);
+        }
+    }
+
+    #[test]
+    fn addresses_shared_by_clusters_are_answered_once() {
+        let dir = many_clusters(100, 3);
+        let snap = snapshot(dir.path());
+        let (m, _) = ask(&snap, RecordType::A, Transport::Udp, true);
+        assert!(!m.metadata.truncation);
+        let mut ips: Vec<String> = m
+            .answers
+            .iter()
+            .map(|r| match &r.data {
+                RData::A(a) => a.0.to_string(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        ips.sort();
+        assert_eq!(ips, ["10.0.0.1", "10.0.1.1", "10.0.2.1"]);
+    }
 }

@@ -3,12 +3,20 @@
 //! real resolver behind a busy prefix retries over TCP (which cannot be spoofed) instead of
 //! timing out.
 //!
-//! Each UDP worker owns its table: `SO_REUSEPORT` steers a source to one socket, so no lock is
-//! shared between workers. Time is passed in, so the logic is tested without sleeping.
+//! One table serves every UDP worker, so a client's limit is the configured rate however many
+//! sockets its packets are spread over (`SO_REUSEPORT` hashes each source port to a socket).
+//! The table is split into shards, each behind its own short lock: workers contend only when
+//! they limit prefixes of the same shard at the same moment. A full shard forgets idle
+//! prefixes (whose bucket has refilled, so they carry no state); when none is idle, prefixes
+//! it cannot track share one bucket — a spray of new prefixes never resets the bucket of one
+//! being limited. Time is passed in, so the logic is tested without sleeping.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct RrlConfig {
@@ -18,7 +26,7 @@ pub struct RrlConfig {
     pub slip: u32,
     pub ipv4_prefix: u8,
     pub ipv6_prefix: u8,
-    /// Most prefixes tracked per worker; beyond it idle entries are forgotten.
+    /// Most prefixes tracked; beyond it idle entries are forgotten.
     pub max_entries: usize,
 }
 
@@ -42,23 +50,84 @@ pub enum Verdict {
     Drop,
 }
 
+#[derive(Clone, Copy)]
 struct Bucket {
     tokens: f64,
     last: Instant,
     limited: u32,
 }
 
+impl Bucket {
+    fn full(rate: f64, now: Instant) -> Bucket {
+        Bucket {
+            tokens: rate,
+            last: now,
+            limited: 0,
+        }
+    }
+
+    fn take(&mut self, now: Instant, rate: f64, slip: u32) -> Verdict {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(rate);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return Verdict::Send;
+        }
+        self.limited = self.limited.wrapping_add(1);
+        if slip > 0 && self.limited.is_multiple_of(slip) {
+            Verdict::Slip
+        } else {
+            Verdict::Drop
+        }
+    }
+
+    /// Refilled by `now`: forgetting it changes nothing.
+    fn idle(&self, now: Instant, rate: f64) -> bool {
+        self.tokens + now.saturating_duration_since(self.last).as_secs_f64() * rate >= rate
+    }
+}
+
+struct Shard {
+    table: HashMap<u128, Bucket, foldhash::fast::RandomState>,
+    /// Shared by the prefixes a full shard cannot track.
+    overflow: Option<Bucket>,
+    last_sweep: Option<Instant>,
+}
+
+/// A full shard looks for idle entries at most this often, so a spray of new prefixes does
+/// not make every query scan the shard.
+const SWEEP_EVERY: Duration = Duration::from_millis(100);
+
 pub struct Rrl {
     cfg: RrlConfig,
-    table: HashMap<u128, Bucket>,
+    shards: Box<[Mutex<Shard>]>,
+    per_shard: usize,
 }
 
 impl Rrl {
     pub fn new(cfg: RrlConfig) -> Rrl {
+        let max = cfg.max_entries.max(1);
+        let n = (max / 256).clamp(1, 64);
+        let per_shard = max.div_ceil(n);
+        let shards = (0..n)
+            .map(|_| {
+                Mutex::new(Shard {
+                    table: HashMap::default(),
+                    overflow: None,
+                    last_sweep: None,
+                })
+            })
+            .collect();
         Rrl {
             cfg,
-            table: HashMap::new(),
+            shards,
+            per_shard,
         }
+    }
+
+    pub fn config(&self) -> &RrlConfig {
+        &self.cfg
     }
 
     pub fn enabled(&self) -> bool {
@@ -89,38 +158,64 @@ impl Rrl {
     }
 
     /// Decides for one response to `ip` at `now`.
-    pub fn check(&mut self, ip: IpAddr, now: Instant) -> Verdict {
+    pub fn check(&self, ip: IpAddr, now: Instant) -> Verdict {
         if !self.enabled() {
             return Verdict::Send;
         }
         let rate = f64::from(self.cfg.responses_per_second);
-        if self.table.len() >= self.cfg.max_entries {
-            // Forget prefixes whose bucket has refilled: they carry no state worth keeping.
-            self.table
-                .retain(|_, b| now.duration_since(b.last).as_secs_f64() * rate < rate);
-            if self.table.len() >= self.cfg.max_entries {
-                self.table.clear();
-            }
-        }
+        let slip = self.cfg.slip;
         let key = self.key(ip);
-        let b = self.table.entry(key).or_insert(Bucket {
-            tokens: rate,
-            last: now,
-            limited: 0,
+        // Fibonacci hashing of both halves: prefixes differ in a few middle bits.
+        let h = ((key as u64) ^ ((key >> 64) as u64)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let shard = &self.shards[(h >> 32) as usize % self.shards.len()];
+        let mut s = shard.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = s.table.get_mut(&key) {
+            return b.take(now, rate, slip);
+        }
+        if s.table.len() >= self.per_shard
+            && s.last_sweep
+                .is_none_or(|t| now.saturating_duration_since(t) >= SWEEP_EVERY)
+        {
+            s.last_sweep = Some(now);
+            s.table.retain(|_, b| !b.idle(now, rate));
+        }
+        if s.table.len() < self.per_shard {
+            let mut b = Bucket::full(rate, now);
+            let v = b.take(now, rate, slip);
+            s.table.insert(key, b);
+            return v;
+        }
+        // Full of prefixes that are all busy: the new one is limited with every other
+        // untracked prefix rather than by evicting one that is being limited.
+        s.overflow
+            .get_or_insert_with(|| Bucket::full(rate, now))
+            .take(now, rate, slip)
+    }
+}
+
+/// The limiter every UDP worker shares; replaced when the configuration changes.
+pub struct SharedRrl(ArcSwap<Rrl>);
+
+impl SharedRrl {
+    pub fn new(cfg: RrlConfig) -> SharedRrl {
+        SharedRrl(ArcSwap::from_pointee(Rrl::new(cfg)))
+    }
+
+    /// The limiter for `cfg`: the current one, or a new one if the configuration changed.
+    pub fn get(&self, cfg: &RrlConfig) -> arc_swap::Guard<Arc<Rrl>> {
+        let cur = self.0.load();
+        if cur.cfg == *cfg {
+            return cur;
+        }
+        drop(cur);
+        self.0.rcu(|cur| {
+            if cur.cfg == *cfg {
+                cur.clone()
+            } else {
+                Arc::new(Rrl::new(cfg.clone()))
+            }
         });
-        let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
-        b.tokens = (b.tokens + elapsed * rate).min(rate);
-        b.last = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            return Verdict::Send;
-        }
-        b.limited = b.limited.wrapping_add(1);
-        if self.cfg.slip > 0 && b.limited.is_multiple_of(self.cfg.slip) {
-            Verdict::Slip
-        } else {
-            Verdict::Drop
-        }
+        self.0.load()
     }
 }
 
@@ -167,6 +262,36 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    #[test]
+    fn a_full_table_does_not_reset_a_limited_prefix() {
+        let r = Rrl::new(RrlConfig {
+            responses_per_second: 5,
+            slip: 0,
+            max_entries: 4,
+            ..Default::default()
+        });
+        let t0 = Instant::now();
+        let victim: IpAddr = "192.0.2.1".parse().expect("ip");
+        assert!((0..5).all(|_| r.check(victim, t0) == Verdict::Send));
+        assert_eq!(r.check(victim, t0), Verdict::Drop);
+        // A spray of new prefixes fills the table and then some.
+        let spray = |i: u32| IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + (i << 8)));
+        let sent = (0..1000)
+            .filter(|&i| r.check(spray(i), t0) == Verdict::Send)
+            .count();
+        // Three fit in the table (5 each); the rest share one bucket of 5.
+        assert_eq!(sent, 3 + 5, "untracked prefixes share one bucket");
+        assert_eq!(
+            r.check(victim, t0 + Duration::from_millis(10)),
+            Verdict::Drop,
+            "the limited prefix is still limited"
+        );
+        // Once the sprayed prefixes are idle they make room again.
+        let later = t0 + Duration::from_secs(2);
+        assert_eq!(r.check(spray(5000), later), Verdict::Send);
+        assert_eq!(r.check(victim, later), Verdict::Send);
+    }
+
     fn rrl(rate: u32, slip: u32) -> Rrl {
         Rrl::new(RrlConfig {
             responses_per_second: rate,
@@ -177,7 +302,7 @@ mod tests {
 
     #[test]
     fn limits_per_prefix_and_refills() {
-        let mut r = rrl(5, 2);
+        let r = rrl(5, 2);
         let t0 = Instant::now();
         let a: IpAddr = "192.0.2.1".parse().expect("ip");
         let same_prefix: IpAddr = "192.0.2.200".parse().expect("ip");
@@ -202,10 +327,10 @@ mod tests {
 
     #[test]
     fn disabled_and_slip_zero() {
-        let mut r = rrl(0, 2);
+        let r = rrl(0, 2);
         let ip: IpAddr = "192.0.2.1".parse().expect("ip");
         assert!((0..1000).all(|_| r.check(ip, Instant::now()) == Verdict::Send));
-        let mut r = rrl(1, 0);
+        let r = rrl(1, 0);
         let t = Instant::now();
         assert_eq!(r.check(ip, t), Verdict::Send);
         assert!((0..10).all(|_| r.check(ip, t) == Verdict::Drop));
@@ -213,7 +338,7 @@ mod tests {
 
     #[test]
     fn ipv6_prefixes() {
-        let mut r = rrl(1, 0);
+        let r = rrl(1, 0);
         let t = Instant::now();
         assert_eq!(
             r.check("2001:db8:0:1::1".parse().expect("ip"), t),

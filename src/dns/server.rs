@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use super::answer::{self, Transport};
-use super::rrl::{Rrl, Verdict, truncate_answer};
+use super::rrl::{SharedRrl, Verdict, truncate_answer};
 use crate::metrics::{self, QueryCounters};
 use crate::snapshot::{Shared, Snapshot};
 
@@ -114,41 +114,41 @@ pub fn spawn_udp_workers(
     shared: Shared,
     stop: Arc<AtomicBool>,
 ) -> Vec<JoinHandle<()>> {
+    // One rate limiter for all workers: a client's limit must not grow with their number.
+    let rrl = Arc::new(SharedRrl::new(shared.load().compiled.settings.rrl.clone()));
     sockets
         .into_iter()
         .enumerate()
         .map(|(i, sock)| {
             let shared = shared.clone();
             let stop = stop.clone();
+            let rrl = rrl.clone();
             std::thread::Builder::new()
                 .name(format!("dns-udp-{i}"))
-                .spawn(move || udp_worker(sock, shared, stop))
+                .spawn(move || udp_worker(sock, shared, rrl, stop))
                 .expect("spawn UDP worker thread")
         })
         .collect()
 }
 
-/// Per-worker state for answering UDP packets: counters, the rate limiter.
+/// Per-worker state for answering UDP packets: counters, the (shared) rate limiter.
 struct UdpHandler {
     counters: QueryCounters,
     dropped: prometheus::IntCounter,
     rrl_dropped: prometheus::IntCounter,
     rrl_slipped: prometheus::IntCounter,
-    rrl_cfg: crate::dns::rrl::RrlConfig,
-    rrl: Rrl,
+    rrl: Arc<SharedRrl>,
 }
 
 impl UdpHandler {
-    fn new(shared: &Shared) -> UdpHandler {
+    fn new(rrl: Arc<SharedRrl>) -> UdpHandler {
         let m = metrics::get();
-        let rrl_cfg = shared.load().compiled.settings.rrl.clone();
         UdpHandler {
             counters: QueryCounters::new(Transport::Udp),
             dropped: m.dropped.with_label_values(&["malformed"]),
             rrl_dropped: m.rrl.with_label_values(&["dropped"]),
             rrl_slipped: m.rrl.with_label_values(&["slipped"]),
-            rrl: Rrl::new(rrl_cfg.clone()),
-            rrl_cfg,
+            rrl,
         }
     }
 
@@ -159,12 +159,9 @@ impl UdpHandler {
             self.dropped.inc();
             return false;
         };
-        if snap.compiled.settings.rrl != self.rrl_cfg {
-            self.rrl_cfg = snap.compiled.settings.rrl.clone();
-            self.rrl = Rrl::new(self.rrl_cfg.clone());
-        }
-        if self.rrl.enabled() {
-            match self.rrl.check(src, Instant::now()) {
+        let cfg = &snap.compiled.settings.rrl;
+        if cfg.responses_per_second > 0 {
+            match self.rrl.get(cfg).check(src, Instant::now()) {
                 Verdict::Send => {}
                 Verdict::Slip => {
                     self.rrl_slipped.inc();
@@ -193,8 +190,8 @@ fn recv_error(e: &io::Error) {
 
 /// Portable worker: one `recv_from` and one `send_to` per query.
 #[cfg_attr(target_os = "linux", allow(dead_code))]
-fn udp_worker_simple(sock: UdpSocket, shared: Shared, stop: Arc<AtomicBool>) {
-    let mut h = UdpHandler::new(&shared);
+fn udp_worker_simple(sock: UdpSocket, shared: Shared, rrl: Arc<SharedRrl>, stop: Arc<AtomicBool>) {
+    let mut h = UdpHandler::new(rrl);
     let mut inbuf = vec![0u8; 65535];
     let mut out = Vec::with_capacity(4096);
     while !stop.load(Ordering::Relaxed) {
@@ -215,8 +212,8 @@ fn udp_worker_simple(sock: UdpSocket, shared: Shared, stop: Arc<AtomicBool>) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn udp_worker(sock: UdpSocket, shared: Shared, stop: Arc<AtomicBool>) {
-    udp_worker_simple(sock, shared, stop)
+fn udp_worker(sock: UdpSocket, shared: Shared, rrl: Arc<SharedRrl>, stop: Arc<AtomicBool>) {
+    udp_worker_simple(sock, shared, rrl, stop)
 }
 
 /// Linux worker: batches of up to `BATCH` queries per `recvmmsg` and their answers per
@@ -224,13 +221,13 @@ fn udp_worker(sock: UdpSocket, shared: Shared, stop: Arc<AtomicBool>) {
 /// batching them is what lowers cost per query. Under light load a batch is one packet
 /// (`MSG_WAITFORONE`), so latency does not wait for a batch to fill.
 #[cfg(target_os = "linux")]
-fn udp_worker(sock: UdpSocket, shared: Shared, stop: Arc<AtomicBool>) {
+fn udp_worker(sock: UdpSocket, shared: Shared, rrl: Arc<SharedRrl>, stop: Arc<AtomicBool>) {
     use std::os::fd::AsRawFd;
     const BATCH: usize = 32;
     // Larger UDP queries do not exist in practice; one that is cut off fails to parse.
     const BUF: usize = 4096;
     let fd = sock.as_raw_fd();
-    let mut h = UdpHandler::new(&shared);
+    let mut h = UdpHandler::new(rrl);
     let mut bufs = vec![[0u8; BUF]; BATCH];
     let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(1500)).collect();
     // SAFETY: all-zero is a valid value for these plain C structs.
@@ -328,33 +325,110 @@ fn sockaddr_ip(ss: &libc::sockaddr_storage) -> Option<IpAddr> {
     }
 }
 
-/// Per-source connection counts, shared by the accept loop and the connection tasks.
-#[derive(Default)]
-struct SourceCounts(Mutex<HashMap<IpAddr, usize>>);
+/// One open TCP connection, as the accept loop sees it.
+struct ConnState {
+    ip: IpAddr,
+    epoch: Instant,
+    /// Reading or answering a query (not evictable).
+    busy: AtomicBool,
+    /// When it last finished a query or was opened (ms since the registry's epoch).
+    last: AtomicU64,
+    evict: tokio::sync::Notify,
+}
 
-impl SourceCounts {
-    fn try_acquire(&self, ip: IpAddr, max: usize) -> bool {
-        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let n = m.entry(ip).or_insert(0);
-        if *n >= max {
-            return false;
-        }
-        *n += 1;
-        true
+/// Open connections, shared by the accept loop and the connection tasks (which touch only
+/// their own `ConnState`'s atomics per query; the lock is taken per connection, not per query).
+struct Registry {
+    epoch: Instant,
+    inner: Mutex<RegistryInner>,
+}
+
+#[derive(Default)]
+struct RegistryInner {
+    next: u64,
+    conns: HashMap<u64, Arc<ConnState>>,
+    per_source: HashMap<IpAddr, usize>,
+}
+
+enum Admit {
+    Yes(u64, Arc<ConnState>),
+    PerSource,
+    Total,
+}
+
+impl Registry {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
     }
-    fn release(&self, ip: IpAddr) {
-        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = m.get_mut(&ip) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&ip);
+
+    /// Admits a connection from `ip`. At the total cap, an idle connection makes room, as Knot
+    /// and NSD do: one of the source holding the most connections, the longest idle first — so
+    /// a few sources filling the cap cannot lock every other client out of TCP.
+    fn admit(&self, ip: IpAddr, limits: &TcpLimits, ignore_caps: bool) -> Admit {
+        let mut r = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if !ignore_caps {
+            if r.per_source.get(&ip).copied().unwrap_or(0) >= limits.max_per_source {
+                return Admit::PerSource;
+            }
+            if r.conns.len() >= limits.max_connections {
+                let now = self.now_ms();
+                let victim = r
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| !c.busy.load(Ordering::Acquire))
+                    .max_by_key(|(id, c)| {
+                        let held = r.per_source.get(&c.ip).copied().unwrap_or(0);
+                        let idle = now.saturating_sub(c.last.load(Ordering::Relaxed));
+                        // Ties (same millisecond) go to the oldest connection.
+                        (held, idle, std::cmp::Reverse(**id))
+                    })
+                    .map(|(&id, _)| id);
+                let Some(id) = victim else {
+                    return Admit::Total;
+                };
+                if let Some(c) = r.remove(id) {
+                    c.evict.notify_one();
+                    metrics::get().tcp_evicted.inc();
+                }
             }
         }
+        let c = Arc::new(ConnState {
+            ip,
+            epoch: self.epoch,
+            busy: AtomicBool::new(false),
+            last: AtomicU64::new(self.now_ms()),
+            evict: tokio::sync::Notify::new(),
+        });
+        let id = r.next;
+        r.next += 1;
+        r.conns.insert(id, c.clone());
+        *r.per_source.entry(ip).or_insert(0) += 1;
+        Admit::Yes(id, c)
+    }
+
+    fn release(&self, id: u64) {
+        let mut r = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        r.remove(id);
     }
 }
 
-/// Accepts DNS-over-TCP until `shutdown` flips; then stops accepting and lets open
-/// connections finish the query in hand.
+impl RegistryInner {
+    fn remove(&mut self, id: u64) -> Option<Arc<ConnState>> {
+        let c = self.conns.remove(&id)?;
+        if let Some(n) = self.per_source.get_mut(&c.ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_source.remove(&c.ip);
+            }
+        }
+        Some(c)
+    }
+}
+
+/// Accepts DNS-over-TCP until `shutdown` flips. Then it stops accepting — after taking the
+/// connections already completed in the kernel's accept queue, whose clients have sent their
+/// queries — and every connection answers the queries it has received (pipelined ones too)
+/// before closing.
 pub async fn serve_tcp(
     listener: TcpListener,
     shared: Shared,
@@ -362,50 +436,73 @@ pub async fn serve_tcp(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let m = metrics::get();
-    let total = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
-    let per_source = Arc::new(SourceCounts::default());
+    let registry = Arc::new(Registry {
+        epoch: Instant::now(),
+        inner: Mutex::default(),
+    });
     let tasks = TaskTracker::new();
+    let conn_shutdown = shutdown.clone();
+    let spawn = |stream: TcpStream, peer: SocketAddr, ignore_caps: bool| {
+        let (id, state) = match registry.admit(peer.ip(), &limits, ignore_caps) {
+            Admit::Yes(id, c) => (id, c),
+            Admit::PerSource => {
+                m.tcp_refused.with_label_values(&["per_source"]).inc();
+                return;
+            }
+            Admit::Total => {
+                m.tcp_refused.with_label_values(&["total"]).inc();
+                return;
+            }
+        };
+        let shared = shared.clone();
+        let registry = registry.clone();
+        let idle = limits.idle_timeout;
+        let shutdown = conn_shutdown.clone();
+        tasks.spawn(async move {
+            m.tcp_connections.inc();
+            let _ = stream.set_nodelay(true);
+            if let Err(e) = tcp_connection(stream, peer, shared, idle, &state, shutdown).await {
+                tracing::trace!(error = %e, %peer, "TCP connection ended");
+            }
+            m.tcp_connections.dec();
+            registry.release(id);
+        });
+    };
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shutdown.changed() => break,
         };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
+        match accepted {
+            Ok((stream, peer)) => spawn(stream, peer, false),
             Err(e) => {
                 tracing::debug!(error = %e, "TCP accept failed");
                 tokio::time::sleep(Duration::from_millis(5)).await;
-                continue;
             }
-        };
-        let Ok(permit) = total.clone().try_acquire_owned() else {
-            m.tcp_refused.with_label_values(&["total"]).inc();
-            drop(stream);
-            continue;
-        };
-        if !per_source.try_acquire(peer.ip(), limits.max_per_source) {
-            m.tcp_refused.with_label_values(&["per_source"]).inc();
-            drop(stream);
-            continue;
         }
-        let shared = shared.clone();
-        let per_source = per_source.clone();
-        let idle = limits.idle_timeout;
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            m.tcp_connections.inc();
-            let _ = stream.set_nodelay(true);
-            if let Err(e) = tcp_connection(stream, peer, shared, idle, shutdown).await {
-                tracing::trace!(error = %e, %peer, "TCP connection ended");
+    }
+    // Connections the kernel completed before the stop: their clients think they are
+    // connected and may have sent queries. Taken without the caps (they are few and the
+    // server is ending) straight from the socket, bypassing the runtime's readiness cache.
+    if let Ok(std_listener) = listener.into_std() {
+        while let Ok((s, peer)) = std_listener.accept() {
+            if s.set_nonblocking(true).is_ok()
+                && let Ok(stream) = TcpStream::from_std(s)
+            {
+                spawn(stream, peer, true);
             }
-            m.tcp_connections.dec();
-            per_source.release(peer.ip());
-            drop(permit);
-        });
+        }
     }
     tasks.close();
-    // In-flight connections get a bounded time to finish the query in hand.
+    // In-flight connections get a bounded time to finish the queries in hand.
     let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
+}
+
+/// True when the client has sent bytes not read yet (or closed): a direct non-blocking peek,
+/// not the runtime's readiness cache, which may lag what the kernel holds.
+fn has_pending(stream: &TcpStream) -> bool {
+    let mut b = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    matches!(socket2::SockRef::from(stream).peek(&mut b), Ok(n) if n > 0)
 }
 
 async fn tcp_connection(
@@ -413,21 +510,35 @@ async fn tcp_connection(
     peer: SocketAddr,
     shared: Shared,
     idle: Duration,
+    state: &ConnState,
     mut shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let mut counters = QueryCounters::new(Transport::Tcp);
     let mut inbuf = vec![0u8; 65535];
     let mut out = Vec::with_capacity(4096);
     let mut framed = Vec::with_capacity(4098);
+    let mut draining = *shutdown.borrow();
     loop {
-        if *shutdown.borrow() {
-            return Ok(());
-        }
+        state.busy.store(false, Ordering::Release);
         let mut len = [0u8; 2];
-        let read = tokio::select! {
-            r = tokio::time::timeout(idle, stream.read_exact(&mut len)) => r,
-            _ = shutdown.changed() => return Ok(()),
+        let read = if draining {
+            // Shutting down: answer what has arrived, then close.
+            if !has_pending(&stream) {
+                return Ok(());
+            }
+            tokio::time::timeout(idle, stream.read_exact(&mut len)).await
+        } else {
+            tokio::select! {
+                r = tokio::time::timeout(idle, stream.read_exact(&mut len)) => r,
+                _ = shutdown.changed() => {
+                    draining = true;
+                    continue;
+                }
+                // Evicted to make room at the total cap (only while idle).
+                _ = state.evict.notified() => return Ok(()),
+            }
         };
+        state.busy.store(true, Ordering::Release);
         match read {
             Err(_) => return Ok(()), // idle timeout
             Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
@@ -466,5 +577,8 @@ async fn tcp_connection(
             Ok(r) => r?,
             Err(_) => return Ok(()),
         }
+        state
+            .last
+            .store(state.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 }

@@ -115,9 +115,77 @@ pub struct CDyn {
     pub fallback: Option<WireName>,
     /// Index into `Catalog::dyn_names`.
     pub source: u32,
+    /// The targets' addresses merged, each once (names of more than one target only): a
+    /// multi-cluster answer walks this instead of comparing every address with every earlier
+    /// target's, which cost O(targets²) per query.
+    pub merged: Option<Box<Merged>>,
     /// Shortest probe interval among the targets' probes (0 when none is probed): the time
     /// until the answer could next change, for degraded TTLs.
     pub probe_interval_ms: u64,
+}
+
+/// One distinct address of a name, with the targets that carry it.
+#[derive(Debug, Clone, Copy)]
+pub struct MergedAddr<T> {
+    pub ip: T,
+    pub endpoint: u32,
+    /// Range into `Merged::owners`.
+    pub owners: (u32, u32),
+}
+
+/// A name's distinct addresses in first-seen target order, for multi-cluster answers.
+#[derive(Debug, Default)]
+pub struct Merged {
+    pub v4: Vec<MergedAddr<Ipv4Addr>>,
+    pub v6: Vec<MergedAddr<Ipv6Addr>>,
+    /// Target indices, grouped per address.
+    pub owners: Vec<u32>,
+}
+
+impl Merged {
+    pub fn owners_of<T>(&self, a: &MergedAddr<T>) -> &[u32] {
+        &self.owners[a.owners.0 as usize..a.owners.1 as usize]
+    }
+}
+
+/// Merges the targets' addresses: one entry per distinct address (its endpoint is the same in
+/// every target, one probe serving the whole name), listing the targets that carry it.
+fn merge_addresses(targets: &[CTarget]) -> Merged {
+    fn merge<T: Copy + Eq + std::hash::Hash>(
+        targets: &[CTarget],
+        addrs: impl Fn(&CTarget) -> &[Addr<T>],
+        owners: &mut Vec<u32>,
+    ) -> Vec<MergedAddr<T>> {
+        let mut order: Vec<(T, u32)> = Vec::new();
+        let mut by_ip: HashMap<T, Vec<u32>, NameHasher> = HashMap::default();
+        for (i, t) in targets.iter().enumerate() {
+            for a in addrs(t) {
+                let list = by_ip.entry(a.ip).or_insert_with(|| {
+                    order.push((a.ip, a.endpoint));
+                    Vec::new()
+                });
+                if list.last() != Some(&(i as u32)) {
+                    list.push(i as u32);
+                }
+            }
+        }
+        order
+            .into_iter()
+            .map(|(ip, endpoint)| {
+                let start = owners.len() as u32;
+                owners.extend_from_slice(by_ip.get(&ip).map_or(&[][..], |v| v.as_slice()));
+                MergedAddr {
+                    ip,
+                    endpoint,
+                    owners: (start, owners.len() as u32),
+                }
+            })
+            .collect()
+    }
+    let mut owners = Vec::new();
+    let v4 = merge(targets, |t| &t.v4, &mut owners);
+    let v6 = merge(targets, |t| &t.v6, &mut owners);
+    Merged { v4, v6, owners }
 }
 
 #[derive(Debug)]
@@ -403,7 +471,10 @@ fn compile_dyn(
         let mut v4 = SmallVec::new();
         let mut v6 = SmallVec::new();
         for a in &t.addrs {
+            // An address listed twice for one cluster is answered once.
             match a {
+                IpAddr::V4(ip) if v4.iter().any(|x: &Addr<Ipv4Addr>| x.ip == *ip) => {}
+                IpAddr::V6(ip) if v6.iter().any(|x: &Addr<Ipv6Addr>| x.ip == *ip) => {}
                 IpAddr::V4(ip) => v4.push(Addr {
                     ip: *ip,
                     endpoint: ep.id(*a, probe),
@@ -452,6 +523,7 @@ fn compile_dyn(
         }
     }
     let probed = d.options.probe.kind != ProbeKind::None;
+    let merged = (targets.len() > 1).then(|| Box::new(merge_addresses(&targets)));
     Ok(CDyn {
         ttl: d.ttl,
         policy: d.options.policy,
@@ -460,6 +532,7 @@ fn compile_dyn(
         failover,
         fallback: d.fallback.clone(),
         source,
+        merged,
         probe_interval_ms: if probed {
             d.options.probe.interval.as_millis() as u64
         } else {

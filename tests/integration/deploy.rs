@@ -196,6 +196,28 @@ fn check_pod_basics(d: &Value, what: &str) {
         (128..=limit).contains(&request),
         "{what}: memory request {request}Mi"
     );
+    // Lame duck: the pod keeps answering while it leaves the endpoints, inside its grace period.
+    let args: Vec<&str> = meridian["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let lameduck = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--lameduck="))
+        .unwrap_or_else(|| panic!("{what}: no --lameduck in {args:?}"));
+    let lameduck_s: u64 = lameduck
+        .strip_suffix('s')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{what}: --lameduck={lameduck} not in whole seconds"));
+    let grace = spec["terminationGracePeriodSeconds"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{what}: no terminationGracePeriodSeconds"));
+    assert!(
+        lameduck_s > 0 && grace > lameduck_s + 5,
+        "{what}: lameduck {lameduck_s}s must fit in the grace period {grace}s with room to stop"
+    );
 }
 
 fn container<'a>(d: &'a Value, list: &str, name: &str) -> Option<&'a Value> {

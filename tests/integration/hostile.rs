@@ -103,7 +103,7 @@ fn connect_from(src: &str, dst: SocketAddr) -> TcpStream {
 }
 
 /// True if the server closed the connection (EOF or reset) without answering.
-fn closed_by_server(t: &mut TcpStream) -> bool {
+fn closed_by_server(mut t: impl Read) -> bool {
     let mut b = [0u8; 1];
     matches!(t.read(&mut b), Ok(0) | Err(_))
 }
@@ -129,10 +129,24 @@ fn tcp_connection_caps_per_source_and_in_total() {
     );
     held.push(connect_from("127.0.0.2", s.dns));
     held.push(connect_from("127.0.0.2", s.dns));
+    // At the total cap a new source is served: an idle connection of the source holding the
+    // most (127.0.0.1, three) makes room.
     let mut sixth = connect_from("127.0.0.3", s.dns);
+    let p = s.q().packet("static.gslb.example.com.", RecordType::A);
+    sixth
+        .write_all(&[&(p.len() as u16).to_be_bytes()[..], &p].concat())
+        .expect("write");
+    let mut len = [0u8; 2];
+    sixth
+        .read_exact(&mut len)
+        .expect("6th connection in total is served");
+    let evicted = held.remove(0);
+    evicted
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     assert!(
-        closed_by_server(&mut sixth),
-        "6th connection in total is refused"
+        closed_by_server(&mut &evicted),
+        "the oldest idle connection of the biggest source is closed"
     );
     let text = s.metrics();
     assert!(
@@ -142,19 +156,12 @@ fn tcp_connection_caps_per_source_and_in_total() {
             &[("limit", "per_source")]
         ) >= 1.0
     );
-    assert!(
-        metric(
-            &text,
-            "meridian_dns_tcp_refused_total",
-            &[("limit", "total")]
-        ) >= 1.0
-    );
+    assert_eq!(metric(&text, "meridian_dns_tcp_evicted_total", &[]), 1.0);
     // Held connections still work; UDP is unaffected.
     let p = s.q().packet("static.gslb.example.com.", RecordType::A);
     let t = &mut held[0];
     t.write_all(&[&(p.len() as u16).to_be_bytes()[..], &p].concat())
         .expect("write");
-    let mut len = [0u8; 2];
     t.read_exact(&mut len).expect("answer on a held connection");
     assert_eq!(
         addrs(&s.q().ask("static.gslb.example.com.", RecordType::A)),
@@ -162,6 +169,7 @@ fn tcp_connection_caps_per_source_and_in_total() {
     );
     // Closing frees the slots.
     drop(held);
+    drop(sixth);
     wait_for(Duration::from_secs(5), "slots freed", || {
         (metric(&s.metrics(), "meridian_dns_tcp_connections", &[]) == 0.0).then_some(())
     });
@@ -380,5 +388,183 @@ fn thousands_of_connections_from_one_source_leave_room_for_others() {
     assert_eq!(
         addrs(&s.q().ask("static.gslb.example.com.", RecordType::A)),
         vec!["192.0.2.10"]
+    );
+}
+
+#[test]
+fn rate_limit_is_one_per_prefix_across_udp_workers() {
+    // Four workers, each source port hashed to one of them: one limit must hold for the
+    // prefix, not one per worker.
+    const RATE: f64 = 20.0;
+    let dir = with_config("  rateLimit: {responsesPerSecond: 20, slip: 0}");
+    let s = Server::start_with(dir.path(), &["--udp-workers", "4"]);
+    let socks: Vec<UdpSocket> = (0..64)
+        .map(|_| {
+            let u = UdpSocket::bind("127.0.0.1:0").expect("bind");
+            u.set_nonblocking(true).expect("nonblocking");
+            u
+        })
+        .collect();
+    let p = s.q().packet("static.gslb.example.com.", RecordType::A);
+    let started = std::time::Instant::now();
+    for i in 0..640 {
+        socks[i % socks.len()].send_to(&p, s.dns).expect("send");
+    }
+    let sending = started.elapsed().as_secs_f64();
+    // Everything sent has been answered or dropped well before this.
+    std::thread::sleep(Duration::from_secs(1));
+    let mut answered = 0;
+    let mut buf = [0u8; 2048];
+    for u in &socks {
+        while let Ok((n, _)) = u.recv_from(&mut buf) {
+            let m = Message::from_vec(&buf[..n]).expect("decode");
+            assert!(!m.metadata.truncation, "slip 0 sends no TC");
+            answered += 1;
+        }
+    }
+    // One bucket: its size plus what refills while the queries arrive (the sending time and a
+    // generous margin for the server's lag behind it).
+    let bound = RATE + RATE * (sending + 0.5) + 2.0;
+    assert!(answered >= RATE as usize, "answered {answered}");
+    assert!(
+        (answered as f64) <= bound,
+        "answered {answered} > {bound:.0}: the limit was multiplied by the workers"
+    );
+    assert!(
+        bound < 2.0 * RATE + 20.0,
+        "sent too slowly to tell: {sending:.2}s"
+    );
+}
+
+#[test]
+fn sources_filling_the_tcp_cap_do_not_lock_out_a_new_source() {
+    let s = Server::start_with(
+        &repo_zones(),
+        &[
+            "--tcp-max-per-source",
+            "8",
+            "--tcp-max-connections",
+            "64",
+            "--tcp-idle-timeout",
+            "60s",
+        ],
+    );
+    // Eight sources, eight idle connections each: the total cap is full.
+    let mut held: Vec<TcpStream> = (2..10)
+        .flat_map(|i| (0..8).map(move |_| format!("127.0.0.{i}")))
+        .map(|src| connect_from(&src, s.dns))
+        .collect();
+    wait_for(Duration::from_secs(10), "64 connections open", || {
+        (metric(&s.metrics(), "meridian_dns_tcp_connections", &[]) == 64.0).then_some(())
+    });
+    // Fresh sources are still answered over TCP, each in turn.
+    let p = s.q().packet("static.gslb.example.com.", RecordType::A);
+    for src in ["127.0.1.1", "127.0.1.2", "127.0.1.3"] {
+        let mut t = connect_from(src, s.dns);
+        t.write_all(&[&(p.len() as u16).to_be_bytes()[..], &p].concat())
+            .expect("write");
+        let mut len = [0u8; 2];
+        t.read_exact(&mut len)
+            .unwrap_or_else(|e| panic!("{src} not answered at the cap: {e}"));
+        let mut body = vec![0u8; u16::from_be_bytes(len) as usize];
+        t.read_exact(&mut body).expect("answer");
+        let m = Message::from_vec(&body).expect("decode");
+        assert_eq!(addrs(&m), vec!["192.0.2.10"]);
+        held.push(t);
+    }
+    let text = s.metrics();
+    assert_eq!(metric(&text, "meridian_dns_tcp_evicted_total", &[]), 3.0);
+    assert_eq!(
+        metric(
+            &text,
+            "meridian_dns_tcp_refused_total",
+            &[("limit", "total")]
+        ),
+        0.0
+    );
+}
+
+/// A ServiceDNSRecord over `n` clusters (no probes), as `zones/` gets it from a big fleet.
+fn many_clusters_zone(n: usize) -> tempfile::TempDir {
+    let mut y = String::from(
+        "apiVersion: multiclusterdns.kubefed.io/v1alpha1\nkind: ServiceDNSRecord\nmetadata:\n  \
+         name: big\n  namespace: shop\n  annotations:\n    meridian.io/probe: none\n\
+         spec:\n  domainRef: demo\nstatus:\n  domain: gslb.example.com\n  dns:\n",
+    );
+    for i in 0..n {
+        // Every tenth cluster shares its neighbour's address.
+        let a = i - usize::from(i % 10 == 9);
+        y.push_str(&format!(
+            "  - cluster: c{i}\n    loadBalancer:\n      ingress:\n      - ip: 10.{}.{}.{}\n",
+            a >> 16,
+            (a >> 8) & 255,
+            a & 255
+        ));
+    }
+    zones_with(&[("big.yaml", &y)])
+}
+
+#[test]
+fn a_name_with_thousands_of_clusters_does_not_starve_others() {
+    const BIG: &str = "big.shop.demo.svc.gslb.example.com.";
+    let dir = many_clusters_zone(10_000);
+    // One worker: the flood and the other client share it, so a slow answer would starve them.
+    let s = Server::start_with(dir.path(), &["--udp-workers", "1"]);
+    // Over TCP the answer is a valid message of distinct addresses, as many as fit.
+    let m = s.q().tcp().ask(BIG, RecordType::A);
+    assert!(!m.metadata.truncation);
+    let got = addrs(&m);
+    let mut distinct = got.clone();
+    distinct.dedup();
+    assert_eq!(distinct.len(), got.len(), "no address twice");
+    assert!(got.len() > 4000, "{} addresses", got.len());
+    // Over UDP it does not fit: TC.
+    let m = s.q().ask(BIG, RecordType::A);
+    assert!(m.metadata.truncation && m.answers.is_empty());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let big_answered = Arc::new(AtomicUsize::new(0));
+    let flood = {
+        let (q, server) = (s.q(), s.dns);
+        let (stop, big_answered) = (stop.clone(), big_answered.clone());
+        std::thread::spawn(move || {
+            let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+            sock.set_read_timeout(Some(Duration::from_secs(2)))
+                .expect("timeout");
+            let p = q.packet(BIG, RecordType::A);
+            let mut buf = [0u8; 2048];
+            // A bounded burst: 25 rounds of 40 queries in flight.
+            for _ in 0..25 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                for _ in 0..40 {
+                    sock.send_to(&p, server).expect("send");
+                }
+                for _ in 0..40 {
+                    if sock.recv_from(&mut buf).is_err() {
+                        break;
+                    }
+                    big_answered.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    let mut answered = 0;
+    for _ in 0..50 {
+        let p = s.q().packet("static.gslb.example.com.", RecordType::A);
+        if let Some(raw) = s.q().raw(&p) {
+            let m = Message::from_vec(&raw).expect("decode");
+            assert_eq!(addrs(&m), vec!["192.0.2.10"]);
+            answered += 1;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    flood.join().expect("flood thread");
+    assert_eq!(answered, 50, "static queries answered during the flood");
+    assert!(
+        big_answered.load(Ordering::Relaxed) >= 40,
+        "the big name is answered too: {}",
+        big_answered.load(Ordering::Relaxed)
     );
 }

@@ -1903,6 +1903,22 @@ fn kubernetes_deploy_manifests_apply() {
     let c = &d["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    // The lame-duck period (readiness failing, DNS answering) ends before Kubernetes kills.
+    let lameduck = c["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(|a| a.as_str()?.strip_prefix("--lameduck=")?.strip_suffix('s'))
+        .map(|v| v.parse::<u64>().expect("whole seconds"))
+        .next()
+        .expect("--lameduck set");
+    let grace = d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .expect("terminationGracePeriodSeconds");
+    assert!(
+        lameduck >= 3 && grace > lameduck + 5,
+        "{lameduck}s / {grace}s"
+    );
     assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(
         d["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"],

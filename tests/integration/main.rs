@@ -8,4 +8,5 @@ mod health;
 mod hostile;
 mod k8s;
 mod reload;
+mod shutdown;
 mod status_page;
