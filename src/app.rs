@@ -637,11 +637,14 @@ async fn serve(args: ServeArgs) -> Result<()> {
         zones = loaded.compiled.zones.len(),
         names = loaded.compiled.dyns.len(),
         clusters = loaded.compiled.clusters.len(),
-        geoip = ?loaded.geo.as_ref().map(|g| g.path().display().to_string()),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "loaded {}",
         args.source.zones.display()
     );
+    match &loaded.geo {
+        Some(g) => g.announce(),
+        None => GeoDb::announce_none(),
+    }
     metrics::get()
         .snapshot_names
         .set(loaded.compiled.nodes.len() as i64);
@@ -906,6 +909,10 @@ pub async fn reload(
                 "reloaded {}",
                 args.zones.display()
             );
+            match &l.inputs.geo {
+                Some(g) => g.announce(),
+                None => GeoDb::announce_none(),
+            }
             // The publisher serves this compile as it is, or, with other sources, merges the
             // new fragment with theirs and recompiles.
             publisher.send(Update::Files(Box::new(l.inputs), Arc::new(l.compiled)));

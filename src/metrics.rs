@@ -46,6 +46,8 @@ pub struct Metrics {
     pub kubernetes_propagation: Histogram,
     pub rrl: IntCounterVec,
     pub geoip_lookup_errors: IntCounter,
+    pub geoip_build_timestamp: IntGauge,
+    pub geoip_database: IntGaugeVec,
 }
 
 const QTYPES: [&str; 9] = [
@@ -280,6 +282,17 @@ impl Metrics {
             geoip_lookup_errors: reg!(IntCounter::new(
                 "meridian_geoip_lookup_errors_total",
                 "GeoIP lookups that failed on a corrupt tree node or record; the client was answered as unlocated."
+            )),
+            geoip_build_timestamp: reg!(IntGauge::new(
+                "meridian_geoip_build_timestamp_seconds",
+                "Build time (Unix seconds) of the GeoIP database being served, 0 without one; its age is time() minus this."
+            )),
+            geoip_database: reg!(IntGaugeVec::new(
+                Opts::new(
+                    "meridian_geoip_database",
+                    "1 for the GeoIP database type being served (GeoIP2-City, GeoLite2-Country, DBIP-City-Lite, ...)."
+                ),
+                &["type"]
             )),
             registry,
         }

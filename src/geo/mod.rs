@@ -230,6 +230,45 @@ impl GeoDb {
         self.reader.metadata().build_epoch
     }
 
+    /// Says which database now serves and how old it is (a log line, two gauges): a stale
+    /// database steers clients quietly wrong, so its age must be visible and alertable.
+    pub fn announce(&self) {
+        let built = self.build_epoch();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let built_at = jiff::Timestamp::from_second(built as i64)
+            .map(|t| t.to_string())
+            .unwrap_or_else(|_| built.to_string());
+        let md = self.reader.metadata();
+        tracing::info!(
+            path = %self.path.display(),
+            database_type = %md.database_type,
+            built = %built_at,
+            age_days = now.saturating_sub(built) / 86_400,
+            nodes = md.node_count,
+            "GeoIP database loaded"
+        );
+        let m = crate::metrics::get();
+        m.geoip_build_timestamp.set(built as i64);
+        m.geoip_database.reset();
+        m.geoip_database
+            .with_label_values(&[md.database_type.as_str()])
+            .set(1);
+    }
+
+    /// The same for running without a database: every client is unlocated.
+    pub fn announce_none() {
+        tracing::warn!(
+            "no GeoIP database (--geoip or spec.geoip): clients cannot be located, geo answers \
+             fall back to the default cluster or all-clusters order"
+        );
+        let m = crate::metrics::get();
+        m.geoip_build_timestamp.set(0);
+        m.geoip_database.reset();
+    }
+
     /// Locates an address. A lookup that fails on a corrupt node or record places nothing (the
     /// query is still answered, as for an unknown client) and is logged and counted in
     /// `meridian_geoip_lookup_errors_total`.
