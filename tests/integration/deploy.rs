@@ -554,6 +554,12 @@ fn dashboard() -> Value {
         .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
+/// promtool unit tests of the alerts: per-minute ones, and those that look at days (hourly).
+const TEST_FILES: [&str; 2] = [
+    "deploy/monitoring/tests.yaml",
+    "deploy/monitoring/tests-days.yaml",
+];
+
 #[test]
 fn monitoring_rules_pass_promtool_and_unit_tests() {
     let t = tools();
@@ -562,15 +568,14 @@ fn monitoring_rules_pass_promtool_and_unit_tests() {
         &["check", "rules", "deploy/monitoring/rules.yaml"],
     );
     assert!(out.contains("SUCCESS"), "{out}");
-    let out = ok(
-        &t.promtool,
-        &["test", "rules", "deploy/monitoring/tests.yaml"],
-    );
-    assert!(out.contains("SUCCESS"), "{out}");
+    let mut tests = String::new();
+    for file in TEST_FILES {
+        let out = ok(&t.promtool, &["test", "rules", file]);
+        assert!(out.contains("SUCCESS"), "{file}: {out}");
+        tests.push_str(&std::fs::read_to_string(root().join(file)).expect("tests"));
+    }
     // Every alert has a unit test.
     let rules = &yaml_docs(&root().join("deploy/monitoring/rules.yaml"))[0];
-    let tests =
-        std::fs::read_to_string(root().join("deploy/monitoring/tests.yaml")).expect("tests");
     for g in rules["groups"].as_array().expect("groups") {
         for r in g["rules"].as_array().expect("rules") {
             let a = r["alert"].as_str().expect("alert");
