@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::admin::{self, AdminState};
 use crate::catalog::{self, Inputs};
+use crate::client::{AdminClient, ClientError};
 use crate::dns::server::{self, TcpLimits};
 use crate::geo::GeoDb;
 use crate::health::HealthStatus;
@@ -34,7 +35,7 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
     /// Log format.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "MERIDIAN_LOG_FORMAT")]
     pub log_format: LogFormat,
 }
 
@@ -58,18 +59,23 @@ pub enum Command {
     Drain(DrainArgs),
     /// End a drain, via the admin API.
     Undrain(AdminTarget),
-    /// Print the running server's state (JSON), via the admin API.
-    State(AdminTarget),
+    /// Print the running server's state (a table; --json for machines), via the admin API.
+    State(StateArgs),
+    /// Print a shell completion script: `meridian completions bash > /etc/bash_completion.d/meridian`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct SourceArgs {
     /// Directory of zone files (*.zone) and objects (*.yaml).
-    #[arg(long, default_value = "zones")]
+    #[arg(long, default_value = "zones", env = "MERIDIAN_ZONES")]
     pub zones: PathBuf,
     /// GeoIP database (MaxMind DB: GeoIP2/GeoLite2/DB-IP City or Country); overrides the
     /// configuration's `geoip`.
-    #[arg(long)]
+    #[arg(long, env = "MERIDIAN_GEOIP")]
     pub geoip: Option<PathBuf>,
 }
 
@@ -78,37 +84,37 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub source: SourceArgs,
     /// DNS listen address (UDP and TCP).
-    #[arg(long, default_value = "127.0.0.1:5353")]
+    #[arg(long, default_value = "127.0.0.1:5353", env = "MERIDIAN_LISTEN")]
     pub listen: SocketAddr,
-    /// Admin HTTP listen address.
-    #[arg(long, default_value = "127.0.0.1:9153")]
+    /// Admin HTTP listen address, ADDR:PORT (or http://ADDR:PORT, as the client commands take it).
+    #[arg(long, default_value = "127.0.0.1:9153", env = "MERIDIAN_ADMIN", value_parser = crate::client::parse_bind)]
     pub admin: SocketAddr,
     /// Bearer token for the admin API; required when --admin is not loopback.
     #[arg(long, env = "MERIDIAN_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// UDP worker threads (default: one per core).
-    #[arg(long)]
+    #[arg(long, env = "MERIDIAN_UDP_WORKERS")]
     pub udp_workers: Option<usize>,
     /// Most simultaneous DNS-over-TCP connections.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, env = "MERIDIAN_TCP_MAX_CONNECTIONS")]
     pub tcp_max_connections: usize,
     /// Most simultaneous DNS-over-TCP connections from one address.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, env = "MERIDIAN_TCP_MAX_PER_SOURCE")]
     pub tcp_max_per_source: usize,
     /// How often to look for changed zone, YAML and GeoIP files (reloaded like SIGHUP);
     /// 0 turns watching off.
-    #[arg(long, default_value = "1s", value_parser = watch_interval)]
+    #[arg(long, default_value = "1s", value_parser = watch_interval, env = "MERIDIAN_WATCH_INTERVAL")]
     pub watch_interval: Duration,
     /// Idle timeout of DNS-over-TCP connections (RFC 7766), e.g. 10s; at most 1h.
-    #[arg(long, default_value = "10s", value_parser = tcp_idle_timeout)]
+    #[arg(long, default_value = "10s", value_parser = tcp_idle_timeout, env = "MERIDIAN_TCP_IDLE_TIMEOUT")]
     pub tcp_idle_timeout: Duration,
     /// A reload (SIGHUP or a file change) not finished in this long is abandoned and counted
     /// as failed; the previous state keeps serving (1ms to 1h).
-    #[arg(long, default_value = "30s", value_parser = reload_timeout)]
+    #[arg(long, default_value = "30s", value_parser = reload_timeout, env = "MERIDIAN_RELOAD_TIMEOUT")]
     pub reload_timeout: Duration,
     /// On SIGTERM, keep answering DNS this long with /readyz failing (so load balancers and
     /// the Kubernetes endpoints controller take the replica out first), then stop; e.g. 5s.
-    #[arg(long, default_value = "0s", value_parser = lameduck)]
+    #[arg(long, default_value = "0s", value_parser = lameduck, env = "MERIDIAN_LAMEDUCK")]
     pub lameduck: Duration,
     #[command(flatten)]
     pub kube: KubeArgs,
@@ -118,32 +124,36 @@ pub struct ServeArgs {
 #[derive(Args, Debug, Clone)]
 pub struct KubeArgs {
     /// Read the host cluster through this kubeconfig file.
-    #[arg(long)]
+    #[arg(long, env = "MERIDIAN_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
     /// Read the host cluster with the in-cluster configuration (the default when
     /// KUBERNETES_SERVICE_HOST is set).
-    #[arg(long)]
+    #[arg(long, env = "MERIDIAN_KUBERNETES")]
     pub kubernetes: bool,
     /// Namespace of the KubeFedCluster objects and their Secrets.
-    #[arg(long, default_value = "kube-federation-system")]
+    #[arg(
+        long,
+        default_value = "kube-federation-system",
+        env = "MERIDIAN_KUBEFED_NAMESPACE"
+    )]
     pub kubefed_namespace: String,
     /// Namespace of the leader Lease (default: POD_NAMESPACE, else the KubeFed namespace).
-    #[arg(long, env = "POD_NAMESPACE")]
+    #[arg(long, env = "MERIDIAN_LEASE_NAMESPACE")]
     pub lease_namespace: Option<String>,
     /// Name of the leader Lease.
-    #[arg(long, default_value = "meridian")]
+    #[arg(long, default_value = "meridian", env = "MERIDIAN_LEASE_NAME")]
     pub lease_name: String,
     /// How long a leader's lease lasts without renewal (whole seconds, at most 1h), e.g. 15s.
-    #[arg(long, default_value = "15s", value_parser = lease_seconds)]
+    #[arg(long, default_value = "15s", value_parser = lease_seconds, env = "MERIDIAN_LEASE_DURATION")]
     pub lease_duration: u64,
     /// How long before expiry the leader renews (whole seconds), e.g. 5s.
-    #[arg(long, default_value = "5s", value_parser = lease_seconds)]
+    #[arg(long, default_value = "5s", value_parser = lease_seconds, env = "MERIDIAN_LEASE_GRACE")]
     pub lease_grace: u64,
     /// This replica's identity in the Lease (default: POD_NAME, else host name and pid).
-    #[arg(long, env = "POD_NAME")]
+    #[arg(long, env = "MERIDIAN_IDENTITY")]
     pub identity: Option<String>,
     /// A member cluster whose API server fails (or has not answered) this long is offline.
-    #[arg(long, default_value = "10s", value_parser = member_offline_after)]
+    #[arg(long, default_value = "10s", value_parser = member_offline_after, env = "MERIDIAN_MEMBER_OFFLINE_AFTER")]
     pub member_offline_after: Duration,
 }
 
@@ -159,12 +169,17 @@ impl KubeArgs {
             bail!("--lease-grace must be shorter than --lease-duration");
         }
         let offline = self.member_offline_after;
-        let identity = self.identity.clone().unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_string())
-                .unwrap_or_else(|_| "meridian".to_string());
-            format!("{host}-{}", std::process::id())
-        });
+        let from_pod = |v: &str| std::env::var(v).ok().filter(|s| !s.is_empty());
+        let identity = self
+            .identity
+            .clone()
+            .or_else(|| from_pod("POD_NAME"))
+            .unwrap_or_else(|| {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_else(|_| "meridian".to_string());
+                format!("{host}-{}", std::process::id())
+            });
         Ok(Some(KubeOptions {
             kubeconfig: self.kubeconfig.clone(),
             kubefed_namespace: self.kubefed_namespace.clone(),
@@ -172,6 +187,7 @@ impl KubeArgs {
                 namespace: self
                     .lease_namespace
                     .clone()
+                    .or_else(|| from_pod("POD_NAMESPACE"))
                     .unwrap_or_else(|| self.kubefed_namespace.clone()),
                 name: self.lease_name.clone(),
                 identity,
@@ -188,20 +204,20 @@ pub struct ExplainArgs {
     /// The name to ask about.
     pub name: String,
     /// Query type.
-    #[arg(long = "type", default_value = "A")]
+    #[arg(long = "type", default_value = "A", env = "MERIDIAN_TYPE")]
     pub qtype: String,
     /// The client address (as it would arrive in ECS or as the source address).
-    #[arg(long)]
+    #[arg(long, env = "MERIDIAN_CLIENT")]
     pub client: IpAddr,
     #[command(flatten)]
     pub source: SourceArgs,
-    /// Ask a running server instead (live health and drains), e.g. http://127.0.0.1:9153.
-    #[arg(long)]
+    /// Ask a running server instead (live health and drains): ADDR:PORT or a URL.
+    #[arg(long, env = "MERIDIAN_ADMIN")]
     pub admin: Option<String>,
     #[arg(long, env = "MERIDIAN_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Print JSON.
-    #[arg(long)]
+    #[arg(long, env = "MERIDIAN_JSON")]
     pub json: bool,
 }
 
@@ -210,11 +226,26 @@ pub struct AdminTarget {
     /// Cluster name (drain/undrain).
     #[arg(required = false)]
     pub cluster: Option<String>,
-    /// Admin API of the running server.
-    #[arg(long, default_value = "http://127.0.0.1:9153")]
+    /// Admin API of the running server: ADDR:PORT (as `serve --admin`) or a URL.
+    #[arg(long, default_value = "127.0.0.1:9153", env = "MERIDIAN_ADMIN")]
     pub admin: String,
     #[arg(long, env = "MERIDIAN_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Print the server's JSON reply.
+    #[arg(long, env = "MERIDIAN_JSON")]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct StateArgs {
+    /// Admin API of the running server: ADDR:PORT (as `serve --admin`) or a URL.
+    #[arg(long, default_value = "127.0.0.1:9153", env = "MERIDIAN_ADMIN")]
+    pub admin: String,
+    #[arg(long, env = "MERIDIAN_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Print the JSON of GET /api/v1/state instead of the table.
+    #[arg(long, env = "MERIDIAN_JSON")]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -223,15 +254,19 @@ pub struct DrainArgs {
     pub cluster: String,
     /// Drain for this long, then end by itself (e.g. 10m; 1s to 168h); default: until
     /// undrained.
-    #[arg(long = "for", value_parser = drain_for)]
+    #[arg(long = "for", value_parser = drain_for, env = "MERIDIAN_DRAIN_FOR")]
     pub duration: Option<Duration>,
     /// Why (shown by `state`, the status page and the drain's log line and event).
-    #[arg(long)]
+    #[arg(long, env = "MERIDIAN_DRAIN_REASON")]
     pub reason: Option<String>,
-    #[arg(long, default_value = "http://127.0.0.1:9153")]
+    /// Admin API of the running server: ADDR:PORT (as `serve --admin`) or a URL.
+    #[arg(long, default_value = "127.0.0.1:9153", env = "MERIDIAN_ADMIN")]
     pub admin: String,
     #[arg(long, env = "MERIDIAN_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Print the server's JSON reply.
+    #[arg(long, env = "MERIDIAN_JSON")]
+    pub json: bool,
 }
 
 // Duration flags, checked by clap so a bad value is refused with the flag's name before anything
@@ -419,8 +454,11 @@ pub fn error_summary(errs: &[String], zones: &std::path::Path) -> String {
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MERIDIAN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only for a person at a terminal: escape codes in a pod's log or a file are noise.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => b.init(),
@@ -442,70 +480,86 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Explain(args) => explain(args),
         Command::Drain(a) => {
-            let mut url = format!(
-                "{}/api/v1/clusters/{}/drain",
-                a.admin.trim_end_matches('/'),
-                a.cluster
-            );
-            if let Some(d) = a.duration {
-                url.push_str(&format!("?for={}", crate::model::format_duration(d)));
+            let client = AdminClient::new(&a.admin, a.admin_token.as_deref())?;
+            let length = a.duration.map(crate::model::format_duration);
+            let mut query = Vec::new();
+            if let Some(l) = &length {
+                query.push(("for", l.as_str()));
             }
-            let mut url = reqwest::Url::parse(&url).map_err(|e| anyhow!("--admin: {e}"))?;
             if let Some(r) = &a.reason {
-                url.query_pairs_mut().append_pair("reason", r);
+                query.push(("reason", r.as_str()));
             }
-            admin_call(
-                reqwest::Method::POST,
-                url.as_str(),
-                a.admin_token.as_deref(),
-            )
+            let path = format!("api/v1/clusters/{}/drain", a.cluster);
+            let reply =
+                client_reply(client.call(reqwest::Method::POST, client.url(&path, &query)))?;
+            let Some(v) = reply else { return Ok(1) };
+            if a.json {
+                print_json(&v);
+            } else {
+                let until = match v["until"].as_f64() {
+                    Some(u) => format!("until {}", crate::client::rfc3339(u)),
+                    None => "until undrained".to_string(),
+                };
+                let why = v["reason"]
+                    .as_str()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default();
+                println!("drained {} {until}{why}", a.cluster);
+            }
+            Ok(0)
         }
         Command::Undrain(a) => {
             let cluster = a
                 .cluster
                 .ok_or_else(|| anyhow!("undrain needs a cluster name"))?;
-            let url = format!(
-                "{}/api/v1/clusters/{cluster}/drain",
-                a.admin.trim_end_matches('/')
-            );
-            admin_call(reqwest::Method::DELETE, &url, a.admin_token.as_deref())
+            let client = AdminClient::new(&a.admin, a.admin_token.as_deref())?;
+            let path = format!("api/v1/clusters/{cluster}/drain");
+            let reply = client_reply(client.call(reqwest::Method::DELETE, client.url(&path, &[])))?;
+            let Some(v) = reply else { return Ok(1) };
+            if a.json {
+                print_json(&v);
+            } else {
+                println!("undrained {cluster}");
+            }
+            Ok(0)
         }
         Command::State(a) => {
-            let url = format!("{}/api/v1/state", a.admin.trim_end_matches('/'));
-            admin_call(reqwest::Method::GET, &url, a.admin_token.as_deref())
+            let client = AdminClient::new(&a.admin, a.admin_token.as_deref())?;
+            let reply =
+                client_reply(client.call(reqwest::Method::GET, client.url("api/v1/state", &[])))?;
+            let Some(v) = reply else { return Ok(1) };
+            if a.json {
+                print_json(&v);
+            } else {
+                let _ = write!(std::io::stdout(), "{}", crate::client::state_table(&v));
+            }
+            Ok(0)
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "meridian", &mut std::io::stdout());
+            Ok(0)
         }
     }
 }
 
-fn admin_call(method: reqwest::Method, url: &str, token: Option<&str>) -> Result<i32> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let client = reqwest::Client::new();
-        let mut req = client.request(method, url);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
+/// A refusal by the server (4xx/5xx) is the command's answer, printed, exit 1; not reaching it
+/// or an unreadable reply is an error.
+fn client_reply(r: Result<serde_json::Value, ClientError>) -> Result<Option<serde_json::Value>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e @ ClientError::Status { .. }) => {
+            eprintln!("{e}");
+            Ok(None)
         }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the admin API at {url}"))?;
-        let status = resp.status();
-        let body = resp.text().await.unwrap_or_default();
-        let pretty = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| serde_json::to_string_pretty(&v).ok())
-            .unwrap_or(body);
-        if status.is_success() {
-            // A closed pipe (`| head`) is not an error worth a panic.
-            let _ = writeln!(std::io::stdout(), "{pretty}");
-            Ok(0)
-        } else {
-            eprintln!("{status}: {pretty}");
-            Ok(1)
-        }
-    })
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn print_json(v: &serde_json::Value) {
+    let text = serde_json::to_string_pretty(v).unwrap_or_default();
+    // A closed pipe (`| head`) is not an error worth a panic.
+    let _ = writeln!(std::io::stdout(), "{text}");
 }
 
 fn check(args: &SourceArgs) -> i32 {
@@ -538,31 +592,21 @@ fn check(args: &SourceArgs) -> i32 {
 
 fn explain(args: ExplainArgs) -> Result<i32> {
     if let Some(admin) = &args.admin {
-        let url = format!(
-            "{}/api/v1/explain?name={}&type={}&client={}",
-            admin.trim_end_matches('/'),
-            args.name,
-            args.qtype,
-            args.client
+        let client = AdminClient::new(admin, args.admin_token.as_deref())?;
+        let client_ip = args.client.to_string();
+        let url = client.url(
+            "api/v1/explain",
+            &[
+                ("name", args.name.as_str()),
+                ("type", args.qtype.as_str()),
+                ("client", client_ip.as_str()),
+            ],
         );
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let e: crate::explain::Explanation = rt.block_on(async {
-            let mut req = reqwest::Client::new().get(&url);
-            if let Some(t) = &args.admin_token {
-                req = req.bearer_auth(t);
-            }
-            let resp = req.send().await.context("cannot reach the admin API")?;
-            if !resp.status().is_success() {
-                bail!(
-                    "{}: {}",
-                    resp.status(),
-                    resp.text().await.unwrap_or_default()
-                );
-            }
-            resp.json().await.context("unexpected explain response")
-        })?;
+        let Some(v) = client_reply(client.call(reqwest::Method::GET, url))? else {
+            return Ok(1);
+        };
+        let e: crate::explain::Explanation =
+            serde_json::from_value(v).context("unexpected explain response")?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&e)?);
         } else {
@@ -704,7 +748,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
         // Ready once the Kubernetes source has handed over its first complete state.
         Some(opts) => {
             tracing::info!(
-                kubeconfig = ?opts.kubeconfig,
+                kubeconfig = %opts
+                    .kubeconfig
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "in-cluster".to_string()),
                 kubefed_namespace = %opts.kubefed_namespace,
                 identity = %opts.lease.identity,
                 "starting the kubernetes source"
@@ -928,4 +976,39 @@ pub async fn reload(
         }
     }
     Some(watched)
+}
+
+#[cfg(test)]
+mod cli_tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every flag of every command can be set from the environment, as `MERIDIAN_<FLAG>`.
+    #[test]
+    fn every_flag_has_a_meridian_environment_variable() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if a.is_positional() || matches!(id, "help" | "version") {
+                    continue;
+                }
+                let ok = a
+                    .get_env()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| e.starts_with("MERIDIAN_"));
+                if !ok {
+                    missing.push(format!("{path} --{}", a.get_long().unwrap_or(id)));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "meridian", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "flags without MERIDIAN_* variables: {missing:?}"
+        );
+    }
 }

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod app;
 pub mod catalog;
+pub mod client;
 pub mod config;
 pub mod dns;
 pub mod events;

@@ -383,7 +383,7 @@ impl State {
                 };
                 tracing::info!(
                     cluster = %cluster,
-                    until = ?until.map(humantime_like),
+                    until = %until.map(humantime_like).unwrap_or_else(|| "undrained".into()),
                     reason = d.reason.as_deref().unwrap_or(""),
                     "cluster drained"
                 );

@@ -791,13 +791,21 @@ fn drains_via_the_api_and_the_cli_and_their_expiry() {
     assert!(state(&s)["drains"]["los-angeles"].is_null());
 
     // CLI: a drill that ends by itself.
-    let (code, out, err) = run(&["drain", "los-angeles", "--for", "1s", "--admin", &admin]);
+    let (code, out, err) = run(&[
+        "drain",
+        "los-angeles",
+        "--for",
+        "1s",
+        "--json",
+        "--admin",
+        &admin,
+    ]);
     assert_eq!(code, 0, "{out}{err}");
     let v: serde_json::Value = serde_json::from_str(&out).expect("the CLI prints the JSON reply");
     assert_eq!(v["cluster"], "los-angeles");
     assert!(v["until"].as_f64().is_some());
     wait_answer(&s, &drill, SAN_FRANCISCO, &[&hou]);
-    let (code, out, _) = run(&["state", "--admin", &admin]);
+    let (code, out, _) = run(&["state", "--json", "--admin", &admin]);
     assert_eq!(code, 0);
     let st: serde_json::Value = serde_json::from_str(&out).expect("state JSON");
     let expiring = st["drains"]["los-angeles"]["until"].as_f64().is_some();

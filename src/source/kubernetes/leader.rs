@@ -192,7 +192,7 @@ pub fn elect(
                             Ok(Ok(lease)) => {
                                 held = held_until(&lease, &opts.identity);
                                 if held.is_none() && *tx.borrow() {
-                                    tracing::warn!(identity = %opts.identity, holder = ?lease.spec.as_ref().and_then(|s| s.holder_identity.clone()), "the Lease is no longer ours; stopping writes");
+                                    tracing::warn!(identity = %opts.identity, holder = lease.spec.as_ref().and_then(|s| s.holder_identity.as_deref()).unwrap_or("none"), "the Lease is no longer ours; stopping writes");
                                 }
                             }
                             // Unreadable: the last reading stands, and lapses at its expiry.

@@ -192,7 +192,10 @@ impl Aggregator {
                 tracing::info!("kubernetes source synced");
             } else if self.up.is_some() {
                 let err = self.host.states().iter().find_map(|s| s.last_error());
-                tracing::warn!(error = ?err, "kubernetes API unavailable; serving the last known state");
+                tracing::warn!(
+                    error = err.as_deref().unwrap_or("unknown"),
+                    "kubernetes API unavailable; serving the last known state"
+                );
             }
             metrics::get()
                 .source_up
