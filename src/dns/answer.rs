@@ -760,47 +760,33 @@ fn write_merged(
     let health = &*b.snap.health;
     let carried = |owners: &[u32]| owners.iter().any(|&i| selected(&d.targets[i as usize]));
     let mut wrote = false;
-    match fam {
-        Family::V4 => {
-            for a in &m.v4 {
-                if !(any_health || health.up(a.endpoint)) || !carried(m.owners_of(a)) {
-                    continue;
-                }
-                if !fits(b, out, owner, 4) {
-                    break;
-                }
-                put_rr(
-                    out,
-                    owner,
-                    wire::TYPE_A,
-                    wire::CLASS_IN,
-                    ttl,
-                    &a.ip.octets(),
-                );
-                b.an += 1;
-                wrote = true;
+    let (rtype, len, n) = match fam {
+        Family::V4 => (wire::TYPE_A, 4, m.v4.len()),
+        Family::V6 => (wire::TYPE_AAAA, 16, m.v6.len()),
+    };
+    for i in 0..n {
+        let mut ip = [0u8; 16];
+        let (endpoint, owners) = match fam {
+            Family::V4 => {
+                let a = &m.v4[i];
+                ip[..4].copy_from_slice(&a.ip.octets());
+                (a.endpoint, m.owners_of(a))
             }
-        }
-        Family::V6 => {
-            for a in &m.v6 {
-                if !(any_health || health.up(a.endpoint)) || !carried(m.owners_of(a)) {
-                    continue;
-                }
-                if !fits(b, out, owner, 16) {
-                    break;
-                }
-                put_rr(
-                    out,
-                    owner,
-                    wire::TYPE_AAAA,
-                    wire::CLASS_IN,
-                    ttl,
-                    &a.ip.octets(),
-                );
-                b.an += 1;
-                wrote = true;
+            Family::V6 => {
+                let a = &m.v6[i];
+                ip = a.ip.octets();
+                (a.endpoint, m.owners_of(a))
             }
+        };
+        if !(any_health || health.up(endpoint)) || !carried(owners) {
+            continue;
         }
+        if !fits(b, out, owner, len) {
+            break;
+        }
+        put_rr(out, owner, rtype, wire::CLASS_IN, ttl, &ip[..len]);
+        b.an += 1;
+        wrote = true;
     }
     wrote
 }
