@@ -26,7 +26,7 @@ use crate::source::kubernetes::{self, KubeOptions, leader::LeaseOptions};
 #[derive(Parser, Debug)]
 #[command(
     name = "meridian",
-    version,
+    version = crate::metrics::VERSION_LINE,
     about = "Authoritative DNS that answers with the nearest healthy cluster"
 )]
 pub struct Cli {
@@ -101,6 +101,10 @@ pub struct ServeArgs {
     /// Idle timeout of DNS-over-TCP connections (RFC 7766), e.g. 10s.
     #[arg(long, default_value = "10s")]
     pub tcp_idle_timeout: String,
+    /// This replica's identity in NSID (RFC 5001) and CHAOS id.server answers (default: the
+    /// configuration's `nsid`, else POD_NAME, else the host name).
+    #[arg(long, env = "MERIDIAN_NSID")]
+    pub nsid: Option<String>,
     #[command(flatten)]
     pub kube: KubeArgs,
 }
@@ -524,6 +528,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
             args.admin
         );
     }
+    if let Some(n) = &args.nsid
+        && (n.is_empty() || n.len() > 255)
+    {
+        bail!("--nsid: {} octets is outside 1..=255", n.len());
+    }
+    crate::dns::answer::init_identity(args.nsid.as_deref());
     raise_fd_limit();
     let kube = args.kube.options()?;
     let started = Instant::now();

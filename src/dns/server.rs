@@ -142,8 +142,11 @@ impl UdpHandler {
     fn new(shared: &Shared) -> UdpHandler {
         let m = metrics::get();
         let rrl_cfg = shared.load().compiled.settings.rrl.clone();
+        let mut counters = QueryCounters::new(Transport::Udp);
+        // The served zones' series exist (at zero) from the start.
+        counters.resolve_catalog(&shared.load());
         UdpHandler {
-            counters: QueryCounters::new(Transport::Udp),
+            counters,
             dropped: m.dropped.with_label_values(&["malformed"]),
             rrl_dropped: m.rrl.with_label_values(&["dropped"]),
             rrl_slipped: m.rrl.with_label_values(&["slipped"]),
@@ -176,7 +179,7 @@ impl UdpHandler {
                 }
             }
         }
-        self.counters.count(&a, snap);
+        self.counters.count(&a, snap, packet.len(), out.len());
         true
     }
 }
@@ -205,11 +208,13 @@ fn udp_worker_simple(sock: UdpSocket, shared: Shared, stop: Arc<AtomicBool>) {
                 continue;
             }
         };
+        let received = Instant::now();
         let snap = shared.load();
-        if h.handle(&snap, &inbuf[..n], src.ip(), &mut out)
-            && let Err(e) = sock.send_to(&out, src)
-        {
-            tracing::debug!(error = %e, "UDP send failed");
+        if h.handle(&snap, &inbuf[..n], src.ip(), &mut out) {
+            if let Err(e) = sock.send_to(&out, src) {
+                tracing::debug!(error = %e, "UDP send failed");
+            }
+            h.counters.answered_in(received.elapsed());
         }
     }
 }
@@ -266,6 +271,8 @@ fn udp_worker(sock: UdpSocket, shared: Shared, stop: Arc<AtomicBool>) {
             recv_error(&io::Error::last_os_error());
             continue;
         }
+        // One clock read per batch: every query in it was received by now.
+        let received = Instant::now();
         let snap = shared.load();
         let mut k = 0;
         for i in 0..n as usize {
@@ -302,6 +309,12 @@ fn udp_worker(sock: UdpSocket, shared: Shared, stop: Arc<AtomicBool>) {
                 sent += 1;
             } else {
                 sent += (r as usize).max(1);
+            }
+        }
+        if k > 0 {
+            let elapsed = received.elapsed();
+            for _ in 0..k {
+                h.counters.answered_in(elapsed);
             }
         }
     }
@@ -441,6 +454,7 @@ async fn tcp_connection(
             Ok(Err(e)) => return Err(e),
             Err(_) => return Ok(()),
         }
+        let received = Instant::now();
         let snap = shared.load_full();
         let Some(a) = answer::respond(
             &snap,
@@ -457,7 +471,7 @@ async fn tcp_connection(
             // A packet we would drop over UDP ends a TCP connection.
             return Ok(());
         };
-        counters.count(&a, &snap);
+        counters.count(&a, &snap, n, out.len());
         framed.clear();
         framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
         framed.extend_from_slice(&out);
@@ -466,5 +480,6 @@ async fn tcp_connection(
             Ok(r) => r?,
             Err(_) => return Ok(()),
         }
+        counters.answered_in(received.elapsed());
     }
 }
