@@ -911,3 +911,122 @@ fn chaos(b: &mut Builder<'_>, q: &Query<'_>, out: &mut Vec<u8>) {
     b.an += 1;
     b.aa = true;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::sync::Arc;
+
+    use hickory_proto::op::{Message, ResponseCode};
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+
+    use super::*;
+    use crate::catalog::Catalog;
+    use crate::config::Settings;
+    use crate::snapshot::compile;
+
+    fn snapshot(settings: Settings) -> Snapshot {
+        let c = compile::compile(Catalog::default(), settings).expect("compile");
+        Snapshot::new(Arc::new(c), None)
+    }
+
+    /// `id.server. CH TXT` with EDNS; `options` is the OPT RDATA.
+    fn id_server_query(options: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x12, 0x34, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1];
+        p.extend_from_slice(b"\x02id\x06server\x00");
+        p.extend_from_slice(&[0, 16, 0, 3]);
+        p.extend_from_slice(&[0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0]);
+        p.extend_from_slice(&(options.len() as u16).to_be_bytes());
+        p.extend_from_slice(options);
+        p
+    }
+
+    const NSID_REQUEST: [u8; 4] = [0, 3, 0, 0];
+    const ECS_REQUEST: [u8; 11] = [0, 8, 0, 7, 0, 1, 24, 0, 192, 0, 2];
+
+    fn ask(snap: &Snapshot, packet: &[u8]) -> Message {
+        let mut out = Vec::new();
+        let src = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        respond(snap, packet, src, Transport::Udp, 0, &mut out).expect("answered");
+        Message::from_vec(&out).expect("decodable")
+    }
+
+    fn nsid_of(m: &Message) -> Option<Vec<u8>> {
+        match m.edns.as_ref()?.options().get(EdnsCode::NSID)? {
+            EdnsOption::NSID(p) => Some(p.as_ref().to_vec()),
+            _ => None,
+        }
+    }
+
+    fn configured(nsid: &str) -> Settings {
+        Settings {
+            nsid: Some(nsid.to_string()),
+            ..Settings::default()
+        }
+    }
+
+    #[test]
+    fn nsid_option_encoding() {
+        let mut out = Vec::new();
+        put_nsid(&mut out, b"ns-a");
+        assert_eq!(out, [0, 3, 0, 4, b'n', b's', b'-', b'a']);
+    }
+
+    #[test]
+    fn nsid_is_sent_when_asked_beside_ecs() {
+        let snap = snapshot(configured("ns-unit"));
+        let mut opts = ECS_REQUEST.to_vec();
+        opts.extend_from_slice(&NSID_REQUEST);
+        let m = ask(&snap, &id_server_query(&opts));
+        assert_eq!(nsid_of(&m).as_deref(), Some(&b"ns-unit"[..]));
+        assert!(
+            m.edns
+                .as_ref()
+                .expect("edns")
+                .options()
+                .get(EdnsCode::Subnet)
+                .is_some()
+        );
+        // id.server answers the same identity.
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(m.answers[0].data.to_string(), "ns-unit");
+    }
+
+    #[test]
+    fn nsid_is_not_sent_unless_asked() {
+        let snap = snapshot(configured("ns-unit"));
+        let m = ask(&snap, &id_server_query(&ECS_REQUEST));
+        assert_eq!(nsid_of(&m), None);
+        assert!(m.edns.is_some());
+    }
+
+    #[test]
+    fn identity_false_hides_the_default_identity_only() {
+        let hidden = Settings {
+            identity: false,
+            ..Settings::default()
+        };
+        let m = ask(&snapshot(hidden.clone()), &id_server_query(&NSID_REQUEST));
+        assert_eq!(nsid_of(&m), None);
+        assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+        // An explicitly configured identity is still served.
+        let explicit = Settings {
+            id_server: Some("ns-x".into()),
+            ..hidden
+        };
+        let m = ask(&snapshot(explicit), &id_server_query(&NSID_REQUEST));
+        assert_eq!(m.answers[0].data.to_string(), "ns-x");
+        assert_eq!(nsid_of(&m), None);
+    }
+
+    #[test]
+    fn default_identity_is_the_pod_or_host_name() {
+        let m = ask(
+            &snapshot(Settings::default()),
+            &id_server_query(&NSID_REQUEST),
+        );
+        let id = nsid_of(&m).expect("nsid");
+        assert!(!id.is_empty());
+        assert_eq!(m.answers[0].data.to_string(), String::from_utf8_lossy(&id));
+    }
+}

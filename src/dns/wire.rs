@@ -485,5 +485,15 @@ mod tests {
         let q = parse(&p).expect("valid");
         let ecs = q.edns.and_then(|e| e.ecs).expect("ecs");
         assert_eq!(ecs.source_prefix, 0);
+        assert!(!q.edns.expect("edns").nsid);
+    }
+
+    #[test]
+    fn nsid_request_is_seen() {
+        let p = query(b"\x00", TYPE_SOA, Some(&[0, 3, 0, 0]));
+        assert!(parse(&p).expect("valid").edns.expect("edns").nsid);
+        // A payload in the request is ignored (RFC 5001 §2.1), not an error.
+        let p = query(b"\x00", TYPE_SOA, Some(&[0, 3, 0, 1, 7]));
+        assert!(parse(&p).expect("valid").edns.expect("edns").nsid);
     }
 }

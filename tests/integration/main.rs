@@ -6,4 +6,5 @@ mod dns;
 mod health;
 mod hostile;
 mod k8s;
+mod operators;
 mod status_page;
