@@ -216,6 +216,7 @@ fn udp_worker_simple(sock: UdpSocket, shared: Shared, stop: Arc<AtomicBool>) {
             }
             h.counters.answered_in(received.elapsed());
         }
+        h.counters.flush();
     }
 }
 
@@ -317,6 +318,7 @@ fn udp_worker(sock: UdpSocket, shared: Shared, stop: Arc<AtomicBool>) {
                 h.counters.answered_in(elapsed);
             }
         }
+        h.counters.flush();
     }
 }
 
@@ -481,5 +483,6 @@ async fn tcp_connection(
             Err(_) => return Ok(()),
         }
         counters.answered_in(received.elapsed());
+        counters.flush();
     }
 }
