@@ -114,6 +114,8 @@ pub fn spawn_udp_workers(
     shared: Shared,
     stop: Arc<AtomicBool>,
 ) -> Vec<JoinHandle<()>> {
+    // The served zones' and clusters' series exist (at zero) before the server says it serves.
+    QueryCounters::new(Transport::Udp).resolve_catalog(&shared.load());
     sockets
         .into_iter()
         .enumerate()
@@ -143,7 +145,6 @@ impl UdpHandler {
         let m = metrics::get();
         let rrl_cfg = shared.load().compiled.settings.rrl.clone();
         let mut counters = QueryCounters::new(Transport::Udp);
-        // The served zones' series exist (at zero) from the start.
         counters.resolve_catalog(&shared.load());
         UdpHandler {
             counters,
