@@ -634,6 +634,54 @@ impl QueryCounters {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qtype_labels_match_their_types() {
+        for (code, name) in [
+            (1, "A"),
+            (28, "AAAA"),
+            (5, "CNAME"),
+            (6, "SOA"),
+            (2, "NS"),
+            (16, "TXT"),
+            (255, "ANY"),
+            (15, "MX"),
+            (33, "SRV"),
+            (12, "PTR"),
+            (65, "HTTPS"),
+            (64, "SVCB"),
+            (257, "CAA"),
+            (43, "DS"),
+            (48, "DNSKEY"),
+            (252, "AXFR"),
+            (251, "IXFR"),
+            (99, "other"),
+            (0, "other"),
+        ] {
+            assert_eq!(QTYPES[qtype_index(code)], name, "type {code}");
+        }
+    }
+
+    #[test]
+    fn histograms_reach_the_registry_at_flush() {
+        let c = QueryCounters::new(Transport::Tcp);
+        let count = || {
+            get()
+                .request_duration
+                .with_label_values(&["tcp"])
+                .get_sample_count()
+        };
+        let before = count();
+        c.answered_in(Duration::from_micros(30));
+        assert_eq!(count(), before);
+        c.flush();
+        assert_eq!(count(), before + 1);
+    }
+}
+
 /// The standard `process_*` metrics (as the Go and Python clients export them), read from
 /// `/proc/self` at scrape time: no extra crate, nothing on the query path.
 #[cfg(target_os = "linux")]
