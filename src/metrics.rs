@@ -3,7 +3,7 @@
 //! counting is one atomic add.
 
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus::local::LocalHistogram;
 use prometheus::{
@@ -507,13 +507,17 @@ impl CatalogHandles {
 
 /// Query counters resolved once per worker (and the catalog's once per catalog): counting is
 /// a few atomic adds, no label lookup, no lock and no allocation per query. The histograms are
-/// worker-local and reach the shared ones at `flush` (once per receive batch), so workers on
-/// different cores do not contend for their cache lines on every query.
+/// worker-local and reach the shared ones at `flush`/`maybe_flush` (every `FLUSH_EVERY`
+/// answers or `FLUSH_AFTER`, whichever comes first), so workers on different cores do not
+/// contend for their cache lines on every query.
 pub struct QueryCounters {
     t: &'static TransportHandles,
     duration: LocalHistogram,
     request_size: LocalHistogram,
     response_size: LocalHistogram,
+    /// Observations not yet flushed, and when the last flush was.
+    pending: u32,
+    flushed: Instant,
     failover: [IntCounter; 4],
     all_down: [IntCounter; 4],
     zone_outside: [IntCounter; RCODES.len()],
@@ -521,6 +525,9 @@ pub struct QueryCounters {
     answers_any: [IntCounter; 4],
     catalog: usize,
 }
+
+const FLUSH_EVERY: u32 = 64;
+const FLUSH_AFTER: Duration = Duration::from_secs(1);
 
 const POLICIES: [Policy; 4] = [Policy::Geo, Policy::Failover, Policy::Weighted, Policy::All];
 const ALL_DOWN: [AllDown; 4] = [
@@ -554,6 +561,8 @@ impl QueryCounters {
             duration: t.duration.local(),
             request_size: t.request_size.local(),
             response_size: t.response_size.local(),
+            pending: 0,
+            flushed: Instant::now(),
             failover: per_policy(&m.failover_answers, None),
             all_down: ALL_DOWN.map(|a| m.all_down_answers.with_label_values(&[a.as_str()])),
             zone_outside: RCODES.map(|r| m.zone_queries.with_label_values(&[OUTSIDE_ZONES, r])),
@@ -579,6 +588,7 @@ impl QueryCounters {
         self.t.by[qtype_index(a.qtype) * RCODES.len() + rcode].inc();
         self.request_size.observe(request as f64);
         self.response_size.observe(response as f64);
+        self.pending += 1;
         if a.truncated {
             self.t.truncated.inc();
         }
@@ -627,10 +637,24 @@ impl QueryCounters {
     }
 
     /// Adds the histogram observations made since the last flush to the exported histograms.
-    pub fn flush(&self) {
-        self.duration.flush();
-        self.request_size.flush();
-        self.response_size.flush();
+    pub fn flush(&mut self) {
+        if self.pending > 0 {
+            self.duration.flush();
+            self.request_size.flush();
+            self.response_size.flush();
+            self.pending = 0;
+        }
+    }
+
+    /// Flushes when enough answers or time have gone by: a scrape sees the histograms at most
+    /// `FLUSH_AFTER` late (workers also flush whenever they find no packet waiting), while a
+    /// busy worker pays for a flush once per `FLUSH_EVERY` answers, not per answer.
+    pub fn maybe_flush(&mut self, now: Instant) {
+        if self.pending >= FLUSH_EVERY || now.saturating_duration_since(self.flushed) >= FLUSH_AFTER
+        {
+            self.flush();
+            self.flushed = now;
+        }
     }
 }
 
@@ -666,8 +690,8 @@ mod tests {
     }
 
     #[test]
-    fn histograms_reach_the_registry_at_flush() {
-        let c = QueryCounters::new(Transport::Tcp);
+    fn histograms_reach_the_registry_every_64_answers_or_second() {
+        let mut c = QueryCounters::new(Transport::Tcp);
         let count = || {
             get()
                 .request_duration
@@ -675,10 +699,26 @@ mod tests {
                 .get_sample_count()
         };
         let before = count();
+        let start = Instant::now();
+        let answer = |c: &mut QueryCounters, now| {
+            c.answered_in(Duration::from_micros(30));
+            c.pending += 1;
+            c.maybe_flush(now);
+        };
+        for _ in 0..FLUSH_EVERY - 1 {
+            answer(&mut c, start);
+        }
+        assert_eq!(count(), before, "flushed early");
+        answer(&mut c, start);
+        assert_eq!(count(), before + u64::from(FLUSH_EVERY));
+        // A second later one answer is enough.
+        answer(&mut c, start + FLUSH_AFTER);
+        assert_eq!(count(), before + u64::from(FLUSH_EVERY) + 1);
+        // And an idle worker flushes whatever is left.
         c.answered_in(Duration::from_micros(30));
-        assert_eq!(count(), before);
+        c.pending += 1;
         c.flush();
-        assert_eq!(count(), before + 1);
+        assert_eq!(count(), before + u64::from(FLUSH_EVERY) + 2);
     }
 }
 

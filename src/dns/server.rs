@@ -205,6 +205,8 @@ fn udp_worker_simple(sock: UdpSocket, shared: Shared, stop: Arc<AtomicBool>) {
         let (n, src) = match sock.recv_from(&mut inbuf) {
             Ok(x) => x,
             Err(e) => {
+                // Idle (or failing): what was observed reaches the histograms now.
+                h.counters.flush();
                 recv_error(&e);
                 continue;
             }
@@ -217,7 +219,7 @@ fn udp_worker_simple(sock: UdpSocket, shared: Shared, stop: Arc<AtomicBool>) {
             }
             h.counters.answered_in(received.elapsed());
         }
-        h.counters.flush();
+        h.counters.maybe_flush(received);
     }
 }
 
@@ -270,6 +272,8 @@ fn udp_worker(sock: UdpSocket, shared: Shared, stop: Arc<AtomicBool>) {
             )
         };
         if n < 0 {
+            // Idle (or failing): what was observed reaches the histograms now.
+            h.counters.flush();
             recv_error(&io::Error::last_os_error());
             continue;
         }
@@ -319,7 +323,7 @@ fn udp_worker(sock: UdpSocket, shared: Shared, stop: Arc<AtomicBool>) {
                 h.counters.answered_in(elapsed);
             }
         }
-        h.counters.flush();
+        h.counters.maybe_flush(received);
     }
 }
 
