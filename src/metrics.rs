@@ -515,9 +515,9 @@ pub struct QueryCounters {
     duration: LocalHistogram,
     request_size: LocalHistogram,
     response_size: LocalHistogram,
-    /// Observations not yet flushed, and when the last flush was.
+    /// Observations not yet flushed, and when the next flush is due regardless.
     pending: u32,
-    flushed: Instant,
+    flush_due: Instant,
     failover: [IntCounter; 4],
     all_down: [IntCounter; 4],
     zone_outside: [IntCounter; RCODES.len()],
@@ -562,7 +562,7 @@ impl QueryCounters {
             request_size: t.request_size.local(),
             response_size: t.response_size.local(),
             pending: 0,
-            flushed: Instant::now(),
+            flush_due: Instant::now() + FLUSH_AFTER,
             failover: per_policy(&m.failover_answers, None),
             all_down: ALL_DOWN.map(|a| m.all_down_answers.with_label_values(&[a.as_str()])),
             zone_outside: RCODES.map(|r| m.zone_queries.with_label_values(&[OUTSIDE_ZONES, r])),
@@ -650,10 +650,9 @@ impl QueryCounters {
     /// `FLUSH_AFTER` late (workers also flush whenever they find no packet waiting), while a
     /// busy worker pays for a flush once per `FLUSH_EVERY` answers, not per answer.
     pub fn maybe_flush(&mut self, now: Instant) {
-        if self.pending >= FLUSH_EVERY || now.saturating_duration_since(self.flushed) >= FLUSH_AFTER
-        {
+        if self.pending >= FLUSH_EVERY || now >= self.flush_due {
             self.flush();
-            self.flushed = now;
+            self.flush_due = now + FLUSH_AFTER;
         }
     }
 }
