@@ -86,6 +86,7 @@ fn main() {
         vec![c.packet]
     };
     let mut counters = QueryCounters::new(Transport::Udp);
+    let now = std::time::Instant::now();
     let src = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let mut out = Vec::with_capacity(4096);
     let mut sum = 0usize;
@@ -99,7 +100,11 @@ fn main() {
         let a = answer::respond(&snap, black_box(p), src, Transport::Udp, 7, &mut out)
             .expect("answered");
         if count {
-            counters.count(&a, &snap);
+            counters.count(&a, &snap, p.len(), out.len());
+            // The UDP worker also records each answer's latency (its clock read is per batch).
+            counters.answered_in(std::time::Duration::from_micros(40));
+            // As the UDP worker: flushed every 64 answers (or second).
+            counters.maybe_flush(now);
         }
         sum += out.len();
     }

@@ -65,9 +65,10 @@ fn bench(c: &mut Criterion) {
     }
     g.finish();
 
-    // What the UDP worker adds per answered query: the Prometheus counters, including the
-    // per-cluster `answers_total{policy,cluster}` label lookup of routed answers.
+    // What the UDP worker adds per answered query: the Prometheus counters (qtype × rcode,
+    // zone, the routed answer's cluster) and histograms (sizes, latency).
     let mut counters = QueryCounters::new(Transport::Udp);
+    let now = std::time::Instant::now();
     let mut g = c.benchmark_group("respond_and_count");
     for case in &cases {
         g.bench_function(case.name, |b| {
@@ -81,7 +82,10 @@ fn bench(c: &mut Criterion) {
                     &mut out,
                 )
                 .expect("answered");
-                counters.count(&a, &snap);
+                counters.count(&a, &snap, case.packet.len(), out.len());
+                counters.answered_in(std::time::Duration::from_micros(40));
+                // As the UDP worker: flushed every 64 answers (or second).
+                counters.maybe_flush(now);
             })
         });
     }

@@ -28,7 +28,7 @@ use crate::source::kubernetes::{self, KubeOptions, leader::LeaseOptions};
 #[derive(Parser, Debug)]
 #[command(
     name = "meridian",
-    version,
+    version = crate::metrics::VERSION_LINE,
     about = "Authoritative DNS that answers with the nearest healthy cluster"
 )]
 pub struct Cli {
@@ -116,6 +116,10 @@ pub struct ServeArgs {
     /// the Kubernetes endpoints controller take the replica out first), then stop; e.g. 5s.
     #[arg(long, default_value = "0s", value_parser = lameduck, env = "MERIDIAN_LAMEDUCK")]
     pub lameduck: Duration,
+    /// This replica's identity in NSID (RFC 5001) and CHAOS id.server answers (default: the
+    /// configuration's `nsid`, else POD_NAME, else the host name).
+    #[arg(long, env = "MERIDIAN_NSID")]
+    pub nsid: Option<String>,
     #[command(flatten)]
     pub kube: KubeArgs,
 }
@@ -663,6 +667,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
     if let Some(problem) = admin::token_problem(&args.admin, args.admin_token.as_deref()) {
         bail!(problem);
     }
+    if let Some(n) = &args.nsid
+        && (n.is_empty() || n.len() > 255)
+    {
+        bail!("--nsid: {} octets is outside 1..=255", n.len());
+    }
+    crate::dns::answer::init_identity(args.nsid.as_deref());
     raise_fd_limit();
     let kube = args.kube.options()?;
     let reload_timeout = args.reload_timeout;

@@ -38,9 +38,15 @@ pub struct RawConfig {
     pub default_cluster: Option<String>,
     /// EDNS UDP payload size we advertise and honour at most.
     pub udp_payload_size: Option<u16>,
-    /// Answers for CHAOS `version.bind` and `id.server`; absent means REFUSED.
+    /// Answer for CHAOS `version.bind`; absent means REFUSED.
     pub version_bind: Option<String>,
+    /// Answer for CHAOS `id.server` / `hostname.bind`; absent means this replica's identity.
     pub id_server: Option<String>,
+    /// NSID (RFC 5001) to send when asked; `--nsid` wins, absent means this replica's identity.
+    pub nsid: Option<String>,
+    /// false: do not reveal this replica's default identity (pod or host name) in NSID or
+    /// CHAOS answers; explicitly configured values are still served.
+    pub identity: Option<bool>,
     #[serde(default)]
     pub health: RawHealth,
     /// Response rate limiting per client prefix (UDP).
@@ -84,6 +90,8 @@ pub struct Settings {
     pub udp_payload_size: u16,
     pub version_bind: Option<String>,
     pub id_server: Option<String>,
+    pub nsid: Option<String>,
+    pub identity: bool,
     pub health: HealthDefaults,
     pub rrl: RrlConfig,
 }
@@ -126,6 +134,8 @@ impl Default for Settings {
             udp_payload_size: 1232,
             version_bind: None,
             id_server: None,
+            nsid: None,
+            identity: true,
             health: HealthDefaults::default(),
             rrl: RrlConfig::default(),
         }
@@ -160,8 +170,19 @@ impl RawConfig {
             }
             s.udp_payload_size = p;
         }
+        // Like a CHAOS TXT string: 1 to 255 octets.
+        if let Some(v) = &self.nsid
+            && (v.is_empty() || v.len() > 255)
+        {
+            return Err(err(
+                "spec.nsid",
+                format!("{} octets is outside 1..=255", v.len()),
+            ));
+        }
         s.version_bind = self.version_bind.clone();
         s.id_server = self.id_server.clone();
+        s.nsid = self.nsid.clone();
+        s.identity = self.identity.unwrap_or(true);
         let h = &self.health;
         let d = &mut s.health;
         if let Some(v) = &h.interval {
@@ -288,5 +309,17 @@ mod tests {
             "spec.health.timeout: duration \"2m\" is longer than the maximum 1m"
         );
         assert!(parse("geiop: x\n").unwrap_err().contains("unknown field"));
+        assert_eq!(
+            parse("nsid: \"\"\n").unwrap_err(),
+            "spec.nsid: 0 octets is outside 1..=255"
+        );
+    }
+
+    #[test]
+    fn identity_settings() {
+        let s = parse("nsid: ns-a\nidentity: false\n").expect("valid");
+        assert_eq!(s.nsid.as_deref(), Some("ns-a"));
+        assert!(!s.identity);
+        assert!(parse("{}\n").expect("valid").identity);
     }
 }

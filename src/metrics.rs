@@ -2,8 +2,10 @@
 //! client address or a raw query name). Query-path counters are resolved to handles up front so
 //! counting is one atomic add.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
+use prometheus::local::LocalHistogram;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -13,6 +15,15 @@ use crate::dns::answer::{Answered, Transport};
 use crate::dns::wire;
 use crate::model::{AllDown, Policy};
 use crate::snapshot::Snapshot;
+use crate::snapshot::compile::Compiled;
+
+/// `meridian --version`: the package version and the commit it was built from (build.rs).
+pub const VERSION_LINE: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("MERIDIAN_COMMIT"),
+    ")"
+);
 
 pub struct Metrics {
     pub registry: Registry,
@@ -48,14 +59,27 @@ pub struct Metrics {
     pub geoip_lookup_errors: IntCounter,
     pub geoip_build_timestamp: IntGauge,
     pub geoip_database: IntGaugeVec,
+    pub zone_queries: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub request_size: HistogramVec,
+    pub response_size: HistogramVec,
+    pub build_info: IntGaugeVec,
+    /// Query-path handles per transport (index: `transport_index`), resolved once.
+    transports: [TransportHandles; 2],
 }
 
-const QTYPES: [&str; 9] = [
-    "A", "AAAA", "CNAME", "SOA", "NS", "TXT", "ANY", "MX", "other",
+/// Query types with a series of their own; everything else counts as "other".
+pub const QTYPES: [&str; 18] = [
+    "A", "AAAA", "CNAME", "SOA", "NS", "TXT", "ANY", "MX", "SRV", "PTR", "HTTPS", "SVCB", "CAA",
+    "DS", "DNSKEY", "AXFR", "IXFR", "other",
 ];
-const RCODES: [&str; 8] = [
+pub const RCODES: [&str; 8] = [
     "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "BADVERS", "other",
 ];
+pub const TRANSPORTS: [&str; 2] = ["udp", "tcp"];
+/// The `zone` label of queries outside every served zone (REFUSED, CHAOS, malformed), as
+/// CoreDNS labels its catch-all server block.
+pub const OUTSIDE_ZONES: &str = ".";
 
 fn qtype_index(t: u16) -> usize {
     match t {
@@ -66,10 +90,48 @@ fn qtype_index(t: u16) -> usize {
         wire::TYPE_NS => 4,
         wire::TYPE_TXT => 5,
         wire::TYPE_ANY => 6,
-        15 => 7,
-        _ => 8,
+        15 => 7,   // MX
+        33 => 8,   // SRV
+        12 => 9,   // PTR
+        65 => 10,  // HTTPS
+        64 => 11,  // SVCB
+        257 => 12, // CAA
+        wire::TYPE_DS => 13,
+        48 => 14, // DNSKEY
+        wire::TYPE_AXFR => 15,
+        wire::TYPE_IXFR => 16,
+        _ => 17,
     }
 }
+
+fn transport_index(t: Transport) -> usize {
+    match t {
+        Transport::Udp => 0,
+        Transport::Tcp => 1,
+    }
+}
+
+/// Per-transport series of the query path, created (at zero) with the registry.
+struct TransportHandles {
+    /// `queries_total` by qtype, then rcode.
+    by: Vec<IntCounter>,
+    truncated: IntCounter,
+    duration: Histogram,
+    request_size: Histogram,
+    response_size: Histogram,
+}
+
+/// Latency of an authoritative answer, from packet received to answer sent: tens of
+/// microseconds normally, up to a second under overload (CoreDNS's range, finer at the bottom).
+const DURATION_BUCKETS: [f64; 15] = [
+    0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    0.5, 1.0,
+];
+/// CoreDNS's size buckets, so the same dashboards apply (511: the classic UDP limit).
+const SIZE_BUCKETS: [f64; 14] = [
+    0.0, 100.0, 200.0, 300.0, 400.0, 511.0, 1023.0, 2047.0, 4095.0, 8291.0, 16000.0, 32000.0,
+    48000.0, 64000.0,
+];
 
 fn rcode_index(r: u16) -> usize {
     match r {
@@ -92,20 +154,94 @@ impl Metrics {
             }};
         }
 
-        Metrics {
-            queries: reg!(IntCounterVec::new(
+        let queries = reg!(IntCounterVec::new(
+            Opts::new(
+                "meridian_dns_queries_total",
+                "DNS queries answered, by transport, query type and response code."
+            ),
+            &["transport", "qtype", "rcode"]
+        ));
+        let truncated = reg!(IntCounterVec::new(
+            Opts::new(
+                "meridian_dns_truncated_total",
+                "UDP answers sent with TC set."
+            ),
+            &["transport"]
+        ));
+        let request_duration = reg!(HistogramVec::new(
+            HistogramOpts::new(
+                "meridian_dns_request_duration_seconds",
+                "Time from a query's packet received to its answer sent, by transport."
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["transport"]
+        ));
+        let request_size = reg!(HistogramVec::new(
+            HistogramOpts::new(
+                "meridian_dns_request_size_bytes",
+                "Size of answered queries (DNS message, without TCP framing), by transport."
+            )
+            .buckets(SIZE_BUCKETS.to_vec()),
+            &["transport"]
+        ));
+        let response_size = reg!(HistogramVec::new(
+            HistogramOpts::new(
+                "meridian_dns_response_size_bytes",
+                "Size of answers sent (DNS message, without TCP framing), by transport."
+            )
+            .buckets(SIZE_BUCKETS.to_vec()),
+            &["transport"]
+        ));
+        // Every bounded query-path series exists from the start, at zero, so `rate()` and
+        // `increase()` see the first query.
+        let transports = TRANSPORTS.map(|t| {
+            let mut by = Vec::with_capacity(QTYPES.len() * RCODES.len());
+            for q in QTYPES {
+                for r in RCODES {
+                    by.push(queries.with_label_values(&[t, q, r]));
+                }
+            }
+            TransportHandles {
+                by,
+                truncated: truncated.with_label_values(&[t]),
+                duration: request_duration.with_label_values(&[t]),
+                request_size: request_size.with_label_values(&[t]),
+                response_size: response_size.with_label_values(&[t]),
+            }
+        });
+        let build_info = reg!(IntGaugeVec::new(
+            Opts::new(
+                "meridian_build_info",
+                "Always 1; the labels say which build is running."
+            ),
+            &["version", "commit", "rustc"]
+        ));
+        build_info
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                env!("MERIDIAN_COMMIT"),
+                env!("MERIDIAN_RUSTC"),
+            ])
+            .set(1);
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(process::ProcessCollector::new()))
+            .expect("process collector registered once");
+
+        let m = Metrics {
+            queries,
+            truncated,
+            request_duration,
+            request_size,
+            response_size,
+            build_info,
+            transports,
+            zone_queries: reg!(IntCounterVec::new(
                 Opts::new(
-                    "meridian_dns_queries_total",
-                    "DNS queries answered, by transport, query type and response code."
+                    "meridian_dns_zone_queries_total",
+                    "DNS queries answered, by served zone (\".\" outside every zone) and response code."
                 ),
-                &["transport", "qtype", "rcode"]
-            )),
-            truncated: reg!(IntCounterVec::new(
-                Opts::new(
-                    "meridian_dns_truncated_total",
-                    "UDP answers sent with TC set."
-                ),
-                &["transport"]
+                &["zone", "rcode"]
             )),
             dropped: reg!(IntCounterVec::new(
                 Opts::new(
@@ -295,6 +431,38 @@ impl Metrics {
                 &["type"]
             )),
             registry,
+        };
+        m.precreate();
+        m
+    }
+
+    /// Series with a fixed, small label set, created at zero.
+    fn precreate(&self) {
+        for r in RCODES {
+            self.zone_queries.with_label_values(&[OUTSIDE_ZONES, r]);
+        }
+        self.dropped.with_label_values(&["malformed"]);
+        for a in ["dropped", "slipped"] {
+            self.rrl.with_label_values(&[a]);
+        }
+        for l in ["total", "per_source"] {
+            self.tcp_refused.with_label_values(&[l]);
+        }
+        for r in ["ok", "failed"] {
+            self.reloads.with_label_values(&[r]);
+        }
+        for t in ["up", "down"] {
+            self.health_transitions.with_label_values(&[t]);
+        }
+        for e in ["drain", "undrain", "expire"] {
+            self.drains.with_label_values(&[e]);
+        }
+        for p in POLICIES {
+            self.failover_answers.with_label_values(&[p.as_str()]);
+            self.answers.with_label_values(&[p.as_str(), "*"]);
+        }
+        for a in ALL_DOWN {
+            self.all_down_answers.with_label_values(&[a.as_str()]);
         }
     }
 
@@ -314,20 +482,83 @@ pub fn get() -> &'static Metrics {
     M.get_or_init(Metrics::new)
 }
 
-/// Query counters resolved once per worker (and the per-cluster ones once per catalog):
-/// counting is one atomic add, no label lookup and no allocation per query.
+/// Handles that depend on the catalog (its zones and clusters), resolved once per catalog and
+/// shared by every worker and connection.
+struct CatalogHandles {
+    /// `zone_queries_total{zone, rcode}` by zone index, then rcode.
+    zones: Vec<[IntCounter; RCODES.len()]>,
+    /// `answers_total{policy, cluster}` by cluster index, then policy.
+    answers: Vec<[IntCounter; 4]>,
+}
+
+impl CatalogHandles {
+    fn resolve(c: &Compiled) -> CatalogHandles {
+        let m = get();
+        CatalogHandles {
+            zones: c
+                .zones
+                .iter()
+                .map(|z| {
+                    let zone = z.name.to_ascii();
+                    RCODES.map(|r| m.zone_queries.with_label_values(&[zone.as_str(), r]))
+                })
+                .collect(),
+            answers: c
+                .clusters
+                .iter()
+                .map(|cl| POLICIES.map(|p| m.answers.with_label_values(&[p.as_str(), &cl.name])))
+                .collect(),
+        }
+    }
+
+    /// The handles for `c`: the last catalog's are kept, so a new TCP connection or a worker
+    /// seeing a new catalog resolves labels at most once per catalog in the process.
+    fn for_catalog(c: &Arc<Compiled>) -> Arc<CatalogHandles> {
+        static LAST: Mutex<Option<(usize, Arc<CatalogHandles>)>> = Mutex::new(None);
+        let key = Arc::as_ptr(c) as usize;
+        let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((k, h)) = &*last
+            && *k == key
+        {
+            return h.clone();
+        }
+        let h = Arc::new(CatalogHandles::resolve(c));
+        *last = Some((key, h.clone()));
+        h
+    }
+}
+
+/// Query counters resolved once per worker (and the catalog's once per catalog): counting is
+/// a few atomic adds, no label lookup, no lock and no allocation per query. The histograms are
+/// worker-local and reach the shared ones at `flush`/`maybe_flush` (every `FLUSH_EVERY`
+/// answers or `FLUSH_AFTER`, whichever comes first), so workers on different cores do not
+/// contend for their cache lines on every query.
 pub struct QueryCounters {
-    by: Vec<IntCounter>,
-    truncated: IntCounter,
+    t: &'static TransportHandles,
+    duration: LocalHistogram,
+    request_size: LocalHistogram,
+    response_size: LocalHistogram,
+    /// Observations not yet flushed, and when the next flush is due regardless.
+    pending: u32,
+    flush_due: Instant,
     failover: [IntCounter; 4],
     all_down: [IntCounter; 4],
-    /// `answers_total{policy, cluster}` by cluster index, then policy; resolved for `catalog`.
-    answers: Vec<[IntCounter; 4]>,
+    zone_outside: [IntCounter; RCODES.len()],
+    catalog_handles: Option<Arc<CatalogHandles>>,
     answers_any: [IntCounter; 4],
     catalog: usize,
 }
 
+const FLUSH_EVERY: u32 = 64;
+const FLUSH_AFTER: Duration = Duration::from_secs(1);
+
 const POLICIES: [Policy; 4] = [Policy::Geo, Policy::Failover, Policy::Weighted, Policy::All];
+const ALL_DOWN: [AllDown; 4] = [
+    AllDown::All,
+    AllDown::Nearest,
+    AllDown::Empty,
+    AllDown::Servfail,
+];
 
 fn policy_index(p: Policy) -> usize {
     match p {
@@ -341,62 +572,63 @@ fn policy_index(p: Policy) -> usize {
 impl QueryCounters {
     pub fn new(transport: Transport) -> QueryCounters {
         let m = get();
-        let t = match transport {
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
-        };
-        let mut by = Vec::with_capacity(QTYPES.len() * RCODES.len());
-        for q in QTYPES {
-            for r in RCODES {
-                by.push(m.queries.with_label_values(&[t, q, r]));
-            }
-        }
         let per_policy = |v: &IntCounterVec, extra: Option<&str>| {
             POLICIES.map(|p| match extra {
                 Some(e) => v.with_label_values(&[p.as_str(), e]),
                 None => v.with_label_values(&[p.as_str()]),
             })
         };
+        let t = &m.transports[transport_index(transport)];
         QueryCounters {
-            by,
-            truncated: m.truncated.with_label_values(&[t]),
+            t,
+            duration: t.duration.local(),
+            request_size: t.request_size.local(),
+            response_size: t.response_size.local(),
+            pending: 0,
+            flush_due: Instant::now() + FLUSH_AFTER,
             failover: per_policy(&m.failover_answers, None),
-            all_down: [
-                AllDown::All,
-                AllDown::Nearest,
-                AllDown::Empty,
-                AllDown::Servfail,
-            ]
-            .map(|a| m.all_down_answers.with_label_values(&[a.as_str()])),
-            answers: Vec::new(),
+            all_down: ALL_DOWN.map(|a| m.all_down_answers.with_label_values(&[a.as_str()])),
+            zone_outside: RCODES.map(|r| m.zone_queries.with_label_values(&[OUTSIDE_ZONES, r])),
+            catalog_handles: None,
             answers_any: per_policy(&m.answers, Some("*")),
             catalog: 0,
         }
     }
 
-    /// Counts one answer given from `snap`.
-    pub fn count(&mut self, a: &Answered, snap: &Snapshot) {
-        self.by[qtype_index(a.qtype) * RCODES.len() + rcode_index(a.rcode)].inc();
+    /// Resolves the per-zone and per-cluster series of `snap`'s catalog (creating them at zero)
+    /// unless already done: at start, so a fresh server lists them before its first query.
+    pub fn resolve_catalog(&mut self, snap: &Snapshot) {
+        let key = Arc::as_ptr(&snap.compiled) as usize;
+        if key != self.catalog || self.catalog_handles.is_none() {
+            self.catalog_handles = Some(CatalogHandles::for_catalog(&snap.compiled));
+            self.catalog = key;
+        }
+    }
+
+    /// Counts one answer given from `snap`: `request` and `response` are the DNS message sizes.
+    pub fn count(&mut self, a: &Answered, snap: &Snapshot, request: usize, response: usize) {
+        let rcode = rcode_index(a.rcode);
+        self.t.by[qtype_index(a.qtype) * RCODES.len() + rcode].inc();
+        self.request_size.observe(request as f64);
+        self.response_size.observe(response as f64);
+        self.pending += 1;
         if a.truncated {
-            self.truncated.inc();
+            self.t.truncated.inc();
+        }
+        self.resolve_catalog(snap);
+        let Some(h) = self.catalog_handles.as_deref() else {
+            return;
+        };
+        match a.zone.and_then(|z| h.zones.get(z as usize)) {
+            Some(z) => z[rcode].inc(),
+            None => self.zone_outside[rcode].inc(),
         }
         let Some(r) = a.routed else {
             return;
         };
         let c = &snap.compiled;
-        let key = Arc::as_ptr(c) as usize;
-        if key != self.catalog {
-            // A new catalog: resolve its clusters' counters once.
-            let m = get();
-            self.answers = c
-                .clusters
-                .iter()
-                .map(|cl| POLICIES.map(|p| m.answers.with_label_values(&[p.as_str(), &cl.name])))
-                .collect();
-            self.catalog = key;
-        }
         let p = policy_index(r.policy);
-        match r.cluster.and_then(|i| self.answers.get(i as usize)) {
+        match r.cluster.and_then(|i| h.answers.get(i as usize)) {
             Some(set) => set[p].inc(),
             None => self.answers_any[p].inc(),
         }
@@ -419,6 +651,289 @@ impl QueryCounters {
         }
         if r.fallback {
             get().cname_fallbacks.inc();
+        }
+    }
+
+    /// Records the time from a query's packet received to its answer sent.
+    pub fn answered_in(&self, elapsed: Duration) {
+        self.duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// Adds the histogram observations made since the last flush to the exported histograms.
+    pub fn flush(&mut self) {
+        if self.pending > 0 {
+            self.duration.flush();
+            self.request_size.flush();
+            self.response_size.flush();
+            self.pending = 0;
+        }
+    }
+
+    /// Flushes when enough answers or time have gone by: a scrape sees the histograms at most
+    /// `FLUSH_AFTER` late (workers also flush whenever they find no packet waiting), while a
+    /// busy worker pays for a flush once per `FLUSH_EVERY` answers, not per answer.
+    pub fn maybe_flush(&mut self, now: Instant) {
+        if self.pending >= FLUSH_EVERY || now >= self.flush_due {
+            self.flush();
+            self.flush_due = now + FLUSH_AFTER;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qtype_labels_match_their_types() {
+        for (code, name) in [
+            (1, "A"),
+            (28, "AAAA"),
+            (5, "CNAME"),
+            (6, "SOA"),
+            (2, "NS"),
+            (16, "TXT"),
+            (255, "ANY"),
+            (15, "MX"),
+            (33, "SRV"),
+            (12, "PTR"),
+            (65, "HTTPS"),
+            (64, "SVCB"),
+            (257, "CAA"),
+            (43, "DS"),
+            (48, "DNSKEY"),
+            (252, "AXFR"),
+            (251, "IXFR"),
+            (99, "other"),
+            (0, "other"),
+        ] {
+            assert_eq!(QTYPES[qtype_index(code)], name, "type {code}");
+        }
+    }
+
+    #[test]
+    fn histograms_reach_the_registry_every_64_answers_or_second() {
+        let mut c = QueryCounters::new(Transport::Tcp);
+        let count = || {
+            get()
+                .request_duration
+                .with_label_values(&["tcp"])
+                .get_sample_count()
+        };
+        let before = count();
+        let start = Instant::now();
+        let answer = |c: &mut QueryCounters, now| {
+            c.answered_in(Duration::from_micros(30));
+            c.pending += 1;
+            c.maybe_flush(now);
+        };
+        for _ in 0..FLUSH_EVERY - 1 {
+            answer(&mut c, start);
+        }
+        assert_eq!(count(), before, "flushed early");
+        answer(&mut c, start);
+        assert_eq!(count(), before + u64::from(FLUSH_EVERY));
+        // A second later one answer is enough.
+        answer(&mut c, start + FLUSH_AFTER);
+        assert_eq!(count(), before + u64::from(FLUSH_EVERY) + 1);
+        // And an idle worker flushes whatever is left.
+        c.answered_in(Duration::from_micros(30));
+        c.pending += 1;
+        c.flush();
+        assert_eq!(count(), before + u64::from(FLUSH_EVERY) + 2);
+    }
+}
+
+/// The standard `process_*` metrics (as the Go and Python clients export them), read from
+/// `/proc/self` at scrape time: no extra crate, nothing on the query path.
+#[cfg(target_os = "linux")]
+mod process {
+    use prometheus::core::{Collector, Desc};
+    use prometheus::proto::MetricFamily;
+    use prometheus::{Counter, Gauge, IntGauge};
+
+    pub struct ProcessCollector {
+        descs: Vec<Desc>,
+        cpu: Counter,
+        rss: IntGauge,
+        vsize: IntGauge,
+        open_fds: IntGauge,
+        max_fds: IntGauge,
+        start: Gauge,
+        threads: IntGauge,
+    }
+
+    impl ProcessCollector {
+        pub fn new() -> ProcessCollector {
+            let cpu = Counter::new(
+                "process_cpu_seconds_total",
+                "Total user and system CPU time spent in seconds.",
+            )
+            .expect("metric definition");
+            let g = |name: &str, help: &str| IntGauge::new(name, help).expect("metric definition");
+            let rss = g(
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes.",
+            );
+            let vsize = g(
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes.",
+            );
+            let open_fds = g("process_open_fds", "Number of open file descriptors.");
+            let max_fds = g(
+                "process_max_fds",
+                "Maximum number of open file descriptors.",
+            );
+            let threads = g("process_threads", "Number of OS threads in the process.");
+            let start = Gauge::new(
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds.",
+            )
+            .expect("metric definition");
+            let mut descs = Vec::new();
+            descs.extend(cpu.desc().into_iter().cloned());
+            for m in [&rss, &vsize, &open_fds, &max_fds, &threads] {
+                descs.extend(m.desc().into_iter().cloned());
+            }
+            descs.extend(start.desc().into_iter().cloned());
+            let c = ProcessCollector {
+                descs,
+                cpu,
+                rss,
+                vsize,
+                open_fds,
+                max_fds,
+                start,
+                threads,
+            };
+            if let Some(t) = start_time() {
+                c.start.set(t);
+            }
+            c
+        }
+    }
+
+    /// Fields of /proc/self/stat after the command name (which may hold spaces).
+    fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+        let rest = &stat[stat.rfind(')')? + 1..];
+        Some(rest.split_whitespace().collect())
+    }
+
+    fn clock_ticks() -> f64 {
+        // SAFETY: sysconf only reads a system constant.
+        let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        if t > 0 { t as f64 } else { 100.0 }
+    }
+
+    fn page_size() -> i64 {
+        // SAFETY: sysconf only reads a system constant.
+        let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if p > 0 { p as i64 } else { 4096 }
+    }
+
+    /// Boot time (`btime` of /proc/stat) plus the process's start, in clock ticks after boot.
+    fn start_time() -> Option<f64> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Field 22 of stat(5) is starttime; index 19 counting from field 3 (state).
+        let ticks: f64 = stat_fields(&stat)?.get(19)?.parse().ok()?;
+        let boot: f64 = std::fs::read_to_string("/proc/stat")
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()?;
+        Some(boot + ticks / clock_ticks())
+    }
+
+    impl Collector for ProcessCollector {
+        fn desc(&self) -> Vec<&Desc> {
+            self.descs.iter().collect()
+        }
+
+        fn collect(&self) -> Vec<MetricFamily> {
+            if let Ok(stat) = std::fs::read_to_string("/proc/self/stat")
+                && let Some(f) = stat_fields(&stat)
+            {
+                // stat(5) fields 14/15 utime/stime, 20 num_threads, 23 vsize, 24 rss (pages);
+                // indexes here count from field 3.
+                let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
+                if let (Some(u), Some(s)) = (num(11), num(12)) {
+                    let total = (u + s) as f64 / clock_ticks();
+                    let past = self.cpu.get();
+                    if total > past {
+                        self.cpu.inc_by(total - past);
+                    }
+                }
+                if let Some(t) = num(17) {
+                    self.threads.set(t as i64);
+                }
+                if let Some(v) = num(20) {
+                    self.vsize.set(v as i64);
+                }
+                if let Some(r) = num(21) {
+                    self.rss.set(r as i64 * page_size());
+                }
+            }
+            if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+                // The directory handle itself is one of the entries.
+                self.open_fds.set(dir.count().saturating_sub(1) as i64);
+            }
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: getrlimit only writes the struct passed in.
+            if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+                self.max_fds.set(lim.rlim_cur.min(i64::MAX as u64) as i64);
+            }
+            let mut v = self.cpu.collect();
+            for m in [
+                &self.rss,
+                &self.vsize,
+                &self.open_fds,
+                &self.max_fds,
+                &self.threads,
+            ] {
+                v.extend(m.collect());
+            }
+            v.extend(self.start.collect());
+            v
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn reads_this_process() {
+            let r = prometheus::Registry::new();
+            r.register(Box::new(ProcessCollector::new()))
+                .expect("register");
+            let mut buf = Vec::new();
+            prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &r.gather(), &mut buf)
+                .expect("encode");
+            let text = String::from_utf8(buf).expect("utf8");
+            let get = |name: &str| -> f64 {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                    .unwrap_or_else(|| panic!("{name} in {text}"))
+                    .parse()
+                    .expect("number")
+            };
+            assert!(get("process_resident_memory_bytes") > 0.0);
+            assert!(get("process_virtual_memory_bytes") > 0.0);
+            assert!(get("process_open_fds") >= 3.0);
+            assert!(get("process_max_fds") >= get("process_open_fds"));
+            assert!(get("process_start_time_seconds") > 1.6e9);
+            assert!(get("process_cpu_seconds_total") >= 0.0);
+        }
+
+        #[test]
+        fn command_names_with_spaces_and_parens() {
+            let f = stat_fields("42 (a b) c) S 1 2 3").expect("fields");
+            assert_eq!(f[0], "S");
         }
     }
 }

@@ -6,6 +6,7 @@
 //! preserved, RFC 1034 §4.1 / 0x20) or at the CNAME target they continue from.
 
 use std::net::IpAddr;
+use std::sync::OnceLock;
 
 use super::wire::{self, Edns, NameBuf, Query, Reject};
 use crate::model::Policy;
@@ -42,6 +43,69 @@ pub struct Answered {
     pub routed: Option<Routed>,
     /// End of the question in the answer (0 when no question was echoed).
     pub question_end: usize,
+    /// Index of the served zone the query fell in.
+    pub zone: Option<u32>,
+}
+
+/// This replica's identity, for NSID (RFC 5001) and CHAOS `id.server`.
+#[derive(Debug)]
+pub struct Identity {
+    /// `--nsid` / `MERIDIAN_NSID`: wins over the configuration.
+    explicit: Option<Box<str>>,
+    /// The pod name (`POD_NAME`), else the host name.
+    default: Box<str>,
+}
+
+static IDENTITY: OnceLock<Identity> = OnceLock::new();
+
+/// Longest identity sent: one TXT character-string.
+const MAX_IDENTITY: usize = 255;
+
+fn clip(s: &str) -> Box<str> {
+    let mut n = s.len().min(MAX_IDENTITY);
+    while !s.is_char_boundary(n) {
+        n -= 1;
+    }
+    s[..n].into()
+}
+
+fn default_identity() -> Box<str> {
+    let pod = std::env::var("POD_NAME")
+        .ok()
+        .filter(|p| !p.trim().is_empty());
+    let name = pod.or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+    });
+    clip(name.as_deref().unwrap_or("meridian"))
+}
+
+/// Sets the process identity once, at start (`explicit`: the `--nsid` flag). Later calls and
+/// calls after the first query have no effect.
+pub fn init_identity(explicit: Option<&str>) {
+    let _ = IDENTITY.set(Identity {
+        explicit: explicit.map(clip),
+        default: default_identity(),
+    });
+}
+
+fn identity() -> &'static Identity {
+    IDENTITY.get_or_init(|| Identity {
+        explicit: None,
+        default: default_identity(),
+    })
+}
+
+/// The NSID this replica sends, if any: `--nsid`, else the configured `nsid`, else (unless
+/// `identity: false`) the pod or host name.
+pub fn nsid(settings: &crate::config::Settings) -> Option<&str> {
+    let id = identity();
+    id.explicit
+        .as_deref()
+        .or(settings.nsid.as_deref())
+        .or(settings.identity.then_some(&*id.default))
 }
 
 const MAX_CHAIN: usize = 8;
@@ -128,6 +192,9 @@ struct Builder<'s> {
     transport: Transport,
     /// A UDP answer stopped short: the records did not fit, the reply goes out with TC.
     overflow: bool,
+    zone: Option<u32>,
+    /// NSID to return: the client asked and this replica has one.
+    nsid: Option<&'s [u8]>,
 }
 
 impl Builder<'_> {
@@ -162,29 +229,39 @@ fn put_opt(out: &mut Vec<u8>, b: &Builder<'_>, edns: &Edns, payload: u16) {
     let ext = ((b.rcode >> 4) & 0xFF) as u32;
     let ttl = (ext << 24) | if edns.dnssec_ok { 0x8000 } else { 0 };
     put32(out, ttl);
-    match &b.ecs {
-        Some(e) => {
-            let addr_len = (e.source_prefix as usize).div_ceil(8);
-            put16(out, (8 + addr_len) as u16);
-            put16(out, wire::OPT_ECS);
-            put16(out, (4 + addr_len) as u16);
-            put16(out, e.family);
-            out.push(e.source_prefix);
-            // RFC 7871 §7.2.1: scope 0 for answers that do not depend on location and
-            // whenever the query's source prefix was 0.
-            let scope = if e.source_prefix == 0 {
-                0
-            } else {
-                b.scope.unwrap_or(0)
-            };
-            out.push(scope);
-            match e.addr {
-                IpAddr::V4(a) => out.extend_from_slice(&a.octets()[..addr_len]),
-                IpAddr::V6(a) => out.extend_from_slice(&a.octets()[..addr_len]),
-            }
+    let rdlen_at = out.len();
+    put16(out, 0);
+    if let Some(e) = &b.ecs {
+        let addr_len = (e.source_prefix as usize).div_ceil(8);
+        put16(out, wire::OPT_ECS);
+        put16(out, (4 + addr_len) as u16);
+        put16(out, e.family);
+        out.push(e.source_prefix);
+        // RFC 7871 §7.2.1: scope 0 for answers that do not depend on location and
+        // whenever the query's source prefix was 0.
+        let scope = if e.source_prefix == 0 {
+            0
+        } else {
+            b.scope.unwrap_or(0)
+        };
+        out.push(scope);
+        match e.addr {
+            IpAddr::V4(a) => out.extend_from_slice(&a.octets()[..addr_len]),
+            IpAddr::V6(a) => out.extend_from_slice(&a.octets()[..addr_len]),
         }
-        None => put16(out, 0),
     }
+    if let Some(id) = b.nsid {
+        put_nsid(out, id);
+    }
+    let rdlen = out.len() - rdlen_at - 2;
+    set16(out, rdlen_at, rdlen as u16);
+}
+
+/// The NSID option (RFC 5001 §2.3): code 3, the identity's octets.
+fn put_nsid(out: &mut Vec<u8>, id: &[u8]) {
+    put16(out, wire::OPT_NSID);
+    put16(out, id.len() as u16);
+    out.extend_from_slice(id);
 }
 
 /// Answers one packet into `out`. Returns None when the packet must be dropped.
@@ -223,6 +300,7 @@ pub fn respond(
                 truncated: false,
                 routed: None,
                 question_end: 0,
+                zone: None,
             });
         }
         Err(Reject::NotImp {
@@ -246,6 +324,7 @@ pub fn respond(
                 truncated: false,
                 routed: None,
                 question_end: 0,
+                zone: None,
             });
         }
     };
@@ -265,6 +344,11 @@ pub fn respond(
         room: 0,
         transport,
         overflow: false,
+        zone: None,
+        nsid: match q.edns {
+            Some(e) if e.nsid => nsid(&snap.compiled.settings).map(str::as_bytes),
+            _ => None,
+        },
     };
     let limit = match (transport, q.edns) {
         (Transport::Tcp, _) => usize::from(u16::MAX),
@@ -275,6 +359,7 @@ pub fn respond(
         11 + b
             .ecs
             .map_or(0, |e| 8 + (e.source_prefix as usize).div_ceil(8))
+            + b.nsid.map_or(0, |n| 4 + n.len())
     } else {
         0
     };
@@ -288,6 +373,7 @@ pub fn respond(
             // RFC 6891 §6.1.3: BADVERS, no answer.
             b.rcode = wire::RCODE_BADVERS;
             b.ecs = None;
+            b.nsid = None;
         }
         _ => resolve(&mut b, &q, out),
     }
@@ -324,6 +410,7 @@ pub fn respond(
         truncated,
         routed: b.routed,
         question_end,
+        zone: b.zone,
     })
 }
 
@@ -374,6 +461,7 @@ fn resolve(b: &mut Builder<'_>, q: &Query<'_>, out: &mut Vec<u8>) {
         b.rcode = u16::from(wire::RCODE_REFUSED);
         return;
     };
+    b.zone = Some(zone_idx);
     if matches!(q.qtype, wire::TYPE_AXFR | wire::TYPE_IXFR) {
         // Zone transfers are not offered: meridian's data lives in its sources, not in zones.
         b.rcode = u16::from(wire::RCODE_REFUSED);
@@ -858,14 +946,17 @@ fn write_target(
     wrote
 }
 
-/// CHAOS `version.bind` / `id.server` (and their aliases): configured text, else REFUSED.
+/// CHAOS `version.bind` (configured text, else REFUSED) and `id.server` / `hostname.bind`
+/// (configured text, else this replica's identity as in NSID; REFUSED with `identity: false`).
 fn chaos(b: &mut Builder<'_>, q: &Query<'_>, out: &mut Vec<u8>) {
     let mut key = NameBuf::new();
     key.set_lower(q.qname);
     let s = &b.snap.compiled.settings;
     let text = match key.as_slice() {
         b"\x07version\x04bind\x00" | b"\x07version\x06server\x00" => s.version_bind.as_deref(),
-        b"\x02id\x06server\x00" | b"\x08hostname\x04bind\x00" => s.id_server.as_deref(),
+        b"\x02id\x06server\x00" | b"\x08hostname\x04bind\x00" => {
+            s.id_server.as_deref().or_else(|| nsid(s))
+        }
         _ => None,
     };
     let Some(text) = text.filter(|_| matches!(q.qtype, wire::TYPE_TXT | wire::TYPE_ANY)) else {
@@ -874,10 +965,14 @@ fn chaos(b: &mut Builder<'_>, q: &Query<'_>, out: &mut Vec<u8>) {
     };
     let bytes = text.as_bytes();
     let n = bytes.len().min(255);
-    let mut rd = Vec::with_capacity(n + 1);
-    rd.push(n as u8);
-    rd.extend_from_slice(&bytes[..n]);
-    put_rr(out, HEADER_LEN, wire::TYPE_TXT, wire::CLASS_CH, 0, &rd);
+    // Written in place (no RDATA buffer): one character-string.
+    put_owner(out, HEADER_LEN);
+    put16(out, wire::TYPE_TXT);
+    put16(out, wire::CLASS_CH);
+    put32(out, 0);
+    put16(out, (n + 1) as u16);
+    out.push(n as u8);
+    out.extend_from_slice(&bytes[..n]);
     b.an += 1;
     b.aa = true;
 }
@@ -994,5 +1089,124 @@ mod tests {
             .collect();
         ips.sort();
         assert_eq!(ips, ["10.0.0.1", "10.0.1.1", "10.0.2.1"]);
+    }
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use std::net::Ipv4Addr;
+    use std::sync::Arc;
+
+    use hickory_proto::op::{Message, ResponseCode};
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+
+    use super::*;
+    use crate::catalog::Catalog;
+    use crate::config::Settings;
+    use crate::snapshot::compile;
+
+    fn snapshot(settings: Settings) -> Snapshot {
+        let c = compile::compile(Catalog::default(), settings).expect("compile");
+        Snapshot::new(Arc::new(c), None)
+    }
+
+    /// `id.server. CH TXT` with EDNS; `options` is the OPT RDATA.
+    fn id_server_query(options: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x12, 0x34, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1];
+        p.extend_from_slice(b"\x02id\x06server\x00");
+        p.extend_from_slice(&[0, 16, 0, 3]);
+        p.extend_from_slice(&[0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0]);
+        p.extend_from_slice(&(options.len() as u16).to_be_bytes());
+        p.extend_from_slice(options);
+        p
+    }
+
+    const NSID_REQUEST: [u8; 4] = [0, 3, 0, 0];
+    const ECS_REQUEST: [u8; 11] = [0, 8, 0, 7, 0, 1, 24, 0, 192, 0, 2];
+
+    fn ask(snap: &Snapshot, packet: &[u8]) -> Message {
+        let mut out = Vec::new();
+        let src = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        respond(snap, packet, src, Transport::Udp, 0, &mut out).expect("answered");
+        Message::from_vec(&out).expect("decodable")
+    }
+
+    fn nsid_of(m: &Message) -> Option<Vec<u8>> {
+        match m.edns.as_ref()?.options().get(EdnsCode::NSID)? {
+            EdnsOption::NSID(p) => Some(p.as_ref().to_vec()),
+            _ => None,
+        }
+    }
+
+    fn configured(nsid: &str) -> Settings {
+        Settings {
+            nsid: Some(nsid.to_string()),
+            ..Settings::default()
+        }
+    }
+
+    #[test]
+    fn nsid_option_encoding() {
+        let mut out = Vec::new();
+        put_nsid(&mut out, b"ns-a");
+        assert_eq!(out, [0, 3, 0, 4, b'n', b's', b'-', b'a']);
+    }
+
+    #[test]
+    fn nsid_is_sent_when_asked_beside_ecs() {
+        let snap = snapshot(configured("ns-unit"));
+        let mut opts = ECS_REQUEST.to_vec();
+        opts.extend_from_slice(&NSID_REQUEST);
+        let m = ask(&snap, &id_server_query(&opts));
+        assert_eq!(nsid_of(&m).as_deref(), Some(&b"ns-unit"[..]));
+        assert!(
+            m.edns
+                .as_ref()
+                .expect("edns")
+                .options()
+                .get(EdnsCode::Subnet)
+                .is_some()
+        );
+        // id.server answers the same identity.
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(m.answers[0].data.to_string(), "ns-unit");
+    }
+
+    #[test]
+    fn nsid_is_not_sent_unless_asked() {
+        let snap = snapshot(configured("ns-unit"));
+        let m = ask(&snap, &id_server_query(&ECS_REQUEST));
+        assert_eq!(nsid_of(&m), None);
+        assert!(m.edns.is_some());
+    }
+
+    #[test]
+    fn identity_false_hides_the_default_identity_only() {
+        let hidden = Settings {
+            identity: false,
+            ..Settings::default()
+        };
+        let m = ask(&snapshot(hidden.clone()), &id_server_query(&NSID_REQUEST));
+        assert_eq!(nsid_of(&m), None);
+        assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+        // An explicitly configured identity is still served.
+        let explicit = Settings {
+            id_server: Some("ns-x".into()),
+            ..hidden
+        };
+        let m = ask(&snapshot(explicit), &id_server_query(&NSID_REQUEST));
+        assert_eq!(m.answers[0].data.to_string(), "ns-x");
+        assert_eq!(nsid_of(&m), None);
+    }
+
+    #[test]
+    fn default_identity_is_the_pod_or_host_name() {
+        let m = ask(
+            &snapshot(Settings::default()),
+            &id_server_query(&NSID_REQUEST),
+        );
+        let id = nsid_of(&m).expect("nsid");
+        assert!(!id.is_empty());
+        assert_eq!(m.answers[0].data.to_string(), String::from_utf8_lossy(&id));
     }
 }

@@ -116,6 +116,8 @@ pub fn spawn_udp_workers(
 ) -> Vec<JoinHandle<()>> {
     // One rate limiter for all workers: a client's limit must not grow with their number.
     let rrl = Arc::new(SharedRrl::new(shared.load().compiled.settings.rrl.clone()));
+    // The served zones' and clusters' series exist (at zero) before the server says it serves.
+    QueryCounters::new(Transport::Udp).resolve_catalog(&shared.load());
     sockets
         .into_iter()
         .enumerate()
@@ -141,10 +143,12 @@ struct UdpHandler {
 }
 
 impl UdpHandler {
-    fn new(rrl: Arc<SharedRrl>) -> UdpHandler {
+    fn new(shared: &Shared, rrl: Arc<SharedRrl>) -> UdpHandler {
         let m = metrics::get();
+        let mut counters = QueryCounters::new(Transport::Udp);
+        counters.resolve_catalog(&shared.load());
         UdpHandler {
-            counters: QueryCounters::new(Transport::Udp),
+            counters,
             dropped: m.dropped.with_label_values(&["malformed"]),
             rrl_dropped: m.rrl.with_label_values(&["dropped"]),
             rrl_slipped: m.rrl.with_label_values(&["slipped"]),
@@ -173,7 +177,7 @@ impl UdpHandler {
                 }
             }
         }
-        self.counters.count(&a, snap);
+        self.counters.count(&a, snap, packet.len(), out.len());
         true
     }
 }
@@ -191,23 +195,28 @@ fn recv_error(e: &io::Error) {
 /// Portable worker: one `recv_from` and one `send_to` per query.
 #[cfg_attr(target_os = "linux", allow(dead_code))]
 fn udp_worker_simple(sock: UdpSocket, shared: Shared, rrl: Arc<SharedRrl>, stop: Arc<AtomicBool>) {
-    let mut h = UdpHandler::new(rrl);
+    let mut h = UdpHandler::new(&shared, rrl);
     let mut inbuf = vec![0u8; 65535];
     let mut out = Vec::with_capacity(4096);
     while !stop.load(Ordering::Relaxed) {
         let (n, src) = match sock.recv_from(&mut inbuf) {
             Ok(x) => x,
             Err(e) => {
+                // Idle (or failing): what was observed reaches the histograms now.
+                h.counters.flush();
                 recv_error(&e);
                 continue;
             }
         };
+        let received = Instant::now();
         let snap = shared.load();
-        if h.handle(&snap, &inbuf[..n], src.ip(), &mut out)
-            && let Err(e) = sock.send_to(&out, src)
-        {
-            tracing::debug!(error = %e, "UDP send failed");
+        if h.handle(&snap, &inbuf[..n], src.ip(), &mut out) {
+            if let Err(e) = sock.send_to(&out, src) {
+                tracing::debug!(error = %e, "UDP send failed");
+            }
+            h.counters.answered_in(received.elapsed());
         }
+        h.counters.maybe_flush(received);
     }
 }
 
@@ -227,7 +236,7 @@ fn udp_worker(sock: UdpSocket, shared: Shared, rrl: Arc<SharedRrl>, stop: Arc<At
     // Larger UDP queries do not exist in practice; one that is cut off fails to parse.
     const BUF: usize = 4096;
     let fd = sock.as_raw_fd();
-    let mut h = UdpHandler::new(rrl);
+    let mut h = UdpHandler::new(&shared, rrl);
     let mut bufs = vec![[0u8; BUF]; BATCH];
     let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(1500)).collect();
     // SAFETY: all-zero is a valid value for these plain C structs.
@@ -260,9 +269,13 @@ fn udp_worker(sock: UdpSocket, shared: Shared, rrl: Arc<SharedRrl>, stop: Arc<At
             )
         };
         if n < 0 {
+            // Idle (or failing): what was observed reaches the histograms now.
+            h.counters.flush();
             recv_error(&io::Error::last_os_error());
             continue;
         }
+        // One clock read per batch: every query in it was received by now.
+        let received = Instant::now();
         let snap = shared.load();
         let mut k = 0;
         for i in 0..n as usize {
@@ -301,6 +314,13 @@ fn udp_worker(sock: UdpSocket, shared: Shared, rrl: Arc<SharedRrl>, stop: Arc<At
                 sent += (r as usize).max(1);
             }
         }
+        if k > 0 {
+            let elapsed = received.elapsed();
+            for _ in 0..k {
+                h.counters.answered_in(elapsed);
+            }
+        }
+        h.counters.maybe_flush(received);
     }
 }
 
@@ -552,6 +572,7 @@ async fn tcp_connection(
             Ok(Err(e)) => return Err(e),
             Err(_) => return Ok(()),
         }
+        let received = Instant::now();
         let snap = shared.load_full();
         let Some(a) = answer::respond(
             &snap,
@@ -568,7 +589,7 @@ async fn tcp_connection(
             // A packet we would drop over UDP ends a TCP connection.
             return Ok(());
         };
-        counters.count(&a, &snap);
+        counters.count(&a, &snap, n, out.len());
         framed.clear();
         framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
         framed.extend_from_slice(&out);
@@ -580,5 +601,7 @@ async fn tcp_connection(
         state
             .last
             .store(state.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        counters.answered_in(received.elapsed());
+        counters.flush();
     }
 }

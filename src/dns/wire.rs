@@ -22,6 +22,8 @@ pub const CLASS_IN: u16 = 1;
 pub const CLASS_CH: u16 = 3;
 pub const CLASS_ANY: u16 = 255;
 pub const OPT_ECS: u16 = 8;
+/// RFC 5001 name server identifier.
+pub const OPT_NSID: u16 = 3;
 
 pub const RCODE_NOERROR: u8 = 0;
 pub const RCODE_FORMERR: u8 = 1;
@@ -82,6 +84,8 @@ pub struct Edns {
     pub version: u8,
     pub dnssec_ok: bool,
     pub ecs: Option<Ecs>,
+    /// The client asked for the server's NSID (RFC 5001).
+    pub nsid: bool,
 }
 
 /// A well-formed standard query.
@@ -283,6 +287,7 @@ pub fn parse(p: &[u8]) -> Result<Query<'_>, Reject> {
             version: ((ttl >> 16) & 0xFF) as u8,
             dnssec_ok: ttl & 0x8000 != 0,
             ecs: None,
+            nsid: false,
         };
         let mut o = Reader { p: rdata, i: 0 };
         while o.i < rdata.len() {
@@ -300,6 +305,10 @@ pub fn parse(p: &[u8]) -> Result<Query<'_>, Reject> {
                     Some(ecs) => e.ecs = Some(ecs),
                     None => return Err(formerr(Some(question_end), true)),
                 }
+            }
+            // RFC 5001 §2.1: the request is the option's presence; its payload is ignored.
+            if code == OPT_NSID {
+                e.nsid = true;
             }
             // Unknown options are ignored (RFC 6891 §6.1.2).
         }
@@ -476,5 +485,15 @@ mod tests {
         let q = parse(&p).expect("valid");
         let ecs = q.edns.and_then(|e| e.ecs).expect("ecs");
         assert_eq!(ecs.source_prefix, 0);
+        assert!(!q.edns.expect("edns").nsid);
+    }
+
+    #[test]
+    fn nsid_request_is_seen() {
+        let p = query(b"\x00", TYPE_SOA, Some(&[0, 3, 0, 0]));
+        assert!(parse(&p).expect("valid").edns.expect("edns").nsid);
+        // A payload in the request is ignored (RFC 5001 §2.1), not an error.
+        let p = query(b"\x00", TYPE_SOA, Some(&[0, 3, 0, 1, 7]));
+        assert!(parse(&p).expect("valid").edns.expect("edns").nsid);
     }
 }

@@ -7,6 +7,7 @@ mod dns;
 mod health;
 mod hostile;
 mod k8s;
+mod operators;
 mod ops;
 mod reload;
 mod shutdown;
