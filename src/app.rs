@@ -215,6 +215,18 @@ pub struct AdminTarget {
     pub admin: String,
     #[arg(long, env = "MERIDIAN_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Who asks (undrain; logged and in the Event); default: $USER@host.
+    #[arg(long)]
+    pub who: Option<String>,
+}
+
+/// `$USER@host`: who runs this command, for drains' logs, objects and Events.
+fn local_who() -> String {
+    let user = std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "unknown".to_string());
+    format!("{user}@{}", admin::instance_name())
 }
 
 #[derive(Args, Debug)]
@@ -228,6 +240,9 @@ pub struct DrainArgs {
     /// Why (shown by `state`, the status page and the drain's log line and event).
     #[arg(long)]
     pub reason: Option<String>,
+    /// Who asks (kept with the drain, logged and in the Event); default: $USER@host.
+    #[arg(long)]
+    pub who: Option<String>,
     #[arg(long, default_value = "http://127.0.0.1:9153")]
     pub admin: String,
     #[arg(long, env = "MERIDIAN_ADMIN_TOKEN", hide_env_values = true)]
@@ -454,6 +469,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             if let Some(r) = &a.reason {
                 url.query_pairs_mut().append_pair("reason", r);
             }
+            url.query_pairs_mut()
+                .append_pair("who", &a.who.unwrap_or_else(local_who));
             admin_call(
                 reqwest::Method::POST,
                 url.as_str(),
@@ -468,7 +485,14 @@ pub fn run(cli: Cli) -> Result<i32> {
                 "{}/api/v1/clusters/{cluster}/drain",
                 a.admin.trim_end_matches('/')
             );
-            admin_call(reqwest::Method::DELETE, &url, a.admin_token.as_deref())
+            let mut url = reqwest::Url::parse(&url).map_err(|e| anyhow!("--admin: {e}"))?;
+            url.query_pairs_mut()
+                .append_pair("who", &a.who.unwrap_or_else(local_who));
+            admin_call(
+                reqwest::Method::DELETE,
+                url.as_str(),
+                a.admin_token.as_deref(),
+            )
         }
         Command::State(a) => {
             let url = format!("{}/api/v1/state", a.admin.trim_end_matches('/'));
@@ -684,6 +708,21 @@ async fn serve(args: ServeArgs) -> Result<()> {
         },
         shutdown_rx.clone(),
     ));
+    // Drains: Drain objects with Kubernetes, else in-process, kept in a file in the zones
+    // directory so a restart does not forget them.
+    let kube_drains = match &kube {
+        Some(opts) => Some(kubernetes::drains::DrainApi::new(
+            kubernetes::client(opts).await?,
+            opts.kubefed_namespace.clone(),
+            opts.lease.identity.clone(),
+        )),
+        None => {
+            publisher.send(publisher::Update::DrainsFile(
+                args.source.zones.join(".meridian-drains.json"),
+            ));
+            None
+        }
+    };
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
         AdminState {
@@ -693,6 +732,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             stopping: stopping.clone(),
             token: args.admin_token.clone(),
             health: health.clone(),
+            kube_drains: kube_drains.clone(),
         },
         shutdown_rx.clone(),
     ));
@@ -707,8 +747,14 @@ async fn serve(args: ServeArgs) -> Result<()> {
                 "starting the kubernetes source"
             );
             Some(
-                kubernetes::start(opts, publisher.clone(), ready.clone(), shutdown_rx.clone())
-                    .await?,
+                kubernetes::start(
+                    opts,
+                    publisher.clone(),
+                    ready.clone(),
+                    shutdown_rx.clone(),
+                    kube_drains.clone().ok_or_else(|| anyhow!("no Drain API"))?,
+                )
+                .await?,
             )
         }
         None => {

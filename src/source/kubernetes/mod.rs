@@ -9,6 +9,7 @@
 //! stores keep the last complete list, so meridian keeps answering from it, reports
 //! `meridian_source_up{source="kubernetes"} 0`, and relists when the server returns.
 
+pub mod drains;
 pub mod host;
 pub mod leader;
 pub mod member;
@@ -106,11 +107,13 @@ pub async fn start(
     publisher: PublisherHandle,
     synced: Arc<AtomicBool>,
     shutdown: tokio_watch::Receiver<bool>,
+    drain_api: drains::DrainApi,
 ) -> Result<KubeHandle, KubeError> {
     let client = client(&opts).await?;
     let dirty = Arc::new(Notify::new());
     let host = Host::start(client.clone(), &opts.kubefed_namespace, dirty.clone());
     let (leading, elect) = leader::elect(client.clone(), opts.lease.clone(), shutdown);
+    tokio::spawn(drains::run(drain_api, publisher.clone(), leading.clone()));
     let (plan_tx, plan_rx) = tokio_watch::channel(Arc::new(Vec::new()));
     tokio::spawn(leader::run_writer(client, plan_rx, leading.clone()));
     metrics::get()
