@@ -449,7 +449,7 @@ impl State {
             }
             Update::SharedDrains(next) => self.set_shared_drains(next),
             Update::DrainsFile(path) => {
-                let loaded = load_drains_file(&path);
+                let (loaded, dropped) = load_drains_file(&path);
                 let any = !loaded.is_empty();
                 for (cluster, d) in loaded {
                     tracing::info!(
@@ -464,8 +464,9 @@ impl State {
                     self.drains.insert(cluster, d);
                 }
                 self.drains_file = Some(path);
-                // Written back at once: expired entries leave the file.
-                self.drains_changed(true);
+                // Written back at once (expired entries leave the file); no file is created
+                // while there is nothing to keep.
+                self.drains_changed(dropped);
                 any
             }
             Update::Flush(reply) => {
@@ -608,7 +609,10 @@ impl State {
                 .map(|(c, d)| (c.clone(), d.clone())),
         );
         self.drains_tx.send_replace(all);
-        if local && let Some(path) = &self.drains_file {
+        if local
+            && let Some(path) = &self.drains_file
+            && (!self.drains.is_empty() || path.exists())
+        {
             match save_drains_file(path, &self.drains) {
                 Ok(()) => self.drains_file_failed = false,
                 Err(e) => {
@@ -760,20 +764,21 @@ fn from_unix(s: f64) -> Option<SystemTime> {
     SystemTime::UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(s).ok()?)
 }
 
-/// The unexpired drains a drains file holds. A missing file holds none; an unreadable or
-/// corrupt one is reported (log, `meridian_drain_errors_total{source="file"}`) and holds none:
-/// never fatal.
-pub fn load_drains_file(path: &Path) -> HashMap<String, Drain> {
+/// The unexpired drains a drains file holds, and whether any entry was dropped (expired or
+/// invalid). A missing file holds none; an unreadable or corrupt one is reported (log,
+/// `meridian_drain_errors_total{source="file"}`) and holds none, never fatal; it is left as it
+/// is until the next drain change overwrites it.
+pub fn load_drains_file(path: &Path) -> (HashMap<String, Drain>, bool) {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return HashMap::new(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (HashMap::new(), false),
         Err(e) => {
             tracing::warn!(file = %path.display(), error = %e, "cannot read the drains file; starting without its drains");
             metrics::get()
                 .drain_errors
                 .with_label_values(&["file"])
                 .inc();
-            return HashMap::new();
+            return (HashMap::new(), false);
         }
     };
     let body: DrainsFileBody = match serde_json::from_str(&text) {
@@ -784,11 +789,12 @@ pub fn load_drains_file(path: &Path) -> HashMap<String, Drain> {
                 .drain_errors
                 .with_label_values(&["file"])
                 .inc();
-            return HashMap::new();
+            return (HashMap::new(), false);
         }
     };
     let now = SystemTime::now();
     let mut out = HashMap::new();
+    let mut dropped = false;
     for (cluster, d) in body.drains {
         let until = match d.until {
             None => None,
@@ -796,6 +802,7 @@ pub fn load_drains_file(path: &Path) -> HashMap<String, Drain> {
                 Some(t) if t > now => Some(t),
                 Some(_) => {
                     tracing::info!(cluster = %cluster, file = %path.display(), "drain in the drains file has expired; dropped");
+                    dropped = true;
                     continue;
                 }
                 None => {
@@ -804,6 +811,7 @@ pub fn load_drains_file(path: &Path) -> HashMap<String, Drain> {
                         .drain_errors
                         .with_label_values(&["file"])
                         .inc();
+                    dropped = true;
                     continue;
                 }
             },
@@ -819,7 +827,7 @@ pub fn load_drains_file(path: &Path) -> HashMap<String, Drain> {
             },
         );
     }
-    out
+    (out, dropped)
 }
 
 /// Writes the drains file atomically (a temporary file beside it, renamed over it).
@@ -918,6 +926,34 @@ mod tests {
             .nodes
             .get(&key)
             .is_some_and(|n| !n.rrsets.is_empty())
+    }
+
+    #[test]
+    fn drains_file_round_trip_drops_expired_and_survives_corruption() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(".meridian-drains.json");
+        assert_eq!(load_drains_file(&path), (HashMap::new(), false));
+        let now = SystemTime::now();
+        let d = |until: Option<SystemTime>| Drain {
+            until,
+            since: now,
+            reason: Some("drill".into()),
+            requested_by: Some("ops@here".into()),
+            object: None,
+        };
+        let mut drains = HashMap::new();
+        drains.insert("east".to_string(), d(Some(now + Duration::from_secs(600))));
+        drains.insert("west".to_string(), d(None));
+        drains.insert("old".to_string(), d(Some(now - Duration::from_secs(1))));
+        save_drains_file(&path, &drains).expect("save");
+        let (loaded, dropped) = load_drains_file(&path);
+        assert!(dropped, "the expired drain is dropped");
+        assert_eq!(loaded.len(), 2);
+        assert_eq!(loaded["east"].reason.as_deref(), Some("drill"));
+        assert_eq!(loaded["east"].requested_by.as_deref(), Some("ops@here"));
+        assert_eq!(loaded["west"].until, None);
+        std::fs::write(&path, "{not json").expect("write");
+        assert_eq!(load_drains_file(&path), (HashMap::new(), false));
     }
 
     #[test]
