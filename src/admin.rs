@@ -492,7 +492,7 @@ async fn undrain(
                     .collect();
                 tracing::info!(cluster = %name, objects = ?objects, requested_by = %who, "undrain requested: Drain objects deleted");
                 let applied = await_drains(&st, |d| {
-                    !d.get(&name).is_some_and(|d| d.object.is_some())
+                    d.get(&name).is_none_or(|d| d.object.is_none())
                 })
                 .await;
                 Json(json!({"cluster": name, "drained": false, "deleted": objects, "appliedHere": applied}))

@@ -587,7 +587,7 @@ impl State {
         // Shared drains end at their expiry by themselves too, without waiting for the
         // Kubernetes source to say so.
         let mut shared = self.shared_drains.clone();
-        shared.retain(|_, d| !d.until.is_some_and(|u| u <= now));
+        shared.retain(|_, d| d.until.is_none_or(|u| u > now));
         let shared_changed = shared.len() != self.shared_drains.len();
         if shared_changed {
             self.set_shared_drains(shared);
@@ -634,7 +634,7 @@ impl State {
         let now = SystemTime::now();
         // Already over (the source computed it a moment before expiry): never installed, so
         // the expiry timer cannot be left pointing at the past.
-        next.retain(|_, d| !d.until.is_some_and(|u| u <= now));
+        next.retain(|_, d| d.until.is_none_or(|u| u > now));
         if next == self.shared_drains {
             return false;
         }

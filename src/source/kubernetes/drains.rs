@@ -161,6 +161,7 @@ impl DrainApi {
         reason: Option<&str>,
         requested_by: &str,
     ) -> Result<String, String> {
+        let started = std::time::Instant::now();
         let mut obj = DynamicObject::new("", &resource()).within(&self.namespace);
         obj.metadata.name = None;
         obj.metadata.generate_name = Some(format!("{}-", generate_prefix(cluster)));
@@ -180,12 +181,14 @@ impl DrainApi {
         .map_err(|_| "creating the Drain object timed out".to_string())?
         .map_err(|e| format!("cannot create the Drain object: {e}"))?;
         let name = created.metadata.name.clone().unwrap_or_default();
+        tracing::debug!(drain = %name, elapsed_ms = started.elapsed().as_millis() as u64, "Drain object created");
         let message = format!(
             "cluster {cluster} drained until {} by {requested_by}: {}",
             format_time(expires),
             reason.unwrap_or("no reason given")
         );
         self.event(&created.metadata, "Drained", &message).await;
+        tracing::debug!(drain = %name, elapsed_ms = started.elapsed().as_millis() as u64, "Drained event recorded");
         Ok(name)
     }
 
