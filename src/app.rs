@@ -110,6 +110,10 @@ pub struct ServeArgs {
     /// the Kubernetes endpoints controller take the replica out first), then stop; e.g. 5s.
     #[arg(long, default_value = "0s", value_parser = lameduck)]
     pub lameduck: Duration,
+    /// Without Kubernetes: where drains are kept across restarts (default:
+    /// .meridian-drains.json in the zones directory). With Kubernetes, Drain objects are.
+    #[arg(long)]
+    pub drains_file: Option<PathBuf>,
     #[command(flatten)]
     pub kube: KubeArgs,
 }
@@ -718,7 +722,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
         )),
         None => {
             publisher.send(publisher::Update::DrainsFile(
-                args.source.zones.join(".meridian-drains.json"),
+                args.drains_file
+                    .clone()
+                    .unwrap_or_else(|| args.source.zones.join(".meridian-drains.json")),
             ));
             None
         }

@@ -143,3 +143,28 @@ fn file_mode_drains_survive_a_restart_and_expired_ones_are_dropped() {
         ) >= 1.0
     );
 }
+
+#[test]
+fn file_mode_drains_without_a_writable_file_stay_in_the_process() {
+    let dir = zones_with(&[("drill.yaml", &record())]);
+    let s = Server::start_with(
+        dir.path(),
+        &["--drains-file", "/nonexistent-meridian-dir/drains.json"],
+    );
+    wait_answer(&s, LA);
+    let admin = format!("http://{}", s.admin);
+    for cluster in ["los-angeles", "houston"] {
+        let (code, out, err) = run(&["drain", cluster, "--for", "10m", "--admin", &admin]);
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    let (code, out, err) = run(&["undrain", "houston", "--admin", &admin]);
+    assert_eq!(code, 0, "{out}{err}");
+    // The drain applies all the same; the failure is said once, not on every change.
+    wait_answer(&s, HOUSTON);
+    let warnings = s
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("cannot write the drains file"))
+        .count();
+    assert_eq!(warnings, 1, "{}", s.log_text());
+}
