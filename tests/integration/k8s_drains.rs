@@ -212,6 +212,46 @@ fn kubernetes_drains_are_shared_durable_and_expire() {
         crate::common::run(&["undrain", "east", "--admin", &format!("http://{}", b.admin)]);
     assert_eq!(code, 1);
     assert!(err.contains("not drained"), "{err}");
+    // A second drill through replica b, whose client has made API calls already: the admin
+    // API's round trip (create, Event, applied here), printed, not asserted.
+    let cli = Instant::now();
+    let (code, out, err) = crate::common::run(&[
+        "drain",
+        "east",
+        "--for",
+        "1m",
+        "--admin",
+        &format!("http://{}", b.admin),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    eprintln!(
+        "second drain via replica b: CLI round trip {} ms",
+        cli.elapsed().as_millis()
+    );
+    await_answer(
+        &a,
+        &ny(&a),
+        &web,
+        RecordType::A,
+        &["192.0.2.2"],
+        Duration::from_secs(1),
+    );
+    let cli = Instant::now();
+    let (code, out, err) =
+        crate::common::run(&["undrain", "east", "--admin", &format!("http://{}", b.admin)]);
+    assert_eq!(code, 0, "{out}{err}");
+    eprintln!(
+        "undrain via replica b: CLI round trip {} ms",
+        cli.elapsed().as_millis()
+    );
+    await_answer(
+        &a,
+        &ny(&a),
+        &web,
+        RecordType::A,
+        &["192.0.2.1"],
+        Duration::from_secs(1),
+    );
 
     // The CRD refuses a Drain without an expiry; meridian refuses one in the past, one too far
     // ahead and one it cannot read, with a condition, a log line and a count, and applies none.
