@@ -338,7 +338,12 @@ fn conditions_match(raw: &serde_json::Value, wanted: &[(&str, &str, &str, String
 /// Watches Drain objects and keeps the publisher's shared drains equal to the valid,
 /// unexpired ones; while `leading`, also writes conditions, announces expiries and deletes
 /// long-expired objects.
-pub async fn run(api: DrainApi, publisher: PublisherHandle, leading: tokio_watch::Receiver<bool>) {
+pub async fn run(
+    api: DrainApi,
+    publisher: PublisherHandle,
+    leading: tokio_watch::Receiver<bool>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+) {
     let dirty = Arc::new(Notify::new());
     let ar = resource();
     let w = watch::spawn(
@@ -362,6 +367,8 @@ pub async fn run(api: DrainApi, publisher: PublisherHandle, leading: tokio_watch
         let mut active: HashMap<String, Drain> = HashMap::new();
         let mut views = Vec::new();
         let mut now_reported = HashMap::new();
+        // The leader's writes wait until the drains are applied: answers first.
+        let mut duties = Vec::new();
         let mut objects = w.store.state();
         objects.sort_by_key(|o| o.metadata.name.clone());
         for o in objects {
@@ -417,13 +424,21 @@ pub async fn run(api: DrainApi, publisher: PublisherHandle, leading: tokio_watch
                 error: verdict.as_ref().err().map(ToString::to_string),
             });
             if lead {
-                leader_duties(&api, &o, &name, &spec, &verdict, now).await;
+                duties.push((o, name, spec, verdict));
             }
         }
         reported = now_reported;
         if last_sent.as_ref() != Some(&active) {
             publisher.send(Update::SharedDrains(active.clone()));
             last_sent = Some(active);
+        }
+        if !ready.load(std::sync::atomic::Ordering::Acquire) {
+            // In the served snapshot before the replica says it is ready.
+            publisher.flush().await;
+            ready.store(true, std::sync::atomic::Ordering::Release);
+        }
+        for (o, name, spec, verdict) in duties {
+            leader_duties(&api, &o, &name, &spec, &verdict, now).await;
         }
         api.views_tx.send_if_modified(|v| {
             let changed = *v != views;
