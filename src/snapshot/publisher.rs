@@ -928,6 +928,55 @@ mod tests {
             .is_some_and(|n| !n.rrsets.is_empty())
     }
 
+    #[tokio::test]
+    async fn shared_drains_apply_beside_local_ones_and_expire_by_themselves() {
+        let empty = compile::compile(Catalog::default(), Settings::default()).expect("compile");
+        let shared: Shared = Arc::new(ArcSwap::from_pointee(Snapshot::new(Arc::new(empty), None)));
+        let publisher = start(shared, FileInputs::default());
+        let now = SystemTime::now();
+        let drain = |until: SystemTime| Drain {
+            until: Some(until),
+            since: now,
+            reason: Some("drill".into()),
+            requested_by: Some("ops@here".into()),
+            object: Some("kube-federation-system/east-abcde".into()),
+        };
+        publisher
+            .drain("west".into(), None, None, Some("me@here".into()))
+            .await
+            .expect("local drain");
+        let mut set = HashMap::new();
+        set.insert("east".to_string(), drain(now + Duration::from_millis(300)));
+        // Already over: never installed.
+        set.insert("north".to_string(), drain(now - Duration::from_secs(1)));
+        publisher.send(Update::SharedDrains(set));
+        publisher.flush().await;
+        let seen = publisher.drains.borrow().clone();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(
+            seen["east"].object.as_deref(),
+            Some("kube-federation-system/east-abcde")
+        );
+        assert_eq!(seen["west"].requested_by.as_deref(), Some("me@here"));
+        // The expiry ends the shared drain without another update; the local one stays.
+        let mut rx = publisher.drains.clone();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            rx.wait_for(|d| !d.contains_key("east")),
+        )
+        .await
+        .expect("expired in time")
+        .expect("publisher alive");
+        assert!(publisher.drains.borrow().contains_key("west"));
+        assert!(
+            publisher
+                .events
+                .recent()
+                .iter()
+                .any(|e| serde_json::to_string(e).is_ok_and(|t| t.contains("expire")))
+        );
+    }
+
     #[test]
     fn drains_file_round_trip_drops_expired_and_survives_corruption() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -27,6 +27,8 @@ pub const MAX_EXPIRY: Duration = crate::model::MAX_DRAIN;
 /// How long the leader keeps an expired Drain before deleting it, so `state` can list it.
 pub const DELETE_AFTER: Duration = Duration::from_secs(3600);
 const TICK: Duration = Duration::from_secs(1);
+/// Allowed beyond [`MAX_EXPIRY`] for clock skew between a replica and the API server.
+const CLOCK_SLACK: Duration = Duration::from_secs(60);
 /// Bound on each API call the admin API or the leader makes here.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -101,8 +103,9 @@ pub fn validate(spec: &DrainSpec, created: SystemTime) -> Result<SystemTime, Dra
     if at <= created {
         return Err(DrainError::BeforeCreation(raw.to_string()));
     }
-    // A second of slack: creationTimestamp is whole seconds, the expiry computed from a clock.
-    if at.duration_since(created).unwrap_or_default() > MAX_EXPIRY + Duration::from_secs(1) {
+    // Slack: creationTimestamp is whole seconds on the API server's clock, the expiry computed
+    // on a replica's, so a 7-day drain from the admin API must not be refused for a skew.
+    if at.duration_since(created).unwrap_or_default() > MAX_EXPIRY + CLOCK_SLACK {
         return Err(DrainError::TooFar(raw.to_string()));
     }
     Ok(at)
@@ -565,7 +568,7 @@ mod tests {
             "exactly 7 days is allowed"
         );
         assert!(matches!(
-            validate(&spec(Some("2026-01-08T00:00:02Z")), created),
+            validate(&spec(Some("2026-01-08T00:02:00Z")), created),
             Err(DrainError::TooFar(_))
         ));
         assert!(validate(&spec(Some("2026-01-01T00:10:00+01:00")), created).is_err());
