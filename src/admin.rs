@@ -29,6 +29,8 @@ pub struct AdminState {
     pub stopping: Arc<AtomicBool>,
     pub token: Option<String>,
     pub health: HealthStatus,
+    /// With a Kubernetes source: drains are Drain objects, created and deleted through this.
+    pub kube_drains: Option<crate::source::kubernetes::drains::DrainApi>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -260,7 +262,10 @@ async fn state_json(State(st): State<AdminState>, headers: HeaderMap) -> Respons
         "clusters": clusters,
         "endpoints": endpoints,
         "names": names,
-        "drains": drains.iter().map(|(k, d)| (k.clone(), json!({"since": unix(d.since), "until": d.until.map(unix), "reason": d.reason}))).collect::<serde_json::Map<_, _>>(),
+        "drains": drains.iter().map(|(k, d)| (k.clone(), json!({"since": unix(d.since), "until": d.until.map(unix), "reason": d.reason, "requestedBy": d.requested_by, "object": d.object}))).collect::<serde_json::Map<_, _>>(),
+        // Every Drain object (Kubernetes mode): active, recently expired (deleted by the
+        // leader an hour after expiry) and invalid ones, with why.
+        "drainObjects": st.kube_drains.as_ref().map(|k| k.views()),
         "geoip": snap.geo.as_ref().map(|g| json!({"path": g.path().display().to_string(), "type": g.database_type(), "buildEpoch": g.build_epoch()})),
     }))
     .into_response()
@@ -326,6 +331,36 @@ struct DrainQuery {
     duration: Option<String>,
     /// Why, for whoever reads `state` or the status page later.
     reason: Option<String>,
+    /// Who asks (`meridian drain --who`, default `$USER@host`).
+    who: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct UndrainQuery {
+    who: Option<String>,
+}
+
+/// The requester as given, bounded; "unknown" when not said.
+fn requester(who: Option<&str>) -> String {
+    let w = who
+        .map(str::trim)
+        .filter(|w| !w.is_empty())
+        .unwrap_or("unknown");
+    w.chars().take(MAX_REASON).collect()
+}
+
+/// Waits (bounded) until this replica's publisher shows `pred` about its drains, so a reply
+/// means "in this replica's answers already"; other replicas follow through their watch.
+async fn await_drains(
+    st: &AdminState,
+    pred: impl Fn(&std::collections::HashMap<String, crate::snapshot::publisher::Drain>) -> bool,
+) -> bool {
+    let mut rx = st.publisher.drains.clone();
+    let wait = rx.wait_for(|d| pred(d));
+    matches!(
+        tokio::time::timeout(std::time::Duration::from_secs(5), wait).await,
+        Ok(Ok(_))
+    )
 }
 
 /// Longest drain reason kept: a sentence, not a document.
@@ -387,7 +422,44 @@ async fn drain(
         )
             .into_response();
     }
-    match st.publisher.drain(name.clone(), until, reason).await {
+    let who = requester(q.who.as_deref());
+    if let Some(k) = &st.kube_drains {
+        // Shared through a Drain object, which must end by itself: the longest allowed when
+        // no length is given.
+        let length = length.unwrap_or(crate::source::kubernetes::drains::MAX_EXPIRY);
+        let Some(expires) = SystemTime::now().checked_add(length) else {
+            return StatusCode::BAD_REQUEST.into_response();
+        };
+        return match k.create(&name, expires, reason.as_deref(), &who).await {
+            Ok(object) => {
+                let object = format!("{}/{object}", k.namespace);
+                tracing::info!(cluster = %name, object = %object, requested_by = %who, reason = reason.as_deref().unwrap_or(""), expires_at = %crate::source::kubernetes::drains::format_time(expires), "drain requested: Drain object created");
+                let applied =
+                    await_drains(&st, |d| d.get(&name).is_some_and(|d| d.object.is_some())).await;
+                Json(json!({
+                    "cluster": name,
+                    "drained": true,
+                    "object": object,
+                    "appliedHere": applied,
+                    "until": unix(expires),
+                    "expiresAt": crate::source::kubernetes::drains::format_time(expires),
+                    "reason": reason,
+                    "requestedBy": who,
+                    "for": format_duration(length),
+                }))
+                .into_response()
+            }
+            Err(e) => {
+                tracing::warn!(cluster = %name, requested_by = %who, error = %e, "drain request failed");
+                (StatusCode::BAD_GATEWAY, Json(json!({"error": e}))).into_response()
+            }
+        };
+    }
+    match st
+        .publisher
+        .drain(name.clone(), until, reason, Some(who))
+        .await
+    {
         Some(d) => Json(json!({
             "cluster": name,
             "drained": true,
@@ -405,10 +477,39 @@ async fn undrain(
     State(st): State<AdminState>,
     Path(name): Path<String>,
     headers: HeaderMap,
+    Query(q): Query<UndrainQuery>,
 ) -> Response {
     if !authorized(&st, &headers) {
         return unauthorized();
     }
+    let who = requester(q.who.as_deref());
+    if let Some(k) = &st.kube_drains {
+        return match k.delete_cluster(&name, &who).await {
+            Ok(deleted) if !deleted.is_empty() => {
+                let objects: Vec<String> = deleted
+                    .iter()
+                    .map(|o| format!("{}/{o}", k.namespace))
+                    .collect();
+                tracing::info!(cluster = %name, objects = ?objects, requested_by = %who, "undrain requested: Drain objects deleted");
+                let applied = await_drains(&st, |d| {
+                    d.get(&name).is_none_or(|d| d.object.is_none())
+                })
+                .await;
+                Json(json!({"cluster": name, "drained": false, "deleted": objects, "appliedHere": applied}))
+                    .into_response()
+            }
+            Ok(_) => (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": format!("cluster {name:?} is not drained (no Drain object names it)")})),
+            )
+                .into_response(),
+            Err(e) => {
+                tracing::warn!(cluster = %name, requested_by = %who, error = %e, "undrain request failed");
+                (StatusCode::BAD_GATEWAY, Json(json!({"error": e}))).into_response()
+            }
+        };
+    }
+    tracing::info!(cluster = %name, requested_by = %who, "undrain requested");
     if st.publisher.undrain(name.clone()).await {
         Json(json!({"cluster": name, "drained": false})).into_response()
     } else {

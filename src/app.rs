@@ -120,6 +120,10 @@ pub struct ServeArgs {
     /// configuration's `nsid`, else POD_NAME, else the host name).
     #[arg(long, env = "MERIDIAN_NSID")]
     pub nsid: Option<String>,
+    /// Without Kubernetes: where drains are kept across restarts (default:
+    /// .meridian-drains.json in the zones directory). With Kubernetes, Drain objects are.
+    #[arg(long, env = "MERIDIAN_DRAINS_FILE")]
+    pub drains_file: Option<PathBuf>,
     #[command(flatten)]
     pub kube: KubeArgs,
 }
@@ -238,6 +242,18 @@ pub struct AdminTarget {
     /// Print the server's JSON reply.
     #[arg(long, env = "MERIDIAN_JSON")]
     pub json: bool,
+    /// Who asks (undrain; logged and in the Event); default: $USER@host.
+    #[arg(long, env = "MERIDIAN_WHO")]
+    pub who: Option<String>,
+}
+
+/// `$USER@host`: who runs this command, for drains' logs, objects and Events.
+fn local_who() -> String {
+    let user = std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "unknown".to_string());
+    format!("{user}@{}", admin::instance_name())
 }
 
 #[derive(Args, Debug)]
@@ -263,6 +279,9 @@ pub struct DrainArgs {
     /// Why (shown by `state`, the status page and the drain's log line and event).
     #[arg(long, env = "MERIDIAN_DRAIN_REASON")]
     pub reason: Option<String>,
+    /// Who asks (kept with the drain, logged and in the Event); default: $USER@host.
+    #[arg(long, env = "MERIDIAN_WHO")]
+    pub who: Option<String>,
     /// Admin API of the running server: ADDR:PORT (as `serve --admin`) or a URL.
     #[arg(long, default_value = "127.0.0.1:9153", env = "MERIDIAN_ADMIN")]
     pub admin: String,
@@ -493,6 +512,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             if let Some(r) = &a.reason {
                 query.push(("reason", r.as_str()));
             }
+            let who = a.who.clone().unwrap_or_else(local_who);
+            query.push(("who", who.as_str()));
             let path = format!("api/v1/clusters/{}/drain", a.cluster);
             let reply =
                 client_reply(client.call(reqwest::Method::POST, client.url(&path, &query)))?;
@@ -508,7 +529,11 @@ pub fn run(cli: Cli) -> Result<i32> {
                     .as_str()
                     .map(|r| format!(": {r}"))
                     .unwrap_or_default();
-                println!("drained {} {until}{why}", a.cluster);
+                let object = v["object"]
+                    .as_str()
+                    .map(|o| format!(" (Drain {o})"))
+                    .unwrap_or_default();
+                println!("drained {} {until}{why}{object}", a.cluster);
             }
             Ok(0)
         }
@@ -518,12 +543,24 @@ pub fn run(cli: Cli) -> Result<i32> {
                 .ok_or_else(|| anyhow!("undrain needs a cluster name"))?;
             let client = AdminClient::new(&a.admin, a.admin_token.as_deref())?;
             let path = format!("api/v1/clusters/{cluster}/drain");
-            let reply = client_reply(client.call(reqwest::Method::DELETE, client.url(&path, &[])))?;
+            let who = a.who.clone().unwrap_or_else(local_who);
+            let reply = client_reply(client.call(
+                reqwest::Method::DELETE,
+                client.url(&path, &[("who", who.as_str())]),
+            ))?;
             let Some(v) = reply else { return Ok(1) };
             if a.json {
                 print_json(&v);
             } else {
-                println!("undrained {cluster}");
+                let deleted: Vec<&str> = v["deleted"]
+                    .as_array()
+                    .map(|d| d.iter().filter_map(|o| o.as_str()).collect())
+                    .unwrap_or_default();
+                if deleted.is_empty() {
+                    println!("undrained {cluster}");
+                } else {
+                    println!("undrained {cluster} (deleted Drain {})", deleted.join(", "));
+                }
             }
             Ok(0)
         }
@@ -741,6 +778,23 @@ async fn serve(args: ServeArgs) -> Result<()> {
         },
         shutdown_rx.clone(),
     ));
+    // Drains: Drain objects with Kubernetes, else in-process, kept in a file in the zones
+    // directory so a restart does not forget them.
+    let kube_drains = match &kube {
+        Some(opts) => Some(kubernetes::drains::DrainApi::new(
+            kubernetes::client(opts).await?,
+            opts.kubefed_namespace.clone(),
+            opts.lease.identity.clone(),
+        )),
+        None => {
+            publisher.send(publisher::Update::DrainsFile(
+                args.drains_file
+                    .clone()
+                    .unwrap_or_else(|| args.source.zones.join(".meridian-drains.json")),
+            ));
+            None
+        }
+    };
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
         AdminState {
@@ -750,6 +804,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             stopping: stopping.clone(),
             token: args.admin_token.clone(),
             health: health.clone(),
+            kube_drains: kube_drains.clone(),
         },
         shutdown_rx.clone(),
     ));
@@ -768,8 +823,14 @@ async fn serve(args: ServeArgs) -> Result<()> {
                 "starting the kubernetes source"
             );
             Some(
-                kubernetes::start(opts, publisher.clone(), ready.clone(), shutdown_rx.clone())
-                    .await?,
+                kubernetes::start(
+                    opts,
+                    publisher.clone(),
+                    ready.clone(),
+                    shutdown_rx.clone(),
+                    kube_drains.clone().ok_or_else(|| anyhow!("no Drain API"))?,
+                )
+                .await?,
             )
         }
         None => {

@@ -319,6 +319,7 @@ pub fn state_table(v: &Value) -> String {
             "SINCE".into(),
             "EXPIRES".into(),
             "REASON".into(),
+            "BY".into(),
         ]];
         for (c, d) in &drains {
             rows.push(vec![
@@ -329,6 +330,7 @@ pub fn state_table(v: &Value) -> String {
                     None => "never (until undrained)".to_string(),
                 },
                 d["reason"].as_str().unwrap_or("-").to_string(),
+                d["requestedBy"].as_str().unwrap_or("-").to_string(),
             ]);
         }
         table(&mut out, &rows);

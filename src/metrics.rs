@@ -46,6 +46,7 @@ pub struct Metrics {
     pub health_transitions: IntCounterVec,
     pub drains: IntCounterVec,
     pub drained: IntGaugeVec,
+    pub drain_errors: IntCounterVec,
     pub tcp_connections: IntGauge,
     pub tcp_refused: IntCounterVec,
     pub tcp_evicted: IntCounter,
@@ -351,6 +352,13 @@ impl Metrics {
             drained: reg!(IntGaugeVec::new(
                 Opts::new("meridian_cluster_drained", "1 while a cluster is drained."),
                 &["cluster"]
+            )),
+            drain_errors: reg!(IntCounterVec::new(
+                Opts::new(
+                    "meridian_drain_errors_total",
+                    "Drains not applied or not kept: invalid Drain objects (missing, past or too far expiry; unsupported scope) and drains files that cannot be read or written, by source (kubernetes, file)."
+                ),
+                &["source"]
             )),
             tcp_connections: reg!(IntGauge::new(
                 "meridian_dns_tcp_connections",

@@ -8,6 +8,7 @@
 //! catalog rejects is logged and counted once, left out, and the rest is served.
 
 use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -136,6 +137,10 @@ pub struct Drain {
     pub since: SystemTime,
     /// Why, as the operator said it (shown by `state` and the status page).
     pub reason: Option<String>,
+    /// Who asked for it (`user@host`, or what a Drain object says).
+    pub requested_by: Option<String>,
+    /// The Drain object it comes from (`namespace/name`); None for an in-process drain.
+    pub object: Option<String>,
 }
 
 /// The file source's fragment, already validated on its own (`app::load`).
@@ -176,8 +181,16 @@ pub enum Update {
         cluster: String,
         until: Option<SystemTime>,
         reason: Option<String>,
+        requested_by: Option<String>,
         reply: Option<oneshot::Sender<Drain>>,
     },
+    /// The drains every replica shares (the Kubernetes source's valid, unexpired Drain
+    /// objects), by cluster, replacing the previous set. Served together with the in-process
+    /// drains.
+    SharedDrains(HashMap<String, Drain>),
+    /// Keep in-process drains in this file (file mode): load what it holds now, write it on
+    /// every change, so a restart does not forget a drain.
+    DrainsFile(PathBuf),
     /// End a drain; replies whether there was one.
     Undrain {
         cluster: String,
@@ -211,12 +224,14 @@ impl PublisherHandle {
         cluster: String,
         until: Option<SystemTime>,
         reason: Option<String>,
+        requested_by: Option<String>,
     ) -> Option<Drain> {
         let (reply, rx) = oneshot::channel();
         self.send(Update::Drain {
             cluster,
             until,
             reason,
+            requested_by,
             reply: Some(reply),
         });
         rx.await.ok()
@@ -244,8 +259,14 @@ struct State {
     compiled: Arc<Compiled>,
     geo: Option<Arc<GeoDb>>,
     health: HashMap<EndpointKey, bool>,
+    /// In-process drains (the admin API without Kubernetes).
     drains: HashMap<String, Drain>,
+    /// Drains shared through Kubernetes Drain objects.
+    shared_drains: HashMap<String, Drain>,
     drains_tx: watch::Sender<HashMap<String, Drain>>,
+    /// Where in-process drains are kept (file mode), and whether writing it failed already.
+    drains_file: Option<PathBuf>,
+    drains_file_failed: bool,
     events: EventLog,
     catalogs_tx: watch::Sender<Arc<Compiled>>,
     generation: u64,
@@ -277,7 +298,10 @@ pub fn start(shared: Shared, files: FileInputs) -> PublisherHandle {
         shared,
         health: HashMap::new(),
         drains: HashMap::new(),
+        shared_drains: HashMap::new(),
         drains_tx,
+        drains_file: None,
+        drains_file_failed: false,
         files: Arc::new(files),
         kube: None,
         rebuild: false,
@@ -290,6 +314,7 @@ pub fn start(shared: Shared, files: FileInputs) -> PublisherHandle {
             let next_expiry = st
                 .drains
                 .values()
+                .chain(st.shared_drains.values())
                 .filter_map(|d| d.until)
                 .min()
                 .and_then(|t| t.duration_since(SystemTime::now()).ok());
@@ -374,17 +399,21 @@ impl State {
                 cluster,
                 until,
                 reason,
+                requested_by,
                 reply,
             } => {
                 let d = Drain {
                     until,
                     since: SystemTime::now(),
                     reason,
+                    requested_by,
+                    object: None,
                 };
                 tracing::info!(
                     cluster = %cluster,
                     until = %until.map(humantime_like).unwrap_or_else(|| "undrained".into()),
                     reason = d.reason.as_deref().unwrap_or(""),
+                    requested_by = d.requested_by.as_deref().unwrap_or(""),
                     "cluster drained"
                 );
                 let mut detail = match until {
@@ -405,15 +434,40 @@ impl State {
                     detail.push_str(": ");
                     detail.push_str(r);
                 }
+                if let Some(w) = &d.requested_by {
+                    detail.push_str(&format!(" (by {w})"));
+                }
                 self.events.record("drain", cluster.clone(), detail);
                 m.drains.with_label_values(&["drain"]).inc();
                 m.drained.with_label_values(&[&cluster]).set(1);
                 self.drains.insert(cluster, d.clone());
-                self.drains_tx.send_replace(self.drains.clone());
+                self.drains_changed(true);
                 if let Some(r) = reply {
                     let _ = r.send(d);
                 }
                 true
+            }
+            Update::SharedDrains(next) => self.set_shared_drains(next),
+            Update::DrainsFile(path) => {
+                let (loaded, dropped) = load_drains_file(&path);
+                let any = !loaded.is_empty();
+                for (cluster, d) in loaded {
+                    tracing::info!(
+                        cluster = %cluster,
+                        until = ?d.until.map(humantime_like),
+                        reason = d.reason.as_deref().unwrap_or(""),
+                        requested_by = d.requested_by.as_deref().unwrap_or(""),
+                        file = %path.display(),
+                        "drain restored"
+                    );
+                    m.drained.with_label_values(&[&cluster]).set(1);
+                    self.drains.insert(cluster, d);
+                }
+                self.drains_file = Some(path);
+                // Written back at once (expired entries leave the file); no file is created
+                // while there is nothing to keep.
+                self.drains_changed(dropped);
+                any
             }
             Update::Flush(reply) => {
                 self.flushed.push(reply);
@@ -425,8 +479,10 @@ impl State {
                     tracing::info!(cluster = %cluster, "cluster undrained");
                     self.events.record("undrain", cluster.clone(), "");
                     m.drains.with_label_values(&["undrain"]).inc();
-                    m.drained.with_label_values(&[&cluster]).set(0);
-                    self.drains_tx.send_replace(self.drains.clone());
+                    if !self.shared_drains.contains_key(&cluster) {
+                        m.drained.with_label_values(&[&cluster]).set(0);
+                    }
+                    self.drains_changed(true);
                 }
                 if let Some(r) = reply {
                     let _ = r.send(had);
@@ -524,12 +580,120 @@ impl State {
             tracing::info!(cluster = %c, "drain expired");
             self.events.record("expire", c.clone(), "");
             m.drains.with_label_values(&["expire"]).inc();
-            m.drained.with_label_values(&[c]).set(0);
+            if !self.shared_drains.contains_key(c) {
+                m.drained.with_label_values(&[c]).set(0);
+            }
+        }
+        // Shared drains end at their expiry by themselves too, without waiting for the
+        // Kubernetes source to say so.
+        let mut shared = self.shared_drains.clone();
+        shared.retain(|_, d| d.until.is_none_or(|u| u > now));
+        let shared_changed = shared.len() != self.shared_drains.len();
+        if shared_changed {
+            self.set_shared_drains(shared);
         }
         if !expired.is_empty() {
-            self.drains_tx.send_replace(self.drains.clone());
+            self.drains_changed(true);
         }
-        !expired.is_empty()
+        !expired.is_empty() || shared_changed
+    }
+
+    /// Publishes the served drains (in-process ∪ shared) to the admin API and, when
+    /// `local` changed, writes the drains file.
+    fn drains_changed(&mut self, local: bool) {
+        let mut all = self.drains.clone();
+        // A shared drain is the one shown: it names its object and who asked.
+        all.extend(
+            self.shared_drains
+                .iter()
+                .map(|(c, d)| (c.clone(), d.clone())),
+        );
+        self.drains_tx.send_replace(all);
+        if local
+            && let Some(path) = &self.drains_file
+            && (!self.drains.is_empty() || path.exists())
+        {
+            match save_drains_file(path, &self.drains) {
+                Ok(()) => self.drains_file_failed = false,
+                Err(e) => {
+                    if !self.drains_file_failed {
+                        tracing::warn!(file = %path.display(), error = %e, "cannot write the drains file; drains stay in this process only (a restart forgets them)");
+                        metrics::get()
+                            .drain_errors
+                            .with_label_values(&["file"])
+                            .inc();
+                    }
+                    self.drains_file_failed = true;
+                }
+            }
+        }
+    }
+
+    /// Replaces the shared drains; logs, records and counts each that starts or ends.
+    fn set_shared_drains(&mut self, mut next: HashMap<String, Drain>) -> bool {
+        let now = SystemTime::now();
+        // Already over (the source computed it a moment before expiry): never installed, so
+        // the expiry timer cannot be left pointing at the past.
+        next.retain(|_, d| d.until.is_none_or(|u| u > now));
+        if next == self.shared_drains {
+            return false;
+        }
+        let m = metrics::get();
+        let prev = std::mem::take(&mut self.shared_drains);
+        for (c, d) in &next {
+            if prev.get(c).is_some_and(|p| p.object == d.object) {
+                continue;
+            }
+            tracing::info!(
+                cluster = %c,
+                object = d.object.as_deref().unwrap_or(""),
+                until = ?d.until.map(humantime_like),
+                reason = d.reason.as_deref().unwrap_or(""),
+                requested_by = d.requested_by.as_deref().unwrap_or(""),
+                "cluster drained (Drain object)"
+            );
+            let mut detail = format!(
+                "{} (Drain {})",
+                d.reason.as_deref().unwrap_or(""),
+                d.object.as_deref().unwrap_or("")
+            );
+            if let Some(w) = &d.requested_by {
+                detail.push_str(&format!(" by {w}"));
+            }
+            self.events
+                .record("drain", c.clone(), detail.trim_start().to_string());
+            m.drains.with_label_values(&["drain"]).inc();
+            m.drained.with_label_values(&[c]).set(1);
+        }
+        for (c, d) in &prev {
+            if next.get(c).is_some_and(|n| n.object == d.object) {
+                continue;
+            }
+            if next.contains_key(c) {
+                // Replaced by another object: counted as that one's drain above.
+                continue;
+            }
+            let kind = if d.until.is_some_and(|u| u <= now) {
+                "expire"
+            } else {
+                "undrain"
+            };
+            tracing::info!(
+                cluster = %c,
+                object = d.object.as_deref().unwrap_or(""),
+                "{}",
+                if kind == "expire" { "drain expired (Drain object)" } else { "cluster undrained (Drain object gone)" }
+            );
+            self.events
+                .record(kind, c.clone(), d.object.clone().unwrap_or_default());
+            m.drains.with_label_values(&[kind]).inc();
+            if !self.drains.contains_key(c) {
+                m.drained.with_label_values(&[c]).set(0);
+            }
+        }
+        self.shared_drains = next;
+        self.drains_changed(false);
+        true
     }
 
     fn publish(&mut self) {
@@ -550,7 +714,9 @@ impl State {
             cluster_drained: c
                 .clusters
                 .iter()
-                .map(|cl| self.drains.contains_key(&cl.name))
+                .map(|cl| {
+                    self.drains.contains_key(&cl.name) || self.shared_drains.contains_key(&cl.name)
+                })
                 .collect(),
         };
         self.generation += 1;
@@ -566,6 +732,130 @@ impl State {
         m.snapshot_generation.set(self.generation as i64);
         m.snapshot_publish.observe(started.elapsed().as_secs_f64());
     }
+}
+
+/// One drain as the drains file keeps it (times in Unix seconds).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredDrain {
+    since: f64,
+    until: Option<f64>,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    requested_by: Option<String>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct DrainsFileBody {
+    drains: std::collections::BTreeMap<String, StoredDrain>,
+}
+
+fn to_unix(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn from_unix(s: f64) -> Option<SystemTime> {
+    if !s.is_finite() || s < 0.0 {
+        return None;
+    }
+    SystemTime::UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(s).ok()?)
+}
+
+/// The unexpired drains a drains file holds, and whether any entry was dropped (expired or
+/// invalid). A missing file holds none; an unreadable or corrupt one is reported (log,
+/// `meridian_drain_errors_total{source="file"}`) and holds none, never fatal; it is left as it
+/// is until the next drain change overwrites it.
+pub fn load_drains_file(path: &Path) -> (HashMap<String, Drain>, bool) {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (HashMap::new(), false),
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "cannot read the drains file; starting without its drains");
+            metrics::get()
+                .drain_errors
+                .with_label_values(&["file"])
+                .inc();
+            return (HashMap::new(), false);
+        }
+    };
+    let body: DrainsFileBody = match serde_json::from_str(&text) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "drains file is corrupt; starting without its drains");
+            metrics::get()
+                .drain_errors
+                .with_label_values(&["file"])
+                .inc();
+            return (HashMap::new(), false);
+        }
+    };
+    let now = SystemTime::now();
+    let mut out = HashMap::new();
+    let mut dropped = false;
+    for (cluster, d) in body.drains {
+        let until = match d.until {
+            None => None,
+            Some(u) => match from_unix(u) {
+                Some(t) if t > now => Some(t),
+                Some(_) => {
+                    tracing::info!(cluster = %cluster, file = %path.display(), "drain in the drains file has expired; dropped");
+                    dropped = true;
+                    continue;
+                }
+                None => {
+                    tracing::warn!(cluster = %cluster, file = %path.display(), "drain in the drains file has an invalid `until`; dropped");
+                    metrics::get()
+                        .drain_errors
+                        .with_label_values(&["file"])
+                        .inc();
+                    dropped = true;
+                    continue;
+                }
+            },
+        };
+        out.insert(
+            cluster,
+            Drain {
+                until,
+                since: from_unix(d.since).unwrap_or(now),
+                reason: d.reason,
+                requested_by: d.requested_by,
+                object: None,
+            },
+        );
+    }
+    (out, dropped)
+}
+
+/// Writes the drains file atomically (a temporary file beside it, renamed over it).
+pub fn save_drains_file(path: &Path, drains: &HashMap<String, Drain>) -> std::io::Result<()> {
+    let body = DrainsFileBody {
+        drains: drains
+            .iter()
+            .map(|(c, d)| {
+                (
+                    c.clone(),
+                    StoredDrain {
+                        since: to_unix(d.since),
+                        until: d.until.map(to_unix),
+                        reason: d.reason.clone(),
+                        requested_by: d.requested_by.clone(),
+                    },
+                )
+            })
+            .collect(),
+    };
+    let text = serde_json::to_string_pretty(&body).map_err(std::io::Error::other)?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 fn humantime_like(t: SystemTime) -> String {
@@ -636,6 +926,83 @@ mod tests {
             .nodes
             .get(&key)
             .is_some_and(|n| !n.rrsets.is_empty())
+    }
+
+    #[tokio::test]
+    async fn shared_drains_apply_beside_local_ones_and_expire_by_themselves() {
+        let empty = compile::compile(Catalog::default(), Settings::default()).expect("compile");
+        let shared: Shared = Arc::new(ArcSwap::from_pointee(Snapshot::new(Arc::new(empty), None)));
+        let publisher = start(shared, FileInputs::default());
+        let now = SystemTime::now();
+        let drain = |until: SystemTime| Drain {
+            until: Some(until),
+            since: now,
+            reason: Some("drill".into()),
+            requested_by: Some("ops@here".into()),
+            object: Some("kube-federation-system/east-abcde".into()),
+        };
+        publisher
+            .drain("west".into(), None, None, Some("me@here".into()))
+            .await
+            .expect("local drain");
+        let mut set = HashMap::new();
+        set.insert("east".to_string(), drain(now + Duration::from_millis(300)));
+        // Already over: never installed.
+        set.insert("north".to_string(), drain(now - Duration::from_secs(1)));
+        publisher.send(Update::SharedDrains(set));
+        publisher.flush().await;
+        let seen = publisher.drains.borrow().clone();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(
+            seen["east"].object.as_deref(),
+            Some("kube-federation-system/east-abcde")
+        );
+        assert_eq!(seen["west"].requested_by.as_deref(), Some("me@here"));
+        // The expiry ends the shared drain without another update; the local one stays.
+        let mut rx = publisher.drains.clone();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            rx.wait_for(|d| !d.contains_key("east")),
+        )
+        .await
+        .expect("expired in time")
+        .expect("publisher alive");
+        assert!(publisher.drains.borrow().contains_key("west"));
+        assert!(
+            publisher
+                .events
+                .recent()
+                .iter()
+                .any(|e| serde_json::to_string(e).is_ok_and(|t| t.contains("expire")))
+        );
+    }
+
+    #[test]
+    fn drains_file_round_trip_drops_expired_and_survives_corruption() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(".meridian-drains.json");
+        assert_eq!(load_drains_file(&path), (HashMap::new(), false));
+        let now = SystemTime::now();
+        let d = |until: Option<SystemTime>| Drain {
+            until,
+            since: now,
+            reason: Some("drill".into()),
+            requested_by: Some("ops@here".into()),
+            object: None,
+        };
+        let mut drains = HashMap::new();
+        drains.insert("east".to_string(), d(Some(now + Duration::from_secs(600))));
+        drains.insert("west".to_string(), d(None));
+        drains.insert("old".to_string(), d(Some(now - Duration::from_secs(1))));
+        save_drains_file(&path, &drains).expect("save");
+        let (loaded, dropped) = load_drains_file(&path);
+        assert!(dropped, "the expired drain is dropped");
+        assert_eq!(loaded.len(), 2);
+        assert_eq!(loaded["east"].reason.as_deref(), Some("drill"));
+        assert_eq!(loaded["east"].requested_by.as_deref(), Some("ops@here"));
+        assert_eq!(loaded["west"].until, None);
+        std::fs::write(&path, "{not json").expect("write");
+        assert_eq!(load_drains_file(&path), (HashMap::new(), false));
     }
 
     #[test]

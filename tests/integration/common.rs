@@ -32,7 +32,9 @@ pub fn zones_with(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     for e in std::fs::read_dir(repo_zones()).expect("zones/") {
         let e = e.expect("entry");
-        if e.path().is_file() {
+        // Not the drains file a demo run may have left: each copy starts undrained.
+        let hidden = e.file_name().to_string_lossy().starts_with('.');
+        if e.path().is_file() && !hidden {
             std::fs::copy(e.path(), dir.path().join(e.file_name())).expect("copy");
         }
     }
@@ -41,6 +43,8 @@ pub fn zones_with(files: &[(&str, &str)]) -> tempfile::TempDir {
     }
     dir
 }
+
+static DRAINS_FILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 pub struct Server {
     child: Child,
@@ -62,6 +66,16 @@ impl Server {
     /// Starts meridian; Err carries its output if it exits before serving.
     pub fn try_start(zones: &Path, extra: &[&str]) -> Result<Server, String> {
         demo_targets();
+        // Servers of the repository's own zones/ keep drains in a file of their own: tests run
+        // in parallel and must not leave drains there for each other (or for the demo).
+        let private_drains = (zones == repo_zones().as_path() && !extra.contains(&"--drains-file"))
+            .then(|| {
+                std::env::temp_dir().join(format!(
+                    "meridian-test-drains-{}-{}.json",
+                    std::process::id(),
+                    DRAINS_FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                ))
+            });
         let mut child = Command::new(BIN)
             .args([
                 "--log-format",
@@ -75,6 +89,11 @@ impl Server {
             ])
             .arg(zones)
             .args(extra)
+            .args(
+                private_drains
+                    .iter()
+                    .flat_map(|p| [std::ffi::OsStr::new("--drains-file"), p.as_os_str()]),
+            )
             .env("MERIDIAN_LOG", "info,meridian=debug")
             // Inside a pod this would switch the Kubernetes source on (in-cluster config):
             // tests choose their sources explicitly.

@@ -27,6 +27,9 @@ use crate::common::{Server, addrs, metric, wait_for};
 #[path = "k8s_robust.rs"]
 mod robust;
 
+#[path = "k8s_drains.rs"]
+mod drains;
+
 // ---------------------------------------------------------------- processes
 
 /// Kubernetes tests start several API servers: one test at a time on a 2-core machine.
@@ -542,6 +545,8 @@ fn resource(kind: &str) -> (&'static str, bool) {
         "IngressDNSRecord" => ("ingressdnsrecords", true),
         "DNSEndpoint" => ("dnsendpoints", true),
         "KubeFedCluster" => ("kubefedclusters", true),
+        "Drain" => ("drains", true),
+        "Event" => ("events", true),
         "ServiceMonitor" => ("servicemonitors", true),
         "PrometheusRule" => ("prometheusrules", true),
         other => panic!("test REST client: unknown kind {other}"),

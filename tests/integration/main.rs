@@ -4,6 +4,7 @@ mod check;
 mod common;
 mod deploy;
 mod dns;
+mod drains;
 mod health;
 mod hostile;
 mod k8s;

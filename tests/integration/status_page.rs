@@ -243,6 +243,10 @@ fn status_page_shows_clusters_drains_a_cluster_and_explains_in_chromium() {
         |t| t.contains("chromium drill"),
     );
     assert!(drain_row.contains("los-angeles"), "{drain_row}");
+    assert!(
+        drain_row.contains("status page"),
+        "who drained: {drain_row}"
+    );
     b.wait_text("#events tbody", "the drain event", |t| {
         t.contains("drain") && t.contains("los-angeles") && t.contains("chromium drill")
     });

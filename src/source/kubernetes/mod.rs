@@ -9,6 +9,7 @@
 //! stores keep the last complete list, so meridian keeps answering from it, reports
 //! `meridian_source_up{source="kubernetes"} 0`, and relists when the server returns.
 
+pub mod drains;
 pub mod host;
 pub mod leader;
 pub mod member;
@@ -106,11 +107,19 @@ pub async fn start(
     publisher: PublisherHandle,
     synced: Arc<AtomicBool>,
     shutdown: tokio_watch::Receiver<bool>,
+    drain_api: drains::DrainApi,
 ) -> Result<KubeHandle, KubeError> {
     let client = client(&opts).await?;
     let dirty = Arc::new(Notify::new());
     let host = Host::start(client.clone(), &opts.kubefed_namespace, dirty.clone());
     let (leading, elect) = leader::elect(client.clone(), opts.lease.clone(), shutdown);
+    let drains_ready = Arc::new(AtomicBool::new(false));
+    tokio::spawn(drains::run(
+        drain_api,
+        publisher.clone(),
+        leading.clone(),
+        drains_ready.clone(),
+    ));
     let (plan_tx, plan_rx) = tokio_watch::channel(Arc::new(Vec::new()));
     tokio::spawn(leader::run_writer(client, plan_rx, leading.clone()));
     metrics::get()
@@ -126,6 +135,7 @@ pub async fn start(
         dirty,
         publisher,
         synced,
+        drains_ready,
         last_sent: None,
         up: None,
         plan_tx,
@@ -146,6 +156,9 @@ struct Aggregator {
     dirty: Arc<Notify>,
     publisher: PublisherHandle,
     synced: Arc<AtomicBool>,
+    /// Drain objects listed and applied: not ready before, so a restarted replica never
+    /// answers with a cluster a Drain takes out.
+    drains_ready: Arc<AtomicBool>,
     last_sent: Option<KubeInputs>,
     up: Option<bool>,
     plan_tx: tokio_watch::Sender<Arc<Vec<Write>>>,
@@ -611,7 +624,7 @@ impl Aggregator {
         }
         self.first_change = None;
         self.report_up(true);
-        if !self.synced.swap(true, Ordering::AcqRel) {
+        if self.drains_ready.load(Ordering::Acquire) && !self.synced.swap(true, Ordering::AcqRel) {
             tracing::info!(
                 records = srecords.len() + irecords.len(),
                 clusters = clusters.len(),
