@@ -1223,16 +1223,20 @@ impl Builder<'_> {
             r.metadata.name.as_deref().unwrap_or("")
         )
         .into();
-        let Some(options) = self.options(loc, &r.metadata) else {
-            return;
-        };
+        // Every problem of the record is reported, in field order, not just the first.
+        let options = self.options(loc, &r.metadata);
+        let mut failed = options.is_none();
         let ttl = r.spec.record_ttl.unwrap_or(DEFAULT_RECORD_TTL);
         let mut targets = Vec::new();
         for (i, entry) in r.status.iter().flat_map(|s| s.dns.iter()).enumerate() {
             let (addrs, hostnames) =
                 match lb_targets(&entry.load_balancer, &format_args!("status.dns[{i}]")) {
                     Ok(t) => t,
-                    Err(e) => return self.err(loc, e),
+                    Err(e) => {
+                        self.err(loc, e);
+                        failed = true;
+                        continue;
+                    }
                 };
             let cluster = self.cluster_for(&ClusterDNS {
                 cluster: entry.cluster.clone(),
@@ -1246,22 +1250,31 @@ impl Builder<'_> {
                 ready,
             });
         }
-        let mut names = Vec::new();
+        let mut hosts = Vec::new();
         for (i, host) in r.spec.hosts.iter().enumerate() {
-            let name = match lower_fqdn(host) {
-                Ok(n) => n,
-                Err(e) => return self.err(loc, format!("spec.hosts[{i}]: {e}")),
-            };
-            let wire = match name_to_wire(&name) {
+            let wire = match lower_fqdn(host).and_then(|n| Ok((name_to_wire(&n)?, n))) {
                 Ok(w) => w,
-                Err(e) => return self.err(loc, format!("spec.hosts[{i}]: {e}")),
+                Err(e) => {
+                    self.err(loc, format!("spec.hosts[{i}]: {e}"));
+                    failed = true;
+                    continue;
+                }
             };
-            if self.zone_of_wire(&wire).is_none() {
-                return self.err(
+            if self.zone_of_wire(&wire.0).is_none() {
+                self.err(
                     loc,
-                    format!("spec.hosts[{i}]: {name} is outside every served zone"),
+                    format!("spec.hosts[{i}]: {} is outside every served zone", wire.1),
                 );
+                failed = true;
+                continue;
             }
+            hosts.push(wire.0);
+        }
+        let Some(options) = options.filter(|_| !failed) else {
+            return;
+        };
+        let mut names = Vec::new();
+        for wire in hosts {
             names.push(DynName {
                 name: wire,
                 zone: 0,
@@ -1288,48 +1301,64 @@ impl Builder<'_> {
         }
         let mut out = Vec::new();
         let mut defined: Vec<(Name, RecordType)> = Vec::new();
+        // Every problem of the object is reported, endpoint by endpoint, not just the first.
+        let mut failed = false;
         for (i, ep) in e.spec.endpoints.iter().enumerate() {
             let f = format!("spec.endpoints[{i}]");
             let name = match lower_fqdn(&ep.dns_name) {
                 Ok(n) => n,
-                Err(err) => return self.err(loc, format!("{f}.dnsName: {err}")),
+                Err(err) => {
+                    self.err(loc, format!("{f}.dnsName: {err}"));
+                    failed = true;
+                    continue;
+                }
             };
             if self.zone_of(&name).is_none() {
-                return self.err(
+                self.err(
                     loc,
                     format!("{f}.dnsName: {name} is outside every served zone"),
                 );
+                failed = true;
+                continue;
             }
             if name_to_wire(&name).is_ok_and(|w| self.dyn_index.contains_key(&w)) {
-                return self.err(
+                self.err(
                     loc,
                     format!("{f}.dnsName: {name} is already served for a federated record"),
                 );
+                failed = true;
+                continue;
             }
             let rtype = match RecordType::from_str(&ep.record_type.to_ascii_uppercase()) {
                 Ok(t) if !matches!(t, RecordType::SOA | RecordType::OPT | RecordType::ANY) => t,
                 _ => {
-                    return self.err(
+                    self.err(
                         loc,
                         format!(
                             "{f}.recordType: {:?} is not a servable type",
                             ep.record_type
                         ),
                     );
+                    failed = true;
+                    continue;
                 }
             };
             // Two objects defining one name and type would merge their targets silently (or,
             // for a CNAME, break RFC 1034); the first keeps it.
             if let Some(other) = self.endpoint_owners.get(&(name.clone(), rtype)) {
                 let other = other.clone();
-                return self.err(
+                self.err(
                     loc,
                     format!("{f}: {name} {rtype} is already defined by {other}"),
                 );
+                failed = true;
+                continue;
             }
             defined.push((name.clone(), rtype));
             if ep.targets.is_empty() {
-                return self.err(loc, format!("{f}.targets: empty"));
+                self.err(loc, format!("{f}.targets: empty"));
+                failed = true;
+                continue;
             }
             let ttl = ep
                 .record_ttl
@@ -1349,10 +1378,14 @@ impl Builder<'_> {
                 match RData::try_from_str(rtype, &text) {
                     Ok(rd) => out.push(Record::from_rdata(name.clone(), ttl, rd)),
                     Err(err) => {
-                        return self.err(loc, format!("{f}.targets[{j}]: {t:?}: {err}"));
+                        self.err(loc, format!("{f}.targets[{j}]: {t:?}: {err}"));
+                        failed = true;
                     }
                 }
             }
+        }
+        if failed {
+            return;
         }
         let origin: Arc<str> = Arc::from(loc);
         for key in defined {

@@ -426,3 +426,67 @@ fn the_bearer_scheme_is_case_insensitive() {
     assert_eq!(status(Some("Basic s3cret-token")), 401);
     assert_eq!(status(None), 401);
 }
+
+#[test]
+fn every_error_of_an_ingress_record_and_a_dns_endpoint_is_reported() {
+    let text = "apiVersion: multiclusterdns.kubefed.io/v1alpha1
+kind: IngressDNSRecord
+metadata: {name: shop, namespace: shop}
+spec:
+  hosts:
+  - elsewhere.example.org
+  - bad..name.gslb.example.com
+status:
+  dns:
+  - cluster: new-york
+    loadBalancer: {ingress: [{ip: 999.0.0.1}]}
+---
+apiVersion: externaldns.k8s.io/v1alpha1
+kind: DNSEndpoint
+metadata: {name: many, namespace: shop}
+spec:
+  endpoints:
+  - {dnsName: outside.example.org, recordType: A, targets: [192.0.2.1]}
+  - {dnsName: fine.gslb.example.com, recordType: BOGUS, targets: [192.0.2.2]}
+  - {dnsName: empty.gslb.example.com, recordType: A, targets: []}
+  - {dnsName: badip.gslb.example.com, recordType: A, targets: [192.0.2.3, not-an-ip]}
+";
+    let dir = zones_with(&[("many.yaml", text)]);
+    let (code, out, err) = check(dir.path());
+    assert_eq!(code, 1, "{out}{err}");
+    let errs = errors(&err, dir.path());
+    let ingress: Vec<&String> = errs
+        .iter()
+        .filter(|e| e.contains("IngressDNSRecord"))
+        .collect();
+    let endpoint: Vec<&String> = errs.iter().filter(|e| e.contains("DNSEndpoint")).collect();
+    assert_eq!(ingress.len(), 3, "status address and both hosts: {errs:#?}");
+    assert!(
+        ingress.iter().any(|e| e.contains("status.dns[0]")),
+        "{errs:#?}"
+    );
+    assert!(
+        ingress
+            .iter()
+            .any(|e| e.contains("spec.hosts[0]") && e.contains("outside")),
+        "{errs:#?}"
+    );
+    assert!(
+        ingress.iter().any(|e| e.contains("spec.hosts[1]")),
+        "{errs:#?}"
+    );
+    assert_eq!(endpoint.len(), 4, "one per bad endpoint: {errs:#?}");
+    for (i, what) in [
+        (0, "dnsName"),
+        (1, "recordType"),
+        (2, "targets"),
+        (3, "targets[1]"),
+    ] {
+        assert!(
+            endpoint
+                .iter()
+                .any(|e| e.contains(&format!("spec.endpoints[{i}].{what}"))),
+            "endpoint {i} {what}: {errs:#?}"
+        );
+    }
+}
