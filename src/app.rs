@@ -249,9 +249,11 @@ pub struct AdminTarget {
 
 /// `$USER@host`: who runs this command, for drains' logs, objects and Events.
 fn local_who() -> String {
-    let user = std::env::var("USER")
-        .ok()
-        .filter(|u| !u.is_empty())
+    let user = ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+        // SAFETY: getuid has no preconditions and cannot fail.
+        .or_else(|| (unsafe { libc::getuid() } == 0).then(|| "root".to_string()))
         .unwrap_or_else(|| "unknown".to_string());
     format!("{user}@{}", admin::instance_name())
 }
