@@ -20,6 +20,7 @@ use crate::catalog;
 use crate::config::Settings;
 use crate::events::EventLog;
 use crate::geo::GeoDb;
+use crate::health::quorum::{self, Obs, PeerView};
 use crate::metrics;
 use crate::model::Object;
 use crate::source::Located;
@@ -199,6 +200,68 @@ pub enum Update {
     /// Replies once every update sent before it is applied and published (start-up waits for
     /// the initial health round to be in the snapshot before answering queries).
     Flush(oneshot::Sender<()>),
+    /// Combine health with peers' observations by quorum (`--peer`): from now on health is the
+    /// combined view, not this replica's alone.
+    Quorum(QuorumConfig),
+    /// A peer's observations (None: the exchange failed; its last view ages out).
+    Peer {
+        peer: String,
+        view: Option<crate::health::exchange::WireView>,
+    },
+    /// This replica's own observations in wire form, for `GET /api/v1/observations`.
+    Observations(oneshot::Sender<crate::health::exchange::WireView>),
+    /// Every vantage point's view of every endpoint (own first), for the state document.
+    Vantage(oneshot::Sender<HashMap<EndpointKey, Vec<(String, Obs)>>>),
+}
+
+/// How health is shared between replicas.
+#[derive(Debug, Clone)]
+pub struct QuorumConfig {
+    /// This replica's name as a vantage point.
+    pub name: String,
+    /// How often peers are polled.
+    pub poll: Duration,
+    /// A peer votes while heard within this many times the longer of the poll interval and the
+    /// catalog's longest probe interval.
+    pub stale_intervals: u32,
+}
+
+struct Quorum {
+    cfg: QuorumConfig,
+    /// Wire key to endpoint, for the served catalog.
+    keys: HashMap<String, EndpointKey>,
+    peers: HashMap<String, PeerView<EndpointKey>>,
+    /// Whether the last combination had no fresh peer (None before the first).
+    fallback: Option<bool>,
+    /// Why each endpoint has its combined state, for the event log.
+    verdicts: HashMap<EndpointKey, quorum::Verdict>,
+}
+
+impl Quorum {
+    fn index(&mut self, c: &Compiled) {
+        self.keys = c
+            .endpoints
+            .iter()
+            .filter(|k| k.probed())
+            .map(|k| (quorum::wire_key(k), k.clone()))
+            .collect();
+        let keys = &self.keys;
+        let live: HashSet<&EndpointKey> = keys.values().collect();
+        for p in self.peers.values_mut() {
+            p.obs.retain(|k, _| live.contains(k));
+        }
+    }
+
+    fn fresh_for(&self, c: &Compiled) -> Duration {
+        let longest = c
+            .endpoints
+            .iter()
+            .filter(|k| k.probed())
+            .map(|k| k.probe.interval)
+            .max()
+            .unwrap_or_default();
+        longest.max(self.cfg.poll) * self.cfg.stale_intervals.max(1)
+    }
 }
 
 #[derive(Clone)]
@@ -259,6 +322,13 @@ struct State {
     compiled: Arc<Compiled>,
     geo: Option<Arc<GeoDb>>,
     health: HashMap<EndpointKey, bool>,
+    /// This replica's own view (its state machines), with when each state began. Equals
+    /// `health` without peers.
+    own: HashMap<EndpointKey, Obs>,
+    /// Set with `--peer`: health is combined from several vantage points.
+    quorum: Option<Quorum>,
+    /// Set when the combined view needs recomputing before the next publication.
+    requorum: bool,
     /// In-process drains (the admin API without Kubernetes).
     drains: HashMap<String, Drain>,
     /// Drains shared through Kubernetes Drain objects.
@@ -297,6 +367,9 @@ pub fn start(shared: Shared, files: FileInputs) -> PublisherHandle {
         generation: first.generation,
         shared,
         health: HashMap::new(),
+        own: HashMap::new(),
+        quorum: None,
+        requorum: false,
         drains: HashMap::new(),
         shared_drains: HashMap::new(),
         drains_tx,
@@ -340,6 +413,10 @@ pub fn start(shared: Shared, files: FileInputs) -> PublisherHandle {
             if st.rebuild {
                 st.rebuild = false;
                 changed |= st.rebuild_catalog().await;
+            }
+            if st.requorum {
+                st.requorum = false;
+                changed |= st.recombine();
             }
             if changed {
                 st.publish();
@@ -385,6 +462,16 @@ impl State {
                 false
             }
             Update::Health { endpoint, up } => {
+                let now = SystemTime::now();
+                let known = self.own.get(&endpoint).map(|o| o.up);
+                if known != Some(up) {
+                    self.own.insert(endpoint.clone(), Obs { up, at: now });
+                }
+                if self.quorum.is_some() {
+                    // Health is the combined view: recomputed once per burst.
+                    self.requorum = true;
+                    return false;
+                }
                 let addr = endpoint.addr;
                 let probe = endpoint.probe.kind;
                 let before = self.health.insert(endpoint, up);
@@ -473,6 +560,95 @@ impl State {
                 self.flushed.push(reply);
                 false
             }
+            Update::Quorum(cfg) => {
+                let mut q = Quorum {
+                    cfg,
+                    keys: HashMap::new(),
+                    peers: HashMap::new(),
+                    fallback: None,
+                    verdicts: HashMap::new(),
+                };
+                q.index(&self.compiled);
+                self.quorum = Some(q);
+                self.requorum = true;
+                false
+            }
+            Update::Peer { peer, view } => {
+                let Some(q) = &mut self.quorum else {
+                    return false;
+                };
+                if let Some(v) = view {
+                    let obs = v
+                        .observations
+                        .into_iter()
+                        .filter_map(|(key, (up, at))| {
+                            let k = q.keys.get(&key)?.clone();
+                            Some((
+                                k,
+                                Obs {
+                                    up,
+                                    at: from_unix(at).unwrap_or(SystemTime::UNIX_EPOCH),
+                                },
+                            ))
+                        })
+                        .collect();
+                    let name = if v.name.is_empty() {
+                        peer.clone()
+                    } else {
+                        v.name
+                    };
+                    q.peers.insert(
+                        peer,
+                        PeerView {
+                            name,
+                            heard: SystemTime::now(),
+                            obs,
+                        },
+                    );
+                }
+                // Also on failure: time passed, a peer may have gone stale.
+                self.requorum = true;
+                false
+            }
+            Update::Observations(reply) => {
+                let observations = self
+                    .own
+                    .iter()
+                    .filter(|(k, _)| k.probed())
+                    .map(|(k, o)| (quorum::wire_key(k), (o.up, to_unix(o.at))))
+                    .collect();
+                let name = self
+                    .quorum
+                    .as_ref()
+                    .map(|q| q.cfg.name.clone())
+                    .unwrap_or_default();
+                let _ = reply.send(crate::health::exchange::WireView {
+                    name,
+                    at: to_unix(SystemTime::now()),
+                    generation: self.generation,
+                    observations,
+                });
+                false
+            }
+            Update::Vantage(reply) => {
+                let mut out: HashMap<EndpointKey, Vec<(String, Obs)>> = HashMap::new();
+                if let Some(q) = &self.quorum {
+                    for (k, o) in &self.own {
+                        out.entry(k.clone())
+                            .or_default()
+                            .push((q.cfg.name.clone(), *o));
+                    }
+                    let mut peers: Vec<&PeerView<EndpointKey>> = q.peers.values().collect();
+                    peers.sort_by(|a, b| a.name.cmp(&b.name));
+                    for p in peers {
+                        for (k, o) in &p.obs {
+                            out.entry(k.clone()).or_default().push((p.name.clone(), *o));
+                        }
+                    }
+                }
+                let _ = reply.send(out);
+                false
+            }
             Update::Undrain { cluster, reply } => {
                 let had = self.drains.remove(&cluster).is_some();
                 if had {
@@ -492,10 +668,80 @@ impl State {
         }
     }
 
+    /// Recomputes health from every vantage point's view (see `health::quorum`); returns
+    /// whether any endpoint changed.
+    fn recombine(&mut self) -> bool {
+        let Some(q) = &mut self.quorum else {
+            return false;
+        };
+        let m = metrics::get();
+        let now = SystemTime::now();
+        let peers: Vec<PeerView<EndpointKey>> = q.peers.values().cloned().collect();
+        let own: HashMap<EndpointKey, Obs> = self
+            .own
+            .iter()
+            .filter(|(k, _)| k.probed())
+            .map(|(k, o)| (k.clone(), *o))
+            .collect();
+        let c = quorum::combine(&own, &peers, now, q.fresh_for(&self.compiled));
+        m.health_peers
+            .with_label_values(&["fresh"])
+            .set(c.fresh_peers as i64);
+        m.health_peers
+            .with_label_values(&["stale"])
+            .set(c.stale_peers as i64);
+        m.health_quorum_fallback.set(i64::from(c.fallback));
+        if q.fallback != Some(c.fallback) {
+            if c.fallback {
+                tracing::warn!(
+                    stale = c.stale_peers,
+                    "no fresh peer: health is this replica's own view alone (quorum fallback)"
+                );
+            } else {
+                tracing::info!(
+                    fresh = c.fresh_peers,
+                    stale = c.stale_peers,
+                    "health combined by quorum with peers"
+                );
+            }
+            q.fallback = Some(c.fallback);
+        }
+        let mut changed = false;
+        for (k, v) in &c.verdicts {
+            let before = self.health.insert(k.clone(), v.up);
+            if before != Some(v.up) {
+                changed = true;
+                let kind = if v.up { "up" } else { "down" };
+                let detail = format!(
+                    "{:?} probe, {} of {} vantage points see it down",
+                    k.probe.kind, v.down_votes, v.voters
+                );
+                if before.is_some() {
+                    if v.up {
+                        tracing::info!(endpoint = %k.addr, down = v.down_votes, voters = v.voters, "endpoint up by quorum");
+                    } else {
+                        tracing::warn!(endpoint = %k.addr, down = v.down_votes, voters = v.voters, "endpoint down by quorum");
+                    }
+                }
+                self.events.record(kind, k.addr.to_string(), detail);
+            }
+        }
+        if !c.isolated.is_empty() {
+            tracing::debug!(isolated = ?c.isolated, "vantage points left out of the vote as isolated");
+        }
+        q.verdicts = c.verdicts;
+        changed
+    }
+
     fn install(&mut self, compiled: Arc<Compiled>, geo: Option<Arc<GeoDb>>) {
         // Forget health of endpoints that no longer exist.
         let live: HashSet<&EndpointKey> = compiled.endpoints.iter().collect();
         self.health.retain(|k, _| live.contains(k));
+        self.own.retain(|k, _| live.contains(k));
+        if let Some(q) = &mut self.quorum {
+            q.index(&compiled);
+            self.requorum = true;
+        }
         metrics::get()
             .snapshot_names
             .set(compiled.nodes.len() as i64);
