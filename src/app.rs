@@ -127,7 +127,7 @@ pub struct ServeArgs {
     /// Another replica's admin API (ADDR:PORT), repeatable: health is then combined by quorum
     /// from every replica's probes (README "Health from several vantage points"). The peers
     /// are polled with --admin-token, so replicas share one token.
-    #[arg(long = "peer", env = "MERIDIAN_PEERS", value_delimiter = ',')]
+    #[arg(long = "peer", env = "MERIDIAN_PEER", value_delimiter = ',')]
     pub peers: Vec<String>,
     /// How often peers' observations are fetched.
     #[arg(long, default_value = "1s", value_parser = peer_interval, env = "MERIDIAN_PEER_INTERVAL")]
@@ -839,7 +839,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         shutdown_rx.clone(),
     );
     if !args.peers.is_empty() {
-        tracing::info!(peers = ?args.peers, interval_ms = args.peer_interval.as_millis() as u64, "health combined by quorum with peers");
+        tracing::info!(peers = ?args.peers, interval_ms = args.peer_interval.as_millis() as u64, "exchanging health observations with peers");
     }
     let kube_enabled = kube.is_some();
     let kube_handle = match kube {

@@ -63,12 +63,13 @@ fn all_down<K>(obs: &HashMap<K, Obs>) -> bool {
 /// Combines the own view with the peers' at `now`; a peer votes when heard within `fresh_for`.
 pub fn combine<K: Hash + Eq + Clone>(
     own: &HashMap<K, Obs>,
-    peers: &[PeerView<K>],
+    peers: &[&PeerView<K>],
     now: SystemTime,
     fresh_for: Duration,
 ) -> Combined<K> {
     let fresh: Vec<&PeerView<K>> = peers
         .iter()
+        .copied()
         .filter(|p| now.duration_since(p.heard).unwrap_or_default() <= fresh_for)
         .collect();
     let stale_peers = peers.len() - fresh.len();
@@ -156,6 +157,10 @@ mod tests {
             .collect()
     }
 
+    fn refs<K>(p: &[PeerView<K>]) -> Vec<&PeerView<K>> {
+        p.iter().collect()
+    }
+
     fn peer(name: &str, heard: u64, ups: &[(&'static str, bool)]) -> PeerView<&'static str> {
         PeerView {
             name: name.into(),
@@ -180,7 +185,7 @@ mod tests {
             peer("p1", 10, &[("a", false), ("b", true)]),
             peer("p2", 10, &[("a", true), ("b", true)]),
         ];
-        let c = combine(&own, &peers, at(10), FRESH);
+        let c = combine(&own, &refs(&peers), at(10), FRESH);
         assert!(!c.fallback);
         assert_eq!(c.fresh_peers, 2);
         assert_eq!(
@@ -202,7 +207,7 @@ mod tests {
             peer("p1", 10, &[("a", true), ("b", true)]),
             peer("p2", 10, &[("a", true), ("b", true)]),
         ];
-        let c = combine(&own, &peers, at(10), FRESH);
+        let c = combine(&own, &refs(&peers), at(10), FRESH);
         assert!(c.verdicts["a"].up);
         assert_eq!(c.verdicts["a"].down_votes, 1);
     }
@@ -211,7 +216,7 @@ mod tests {
     fn a_tie_is_up() {
         let own = view(&[("a", false), ("b", true)]);
         let peers = [peer("p1", 10, &[("a", true), ("b", true)])];
-        let c = combine(&own, &peers, at(10), FRESH);
+        let c = combine(&own, &refs(&peers), at(10), FRESH);
         assert!(c.verdicts["a"].up);
     }
 
@@ -222,12 +227,12 @@ mod tests {
             peer("p1", 1, &[("a", false)]),
             peer("p2", 2, &[("a", false)]),
         ];
-        let c = combine(&own, &peers, at(10), FRESH);
+        let c = combine(&own, &refs(&peers), at(10), FRESH);
         assert!(c.fallback);
         assert_eq!((c.fresh_peers, c.stale_peers), (0, 2));
         assert!(c.verdicts["a"].up);
         // The same peers, fresh: 2 of 3 down.
-        let c = combine(&own, &peers, at(4), FRESH);
+        let c = combine(&own, &refs(&peers), at(4), FRESH);
         assert!(!c.fallback);
         assert!(!c.verdicts["a"].up);
     }
@@ -240,7 +245,7 @@ mod tests {
             peer("p1", 10, &[("a", true), ("b", true)]),
             peer("p2", 10, &[("a", false), ("b", false)]),
         ];
-        let c = combine(&own, &peers, at(10), FRESH);
+        let c = combine(&own, &refs(&peers), at(10), FRESH);
         assert_eq!(c.isolated, vec!["p2".to_string()]);
         // Without p2: b is 1 down of 2, a tie, so up; a is up.
         assert!(c.verdicts["a"].up);
@@ -255,7 +260,7 @@ mod tests {
             peer("p1", 10, &[("a", true), ("b", false)]),
             peer("p2", 10, &[("a", true), ("b", false)]),
         ];
-        let c = combine(&own, &peers, at(10), FRESH);
+        let c = combine(&own, &refs(&peers), at(10), FRESH);
         assert_eq!(c.isolated, vec!["self".to_string()]);
         assert!(c.verdicts["a"].up);
         assert!(!c.verdicts["b"].up);
@@ -269,7 +274,7 @@ mod tests {
             peer("p1", 10, &[("a", false)]),
             peer("p2", 10, &[("a", false)]),
         ];
-        let c = combine(&own, &peers, at(10), FRESH);
+        let c = combine(&own, &refs(&peers), at(10), FRESH);
         assert!(c.isolated.is_empty());
         assert!(!c.verdicts["a"].up);
     }
@@ -281,7 +286,7 @@ mod tests {
             peer("p1", 10, &[("a", false), ("b", false)]),
             peer("p2", 10, &[("a", false), ("b", false)]),
         ];
-        let c = combine(&own, &peers, at(10), FRESH);
+        let c = combine(&own, &refs(&peers), at(10), FRESH);
         assert!(c.isolated.is_empty());
         assert!(!c.verdicts["a"].up && !c.verdicts["b"].up);
     }
@@ -294,7 +299,7 @@ mod tests {
             peer("p1", 10, &[("a", true)]),
             peer("p2", 10, &[("a", true), ("c", false)]),
         ];
-        let c = combine(&own, &peers, at(10), FRESH);
+        let c = combine(&own, &refs(&peers), at(10), FRESH);
         assert_eq!(
             c.verdicts["c"],
             Verdict {

@@ -676,14 +676,9 @@ impl State {
         };
         let m = metrics::get();
         let now = SystemTime::now();
-        let peers: Vec<PeerView<EndpointKey>> = q.peers.values().cloned().collect();
-        let own: HashMap<EndpointKey, Obs> = self
-            .own
-            .iter()
-            .filter(|(k, _)| k.probed())
-            .map(|(k, o)| (k.clone(), *o))
-            .collect();
-        let c = quorum::combine(&own, &peers, now, q.fresh_for(&self.compiled));
+        // `own` holds probed endpoints only: the scheduler reports nothing else.
+        let peers: Vec<&PeerView<EndpointKey>> = q.peers.values().collect();
+        let c = quorum::combine(&self.own, &peers, now, q.fresh_for(&self.compiled));
         m.health_peers
             .with_label_values(&["fresh"])
             .set(c.fresh_peers as i64);

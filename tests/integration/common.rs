@@ -114,24 +114,44 @@ impl Server {
         extra: &[&str],
     ) -> Result<Server, String> {
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns, BIN])
-            .args([
-                "--log-format",
-                "json",
-                "serve",
-                "--listen",
-                listen,
-                "--admin",
-                admin,
-            ])
-            .arg("--zones")
-            .arg(zones)
-            .args(extra)
-            .env("MERIDIAN_LOG", "info,meridian=debug")
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        cmd.args(["netns", "exec", ns, BIN]);
+        Server::start_cmd(cmd, listen, admin, zones, extra)
+    }
+
+    /// Starts meridian with the DNS and admin addresses given (no drains-file default).
+    pub fn try_start_at(
+        listen: &str,
+        admin: &str,
+        zones: &Path,
+        extra: &[&str],
+    ) -> Result<Server, String> {
+        Server::start_cmd(Command::new(BIN), listen, admin, zones, extra)
+    }
+
+    fn start_cmd(
+        mut cmd: Command,
+        listen: &str,
+        admin: &str,
+        zones: &Path,
+        extra: &[&str],
+    ) -> Result<Server, String> {
+        cmd.args([
+            "--log-format",
+            "json",
+            "serve",
+            "--listen",
+            listen,
+            "--admin",
+            admin,
+        ])
+        .arg("--zones")
+        .arg(zones)
+        .args(extra)
+        .env("MERIDIAN_LOG", "info,meridian=debug")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
         Server::launch(cmd)
     }
 
