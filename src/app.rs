@@ -129,6 +129,11 @@ pub struct ServeArgs {
     /// are polled with --admin-token, so replicas share one token.
     #[arg(long = "peer", env = "MERIDIAN_PEER", value_delimiter = ',')]
     pub peers: Vec<String>,
+    /// NAME:PORT resolving to the replicas' admin APIs (in Kubernetes, a headless Service over
+    /// the meridian pods), re-resolved as pods come and go; this replica's own address is
+    /// recognised by its name (--nsid, POD_NAME) and skipped.
+    #[arg(long, env = "MERIDIAN_PEERS_DNS")]
+    pub peers_dns: Option<String>,
     /// How often peers' observations are fetched.
     #[arg(long, default_value = "1s", value_parser = peer_interval, env = "MERIDIAN_PEER_INTERVAL")]
     pub peer_interval: Duration,
@@ -760,7 +765,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         loaded.geo,
     )));
     let publisher = publisher::start(shared.clone(), loaded.inputs);
-    if !args.peers.is_empty() {
+    let sharing = !args.peers.is_empty() || args.peers_dns.is_some();
+    if sharing {
         publisher.send(publisher::Update::Quorum(publisher::QuorumConfig {
             name: args.nsid.clone().unwrap_or_else(admin::instance_name),
             poll: args.peer_interval,
@@ -831,15 +837,18 @@ async fn serve(args: ServeArgs) -> Result<()> {
         },
         shutdown_rx.clone(),
     ));
-    let peer_tasks = crate::health::exchange::start(
-        args.peers.clone(),
-        args.peer_interval,
-        args.admin_token.clone(),
-        publisher.clone(),
-        shutdown_rx.clone(),
-    );
-    if !args.peers.is_empty() {
-        tracing::info!(peers = ?args.peers, interval_ms = args.peer_interval.as_millis() as u64, "exchanging health observations with peers");
+    let peer_task = sharing.then(|| {
+        crate::health::exchange::start(
+            args.peers.clone(),
+            args.peers_dns.clone(),
+            args.peer_interval,
+            args.admin_token.clone(),
+            publisher.clone(),
+            shutdown_rx.clone(),
+        )
+    });
+    if sharing {
+        tracing::info!(peers = ?args.peers, peers_dns = args.peers_dns.as_deref().unwrap_or(""), interval_ms = args.peer_interval.as_millis() as u64, "exchanging health observations with peers");
     }
     let kube_enabled = kube.is_some();
     let kube_handle = match kube {
@@ -975,8 +984,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
         k.stopped().await;
     }
     scheduler.stop().await;
-    for t in peer_tasks {
-        t.abort();
+    // It stops its pollers on shutdown; a poll in flight is cut off at one interval.
+    if let Some(t) = peer_task {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), t).await;
     }
     let _ = tcp_task.await;
     // Idle keep-alive admin connections would hold a graceful shutdown open forever.

@@ -24,67 +24,118 @@ pub struct WireView {
     pub observations: HashMap<String, (bool, f64)>,
 }
 
-/// Starts polling every peer; the tasks end with `shutdown`.
+/// Starts polling every peer: the static ones, and with `dns` (NAME:PORT, e.g. a headless
+/// Service) every address it resolves to, re-resolved every few intervals (pods come and go).
+/// The task ends with `shutdown`.
 pub fn start(
     peers: Vec<String>,
+    dns: Option<String>,
     interval: Duration,
     token: Option<String>,
     publisher: PublisherHandle,
-    shutdown: tokio::sync::watch::Receiver<bool>,
-) -> Vec<JoinHandle<()>> {
-    // A request may take the whole interval, no longer: a blackholed peer must not hold a
-    // poller past its next turn.
-    let client = match reqwest::Client::builder()
-        .timeout(interval.max(Duration::from_millis(200)))
-        .connect_timeout(interval.max(Duration::from_millis(200)))
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot build the peer HTTP client: no health exchange");
-            return Vec::new();
-        }
-    };
-    peers
-        .into_iter()
-        .map(|peer| {
-            let client = client.clone();
-            let token = token.clone();
-            let publisher = publisher.clone();
-            let mut shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                let url = format!("http://{peer}/api/v1/observations");
-                let mut tick = tokio::time::interval(interval);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                let mut failing: Option<String> = None;
-                loop {
-                    tokio::select! {
-                        _ = tick.tick() => {}
-                        _ = shutdown.changed() => return,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        // A request may take the whole interval, no longer: a blackholed peer must not hold a
+        // poller past its next turn.
+        let client = match reqwest::Client::builder()
+            .timeout(interval.max(Duration::from_millis(200)))
+            .connect_timeout(interval.max(Duration::from_millis(200)))
+            .build()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the peer HTTP client: no health exchange");
+                return;
+            }
+        };
+        let mut running: HashMap<String, JoinHandle<()>> = HashMap::new();
+        let resolve_every = (interval * 5).max(Duration::from_secs(5));
+        loop {
+            let mut wanted: Vec<String> = peers.clone();
+            if let Some(name) = &dns {
+                match tokio::net::lookup_host(name.as_str()).await {
+                    Ok(addrs) => wanted.extend(addrs.map(|a| a.to_string())),
+                    // Keep polling the peers already known: their views age out by themselves.
+                    Err(e) => {
+                        tracing::warn!(peers_dns = %name, error = %e, "cannot resolve peers");
+                        wanted.extend(running.keys().cloned());
                     }
-                    let view = tokio::select! {
-                        v = fetch(&client, &url, token.as_deref()) => v,
-                        _ = shutdown.changed() => return,
-                    };
-                    match &view {
-                        Ok(_) if failing.is_some() => {
-                            tracing::info!(peer = %peer, "peer observations reachable again");
-                            failing = None;
-                        }
-                        Err(e) if failing.as_deref() != Some(e.as_str()) => {
-                            tracing::warn!(peer = %peer, error = %e, "cannot fetch peer observations");
-                            failing = Some(e.clone());
-                        }
-                        _ => {}
-                    }
-                    publisher.send(Update::Peer {
-                        peer: peer.clone(),
-                        view: view.ok(),
-                    });
                 }
-            })
-        })
-        .collect()
+            }
+            wanted.sort();
+            wanted.dedup();
+            let gone: Vec<String> = running
+                .keys()
+                .filter(|p| !wanted.contains(p))
+                .cloned()
+                .collect();
+            for p in gone {
+                if let Some(t) = running.remove(&p) {
+                    t.abort();
+                }
+                tracing::info!(peer = %p, "peer gone");
+                publisher.send(Update::PeerGone(p));
+            }
+            for p in wanted {
+                if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(p) {
+                    let p = slot.key().clone();
+                    tracing::info!(peer = %p, "polling peer observations");
+                    slot.insert(tokio::spawn(poll(
+                        p,
+                        client.clone(),
+                        interval,
+                        token.clone(),
+                        publisher.clone(),
+                    )));
+                }
+            }
+            if dns.is_none() {
+                let _ = shutdown.changed().await;
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(resolve_every) => {}
+                _ = shutdown.changed() => break,
+            }
+        }
+        for (_, t) in running {
+            t.abort();
+        }
+    })
+}
+
+/// Polls one peer every interval and hands every result, answered or not, to the publisher.
+async fn poll(
+    peer: String,
+    client: reqwest::Client,
+    interval: Duration,
+    token: Option<String>,
+    publisher: PublisherHandle,
+) {
+    let url = format!("http://{peer}/api/v1/observations");
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing: Option<String> = None;
+    loop {
+        tick.tick().await;
+        let view = fetch(&client, &url, token.as_deref()).await;
+        match &view {
+            Ok(_) if failing.is_some() => {
+                tracing::info!(peer = %peer, "peer observations reachable again");
+                failing = None;
+            }
+            Err(e) if failing.as_deref() != Some(e.as_str()) => {
+                tracing::warn!(peer = %peer, error = %e, "cannot fetch peer observations");
+                failing = Some(e.clone());
+            }
+            _ => {}
+        }
+        publisher.send(Update::Peer {
+            peer: peer.clone(),
+            view: view.ok(),
+        });
+    }
 }
 
 async fn fetch(

@@ -208,6 +208,8 @@ pub enum Update {
         peer: String,
         view: Option<crate::health::exchange::WireView>,
     },
+    /// A peer left (`--peers-dns` no longer resolves to it).
+    PeerGone(String),
     /// This replica's own observations in wire form, for `GET /api/v1/observations`.
     Observations(oneshot::Sender<crate::health::exchange::WireView>),
     /// Every vantage point's view of every endpoint (own first), for the state document.
@@ -577,7 +579,8 @@ impl State {
                 let Some(q) = &mut self.quorum else {
                     return false;
                 };
-                if let Some(v) = view {
+                // `--peers-dns` may resolve to this replica itself: its own view votes once.
+                if let Some(v) = view.filter(|v| v.name != q.cfg.name) {
                     let obs = v
                         .observations
                         .into_iter()
@@ -608,6 +611,13 @@ impl State {
                 }
                 // Also on failure: time passed, a peer may have gone stale.
                 self.requorum = true;
+                false
+            }
+            Update::PeerGone(peer) => {
+                if let Some(q) = &mut self.quorum {
+                    q.peers.remove(&peer);
+                    self.requorum = true;
+                }
                 false
             }
             Update::Observations(reply) => {

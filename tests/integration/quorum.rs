@@ -444,3 +444,82 @@ fn one_replica_cut_off_from_a_target_fails_nothing_over_a_real_failure_fails_ove
         assert_eq!(fleet.answer(i), Some(vec![hou_ip.clone()]));
     }
 }
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// `--peers-dns NAME:PORT` (a headless Service in Kubernetes): every address the name resolves
+/// to is polled, and this replica's own answer (recognised by its name) does not vote twice.
+/// Loopback only: `localhost` resolves to this machine.
+#[test]
+fn peers_dns_finds_the_replicas_and_skips_itself() {
+    let dir = zones_with(&[]);
+    let (pa, pb) = (free_port(), free_port());
+    let b = Server::try_start_at(
+        "127.0.0.1:0",
+        &format!("127.0.0.1:{pb}"),
+        dir.path(),
+        &[
+            "--nsid",
+            "b",
+            "--drains-file",
+            &dir.path().join(".db").display().to_string(),
+            "--peer-interval",
+            "200ms",
+            "--peer",
+            &format!("127.0.0.1:{pa}"),
+        ],
+    )
+    .expect("b starts");
+    // A's own admin port resolves too: itself, skipped by name.
+    let a = Server::try_start_at(
+        "127.0.0.1:0",
+        &format!("127.0.0.1:{pa}"),
+        dir.path(),
+        &[
+            "--nsid",
+            "a",
+            "--drains-file",
+            &dir.path().join(".da").display().to_string(),
+            "--peer-interval",
+            "200ms",
+            "--peers-dns",
+            &format!("localhost:{pb}"),
+            "--peer",
+            &format!("127.0.0.1:{pa}"),
+        ],
+    )
+    .expect("a starts");
+    wait_for(WAIT, "a to hear b", || {
+        (metric(&a.metrics(), "meridian_health_peers", &[("state", "fresh")]) == 1.0).then_some(())
+    });
+    assert_eq!(
+        metric(&a.metrics(), "meridian_health_quorum_fallback", &[]),
+        0.0
+    );
+    wait_for(WAIT, "b to hear a", || {
+        (metric(&b.metrics(), "meridian_health_peers", &[("state", "fresh")]) == 1.0).then_some(())
+    });
+    // The demo's probed endpoints carry both views, a's first.
+    let (code, body) = a.http("GET", "/api/v1/state");
+    assert_eq!(code, 200);
+    let st: serde_json::Value = serde_json::from_str(&body).expect("state JSON");
+    let probed = st["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .find(|e| e["vantagePoints"].is_array())
+        .cloned()
+        .expect("an endpoint with vantage points");
+    let names: Vec<&str> = probed["vantagePoints"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(names, ["a", "b"], "{probed}");
+}
