@@ -1228,6 +1228,105 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn with_peers_health_is_the_quorum_of_every_vantage_point() {
+        use crate::catalog::{ProbeKind, ProbeSpec};
+        use crate::health::exchange::WireView;
+        let spec = Arc::new(ProbeSpec {
+            kind: ProbeKind::Tcp,
+            port: 80,
+            path: "/".into(),
+            host: None,
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_millis(50),
+            rise: 1,
+            fall: 1,
+            expect_status: (200, 399),
+            expect_body: None,
+            insecure: false,
+            ca: None,
+        });
+        let key = |last: u8| EndpointKey {
+            addr: std::net::IpAddr::from([192, 0, 2, last]),
+            probe: spec.clone(),
+        };
+        let (a, b) = (key(1), key(2));
+        let compiled = Compiled {
+            settings: Settings::default(),
+            catalog: Catalog::default(),
+            zones: vec![],
+            zone_index: Default::default(),
+            nodes: Default::default(),
+            dyns: vec![],
+            clusters: vec![],
+            endpoints: vec![a.clone(), b.clone()],
+            default_cluster: None,
+        };
+        let shared: Shared = Arc::new(ArcSwap::from_pointee(Snapshot::new(
+            Arc::new(compiled),
+            None,
+        )));
+        let publisher = start(shared.clone(), FileInputs::default());
+        publisher.send(Update::Quorum(QuorumConfig {
+            name: "self".into(),
+            poll: Duration::from_secs(10),
+            stale_intervals: 3,
+        }));
+        let up = |i: u32| shared.load_full().health.up(i);
+        // No peer heard yet: the own view (fallback).
+        publisher.send(Update::Health {
+            endpoint: a.clone(),
+            up: false,
+        });
+        publisher.send(Update::Health {
+            endpoint: b.clone(),
+            up: true,
+        });
+        publisher.flush().await;
+        assert!(!up(0) && up(1));
+        let view = |name: &str, a_up: bool| WireView {
+            name: name.into(),
+            at: 0.0,
+            generation: 1,
+            observations: [
+                (quorum::wire_key(&a), (a_up, 1.0)),
+                (quorum::wire_key(&b), (true, 1.0)),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        // Two peers see `a` up: one vantage point of three says down, so it is up.
+        for (peer, name) in [("p1:9153", "p1"), ("p2:9153", "p2")] {
+            publisher.send(Update::Peer {
+                peer: peer.into(),
+                view: Some(view(name, true)),
+            });
+        }
+        publisher.flush().await;
+        assert!(up(0), "a minority does not fail an endpoint");
+        // One peer agrees with this replica: two of three, down.
+        publisher.send(Update::Peer {
+            peer: "p1:9153".into(),
+            view: Some(view("p1", false)),
+        });
+        publisher.flush().await;
+        assert!(!up(0), "a majority does");
+        assert!(up(1));
+        // Its own answer polled back (same name) does not vote.
+        publisher.send(Update::Peer {
+            peer: "me:9153".into(),
+            view: Some(view("self", false)),
+        });
+        publisher.send(Update::PeerGone("p1:9153".into()));
+        publisher.flush().await;
+        assert!(up(0), "self and p2 tie: up");
+        let (reply, rx) = oneshot::channel();
+        publisher.send(Update::Observations(reply));
+        let own = rx.await.expect("observations");
+        assert_eq!(own.name, "self");
+        assert!(!own.observations[&quorum::wire_key(&a)].0);
+    }
+
     #[test]
     fn drains_file_round_trip_drops_expired_and_survives_corruption() {
         let dir = tempfile::tempdir().expect("tempdir");
