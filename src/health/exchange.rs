@@ -36,11 +36,13 @@ pub fn start(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        // A request may take the whole interval, no longer: a blackholed peer must not hold a
-        // poller past its next turn.
+        // A request may take an interval, at least 2 s: a blackholed peer holds only its own
+        // poller, and a merely slow one (a loaded node) is still heard; freshness counts from
+        // the last answer, so a long timeout never makes a peer look fresher than it is.
+        let timeout = interval.max(Duration::from_secs(2));
         let client = match reqwest::Client::builder()
-            .timeout(interval.max(Duration::from_millis(200)))
-            .connect_timeout(interval.max(Duration::from_millis(200)))
+            .timeout(timeout)
+            .connect_timeout(timeout)
             .build()
         {
             Ok(c) => c,

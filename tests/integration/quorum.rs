@@ -207,7 +207,7 @@ fn record(net: &Net, port: u16) -> String {
          \x20   meridian.io/probe-port: \"{port}\"\n\
          \x20   meridian.io/probe-path: \"/healthz\"\n\
          \x20   meridian.io/probe-interval: \"200ms\"\n\
-         \x20   meridian.io/probe-timeout: \"1s\"\n\
+         \x20   meridian.io/probe-timeout: \"2s\"\n\
          \x20   meridian.io/rise: \"2\"\n\
          \x20   meridian.io/fall: \"2\"\n\
          spec:\n  domainRef: demo\n  recordTTL: 60\nstatus:\n  dns:\n\
@@ -319,8 +319,12 @@ fn one_replica_cut_off_from_a_target_fails_nothing_over_a_real_failure_fails_ove
             format!("r{i}"),
             "--drains-file".into(),
             drains.display().to_string(),
+            // Generous freshness (10 × 300 ms): a loaded machine must not make peers stale
+            // during the hold below; (c) waits for staleness instead.
             "--peer-interval".into(),
-            "200ms".into(),
+            "300ms".into(),
+            "--peer-stale-intervals".into(),
+            "10".into(),
         ];
         for j in (1..=REPLICAS).filter(|j| *j != i) {
             args.push("--peer".into());
