@@ -42,6 +42,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/state", get(state_json))
         .route("/api/v1/explain", get(explain))
         .route("/api/v1/events", get(events_json))
+        .route("/api/v1/observations", get(observations))
         .route("/api/v1/clusters/{name}/drain", post(drain).delete(undrain))
         .with_state(state)
 }
@@ -155,6 +156,20 @@ async fn events_json(State(st): State<AdminState>, headers: HeaderMap) -> Respon
     Json(json!({"events": st.publisher.events.recent()})).into_response()
 }
 
+/// This replica's own health observations, for its peers (see `health::exchange`).
+async fn observations(State(st): State<AdminState>, headers: HeaderMap) -> Response {
+    if !authorized(&st, &headers) {
+        return unauthorized();
+    }
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    st.publisher
+        .send(crate::snapshot::publisher::Update::Observations(reply));
+    match rx.await {
+        Ok(v) => Json(v).into_response(),
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
+}
+
 /// This replica's name for operators: the pod name in Kubernetes, else the host name.
 pub fn instance_name() -> String {
     if let Some(n) = std::env::var("POD_NAME").ok().filter(|n| !n.is_empty()) {
@@ -226,13 +241,24 @@ async fn state_json(State(st): State<AdminState>, headers: HeaderMap) -> Respons
             }
         })
         .collect();
+    // Per vantage point views (empty without peers).
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    st.publisher
+        .send(crate::snapshot::publisher::Update::Vantage(reply));
+    let vantage = rx.await.unwrap_or_default();
     let endpoints: Vec<serde_json::Value> = c
         .endpoints
         .iter()
         .enumerate()
         .map(|(i, k)| {
             let status = st.health.get(k);
+            let points = vantage.get(k).map(|v| {
+                v.iter()
+                    .map(|(name, o)| json!({"name": name, "up": o.up, "at": unix(o.at)}))
+                    .collect::<Vec<_>>()
+            });
             json!({
+                "vantagePoints": points,
                 "address": k.addr.to_string(),
                 "probe": k.probe,
                 "up": snap.health.up(i as u32),

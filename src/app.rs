@@ -124,6 +124,23 @@ pub struct ServeArgs {
     /// .meridian-drains.json in the zones directory). With Kubernetes, Drain objects are.
     #[arg(long, env = "MERIDIAN_DRAINS_FILE")]
     pub drains_file: Option<PathBuf>,
+    /// Another replica's admin API (ADDR:PORT), repeatable: health is then combined by quorum
+    /// from every replica's probes (README "Health from several vantage points"). The peers
+    /// are polled with --admin-token, so replicas share one token.
+    #[arg(long = "peer", env = "MERIDIAN_PEER", value_delimiter = ',')]
+    pub peers: Vec<String>,
+    /// NAME:PORT resolving to the replicas' admin APIs (in Kubernetes, a headless Service over
+    /// the meridian pods), re-resolved as pods come and go; this replica's own address is
+    /// recognised by its name (--nsid, POD_NAME) and skipped.
+    #[arg(long, env = "MERIDIAN_PEERS_DNS")]
+    pub peers_dns: Option<String>,
+    /// How often peers' observations are fetched.
+    #[arg(long, default_value = "1s", value_parser = peer_interval, env = "MERIDIAN_PEER_INTERVAL")]
+    pub peer_interval: Duration,
+    /// A peer votes while heard within this many times the longer of --peer-interval and the
+    /// longest probe interval.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100), env = "MERIDIAN_PEER_STALE_INTERVALS")]
+    pub peer_stale_intervals: u32,
     #[command(flatten)]
     pub kube: KubeArgs,
 }
@@ -302,6 +319,10 @@ fn watch_interval(s: &str) -> Result<Duration, DurationError> {
         return Ok(Duration::ZERO);
     }
     parse_duration_within(s, Duration::from_millis(10), Duration::from_secs(3600))
+}
+
+fn peer_interval(s: &str) -> Result<Duration, DurationError> {
+    parse_duration_within(s, Duration::from_millis(50), Duration::from_secs(3600))
 }
 
 fn tcp_idle_timeout(s: &str) -> Result<Duration, DurationError> {
@@ -746,6 +767,14 @@ async fn serve(args: ServeArgs) -> Result<()> {
         loaded.geo,
     )));
     let publisher = publisher::start(shared.clone(), loaded.inputs);
+    let sharing = !args.peers.is_empty() || args.peers_dns.is_some();
+    if sharing {
+        publisher.send(publisher::Update::Quorum(publisher::QuorumConfig {
+            name: args.nsid.clone().unwrap_or_else(admin::instance_name),
+            poll: args.peer_interval,
+            stale_intervals: args.peer_stale_intervals,
+        }));
+    }
     let health = HealthStatus::default();
     // Probing starts with the first catalog, before the first query (DESIGN §3).
     let scheduler = crate::health::scheduler::start_with_publisher(&publisher, health.clone());
@@ -810,6 +839,19 @@ async fn serve(args: ServeArgs) -> Result<()> {
         },
         shutdown_rx.clone(),
     ));
+    let peer_task = sharing.then(|| {
+        crate::health::exchange::start(
+            args.peers.clone(),
+            args.peers_dns.clone(),
+            args.peer_interval,
+            args.admin_token.clone(),
+            publisher.clone(),
+            shutdown_rx.clone(),
+        )
+    });
+    if sharing {
+        tracing::info!(peers = ?args.peers, peers_dns = args.peers_dns.as_deref().unwrap_or(""), interval_ms = args.peer_interval.as_millis() as u64, "exchanging health observations with peers");
+    }
     let kube_enabled = kube.is_some();
     let kube_handle = match kube {
         // Ready once the Kubernetes source has handed over its first complete state.
@@ -944,6 +986,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         k.stopped().await;
     }
     scheduler.stop().await;
+    // It stops its pollers on shutdown; a poll in flight is cut off at one interval.
+    if let Some(t) = peer_task {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), t).await;
+    }
     let _ = tcp_task.await;
     // Idle keep-alive admin connections would hold a graceful shutdown open forever.
     if tokio::time::timeout(std::time::Duration::from_secs(2), admin_task)

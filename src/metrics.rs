@@ -44,6 +44,8 @@ pub struct Metrics {
     pub probe_lag: Histogram,
     pub probe_missed: IntCounter,
     pub health_transitions: IntCounterVec,
+    pub health_peers: IntGaugeVec,
+    pub health_quorum_fallback: IntGauge,
     pub drains: IntCounterVec,
     pub drained: IntGaugeVec,
     pub drain_errors: IntCounterVec,
@@ -342,6 +344,17 @@ impl Metrics {
                 ),
                 &["to"]
             )),
+            health_peers: reg!(IntGaugeVec::new(
+                Opts::new(
+                    "meridian_health_peers",
+                    "Peers whose health observations this replica combines, by state: fresh (they vote) or stale."
+                ),
+                &["state"]
+            )),
+            health_quorum_fallback: reg!(IntGauge::new(
+                "meridian_health_quorum_fallback",
+                "1 when peers are configured but none is fresh: health is this replica's own view alone."
+            )),
             drains: reg!(IntCounterVec::new(
                 Opts::new(
                     "meridian_drain_events_total",
@@ -461,6 +474,9 @@ impl Metrics {
         }
         for t in ["up", "down"] {
             self.health_transitions.with_label_values(&[t]);
+        }
+        for s in ["fresh", "stale"] {
+            self.health_peers.with_label_values(&[s]);
         }
         for e in ["drain", "undrain", "expire"] {
             self.drains.with_label_values(&[e]);

@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime};
 
 use crate::snapshot::compile::EndpointKey;
 
+pub mod exchange;
 pub mod probe;
+pub mod quorum;
 pub mod scheduler;
 pub mod state;
 

@@ -20,6 +20,7 @@ use crate::catalog;
 use crate::config::Settings;
 use crate::events::EventLog;
 use crate::geo::GeoDb;
+use crate::health::quorum::{self, Obs, PeerView};
 use crate::metrics;
 use crate::model::Object;
 use crate::source::Located;
@@ -199,6 +200,70 @@ pub enum Update {
     /// Replies once every update sent before it is applied and published (start-up waits for
     /// the initial health round to be in the snapshot before answering queries).
     Flush(oneshot::Sender<()>),
+    /// Combine health with peers' observations by quorum (`--peer`): from now on health is the
+    /// combined view, not this replica's alone.
+    Quorum(QuorumConfig),
+    /// A peer's observations (None: the exchange failed; its last view ages out).
+    Peer {
+        peer: String,
+        view: Option<crate::health::exchange::WireView>,
+    },
+    /// A peer left (`--peers-dns` no longer resolves to it).
+    PeerGone(String),
+    /// This replica's own observations in wire form, for `GET /api/v1/observations`.
+    Observations(oneshot::Sender<crate::health::exchange::WireView>),
+    /// Every vantage point's view of every endpoint (own first), for the state document.
+    Vantage(oneshot::Sender<HashMap<EndpointKey, Vec<(String, Obs)>>>),
+}
+
+/// How health is shared between replicas.
+#[derive(Debug, Clone)]
+pub struct QuorumConfig {
+    /// This replica's name as a vantage point.
+    pub name: String,
+    /// How often peers are polled.
+    pub poll: Duration,
+    /// A peer votes while heard within this many times the longer of the poll interval and the
+    /// catalog's longest probe interval.
+    pub stale_intervals: u32,
+}
+
+struct Quorum {
+    cfg: QuorumConfig,
+    /// Wire key to endpoint, for the served catalog.
+    keys: HashMap<String, EndpointKey>,
+    peers: HashMap<String, PeerView<EndpointKey>>,
+    /// Whether the last combination had no fresh peer (None before the first).
+    fallback: Option<bool>,
+    /// Why each endpoint has its combined state, for the event log.
+    verdicts: HashMap<EndpointKey, quorum::Verdict>,
+}
+
+impl Quorum {
+    fn index(&mut self, c: &Compiled) {
+        self.keys = c
+            .endpoints
+            .iter()
+            .filter(|k| k.probed())
+            .map(|k| (quorum::wire_key(k), k.clone()))
+            .collect();
+        let keys = &self.keys;
+        let live: HashSet<&EndpointKey> = keys.values().collect();
+        for p in self.peers.values_mut() {
+            p.obs.retain(|k, _| live.contains(k));
+        }
+    }
+
+    fn fresh_for(&self, c: &Compiled) -> Duration {
+        let longest = c
+            .endpoints
+            .iter()
+            .filter(|k| k.probed())
+            .map(|k| k.probe.interval)
+            .max()
+            .unwrap_or_default();
+        longest.max(self.cfg.poll) * self.cfg.stale_intervals.max(1)
+    }
 }
 
 #[derive(Clone)]
@@ -259,6 +324,13 @@ struct State {
     compiled: Arc<Compiled>,
     geo: Option<Arc<GeoDb>>,
     health: HashMap<EndpointKey, bool>,
+    /// This replica's own view (its state machines), with when each state began. Equals
+    /// `health` without peers.
+    own: HashMap<EndpointKey, Obs>,
+    /// Set with `--peer`: health is combined from several vantage points.
+    quorum: Option<Quorum>,
+    /// Set when the combined view needs recomputing before the next publication.
+    requorum: bool,
     /// In-process drains (the admin API without Kubernetes).
     drains: HashMap<String, Drain>,
     /// Drains shared through Kubernetes Drain objects.
@@ -297,6 +369,9 @@ pub fn start(shared: Shared, files: FileInputs) -> PublisherHandle {
         generation: first.generation,
         shared,
         health: HashMap::new(),
+        own: HashMap::new(),
+        quorum: None,
+        requorum: false,
         drains: HashMap::new(),
         shared_drains: HashMap::new(),
         drains_tx,
@@ -340,6 +415,10 @@ pub fn start(shared: Shared, files: FileInputs) -> PublisherHandle {
             if st.rebuild {
                 st.rebuild = false;
                 changed |= st.rebuild_catalog().await;
+            }
+            if st.requorum {
+                st.requorum = false;
+                changed |= st.recombine();
             }
             if changed {
                 st.publish();
@@ -385,6 +464,16 @@ impl State {
                 false
             }
             Update::Health { endpoint, up } => {
+                let now = SystemTime::now();
+                let known = self.own.get(&endpoint).map(|o| o.up);
+                if known != Some(up) {
+                    self.own.insert(endpoint.clone(), Obs { up, at: now });
+                }
+                if self.quorum.is_some() {
+                    // Health is the combined view: recomputed once per burst.
+                    self.requorum = true;
+                    return false;
+                }
                 let addr = endpoint.addr;
                 let probe = endpoint.probe.kind;
                 let before = self.health.insert(endpoint, up);
@@ -473,6 +562,103 @@ impl State {
                 self.flushed.push(reply);
                 false
             }
+            Update::Quorum(cfg) => {
+                let mut q = Quorum {
+                    cfg,
+                    keys: HashMap::new(),
+                    peers: HashMap::new(),
+                    fallback: None,
+                    verdicts: HashMap::new(),
+                };
+                q.index(&self.compiled);
+                self.quorum = Some(q);
+                self.requorum = true;
+                false
+            }
+            Update::Peer { peer, view } => {
+                let Some(q) = &mut self.quorum else {
+                    return false;
+                };
+                // `--peers-dns` may resolve to this replica itself: its own view votes once.
+                if let Some(v) = view.filter(|v| v.name != q.cfg.name) {
+                    let obs = v
+                        .observations
+                        .into_iter()
+                        .filter_map(|(key, (up, at))| {
+                            let k = q.keys.get(&key)?.clone();
+                            Some((
+                                k,
+                                Obs {
+                                    up,
+                                    at: from_unix(at).unwrap_or(SystemTime::UNIX_EPOCH),
+                                },
+                            ))
+                        })
+                        .collect();
+                    let name = if v.name.is_empty() {
+                        peer.clone()
+                    } else {
+                        v.name
+                    };
+                    q.peers.insert(
+                        peer,
+                        PeerView {
+                            name,
+                            heard: SystemTime::now(),
+                            obs,
+                        },
+                    );
+                }
+                // Also on failure: time passed, a peer may have gone stale.
+                self.requorum = true;
+                false
+            }
+            Update::PeerGone(peer) => {
+                if let Some(q) = &mut self.quorum {
+                    q.peers.remove(&peer);
+                    self.requorum = true;
+                }
+                false
+            }
+            Update::Observations(reply) => {
+                let observations = self
+                    .own
+                    .iter()
+                    .filter(|(k, _)| k.probed())
+                    .map(|(k, o)| (quorum::wire_key(k), (o.up, to_unix(o.at))))
+                    .collect();
+                let name = self
+                    .quorum
+                    .as_ref()
+                    .map(|q| q.cfg.name.clone())
+                    .unwrap_or_default();
+                let _ = reply.send(crate::health::exchange::WireView {
+                    name,
+                    at: to_unix(SystemTime::now()),
+                    generation: self.generation,
+                    observations,
+                });
+                false
+            }
+            Update::Vantage(reply) => {
+                let mut out: HashMap<EndpointKey, Vec<(String, Obs)>> = HashMap::new();
+                if let Some(q) = &self.quorum {
+                    for (k, o) in &self.own {
+                        out.entry(k.clone())
+                            .or_default()
+                            .push((q.cfg.name.clone(), *o));
+                    }
+                    let mut peers: Vec<&PeerView<EndpointKey>> = q.peers.values().collect();
+                    peers.sort_by(|a, b| a.name.cmp(&b.name));
+                    for p in peers {
+                        for (k, o) in &p.obs {
+                            out.entry(k.clone()).or_default().push((p.name.clone(), *o));
+                        }
+                    }
+                }
+                let _ = reply.send(out);
+                false
+            }
             Update::Undrain { cluster, reply } => {
                 let had = self.drains.remove(&cluster).is_some();
                 if had {
@@ -492,10 +678,75 @@ impl State {
         }
     }
 
+    /// Recomputes health from every vantage point's view (see `health::quorum`); returns
+    /// whether any endpoint changed.
+    fn recombine(&mut self) -> bool {
+        let Some(q) = &mut self.quorum else {
+            return false;
+        };
+        let m = metrics::get();
+        let now = SystemTime::now();
+        // `own` holds probed endpoints only: the scheduler reports nothing else.
+        let peers: Vec<&PeerView<EndpointKey>> = q.peers.values().collect();
+        let c = quorum::combine(&self.own, &peers, now, q.fresh_for(&self.compiled));
+        m.health_peers
+            .with_label_values(&["fresh"])
+            .set(c.fresh_peers as i64);
+        m.health_peers
+            .with_label_values(&["stale"])
+            .set(c.stale_peers as i64);
+        m.health_quorum_fallback.set(i64::from(c.fallback));
+        if q.fallback != Some(c.fallback) {
+            if c.fallback {
+                tracing::warn!(
+                    stale = c.stale_peers,
+                    "no fresh peer: health is this replica's own view alone (quorum fallback)"
+                );
+            } else {
+                tracing::info!(
+                    fresh = c.fresh_peers,
+                    stale = c.stale_peers,
+                    "health combined by quorum with peers"
+                );
+            }
+            q.fallback = Some(c.fallback);
+        }
+        let mut changed = false;
+        for (k, v) in &c.verdicts {
+            let before = self.health.insert(k.clone(), v.up);
+            if before != Some(v.up) {
+                changed = true;
+                let kind = if v.up { "up" } else { "down" };
+                let detail = format!(
+                    "{:?} probe, {} of {} vantage points see it down",
+                    k.probe.kind, v.down_votes, v.voters
+                );
+                if before.is_some() {
+                    if v.up {
+                        tracing::info!(endpoint = %k.addr, down = v.down_votes, voters = v.voters, "endpoint up by quorum");
+                    } else {
+                        tracing::warn!(endpoint = %k.addr, down = v.down_votes, voters = v.voters, "endpoint down by quorum");
+                    }
+                }
+                self.events.record(kind, k.addr.to_string(), detail);
+            }
+        }
+        if !c.isolated.is_empty() {
+            tracing::debug!(isolated = ?c.isolated, "vantage points left out of the vote as isolated");
+        }
+        q.verdicts = c.verdicts;
+        changed
+    }
+
     fn install(&mut self, compiled: Arc<Compiled>, geo: Option<Arc<GeoDb>>) {
         // Forget health of endpoints that no longer exist.
         let live: HashSet<&EndpointKey> = compiled.endpoints.iter().collect();
         self.health.retain(|k, _| live.contains(k));
+        self.own.retain(|k, _| live.contains(k));
+        if let Some(q) = &mut self.quorum {
+            q.index(&compiled);
+            self.requorum = true;
+        }
         metrics::get()
             .snapshot_names
             .set(compiled.nodes.len() as i64);
@@ -975,6 +1226,105 @@ mod tests {
                 .iter()
                 .any(|e| serde_json::to_string(e).is_ok_and(|t| t.contains("expire")))
         );
+    }
+
+    #[tokio::test]
+    async fn with_peers_health_is_the_quorum_of_every_vantage_point() {
+        use crate::catalog::{ProbeKind, ProbeSpec};
+        use crate::health::exchange::WireView;
+        let spec = Arc::new(ProbeSpec {
+            kind: ProbeKind::Tcp,
+            port: 80,
+            path: "/".into(),
+            host: None,
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_millis(50),
+            rise: 1,
+            fall: 1,
+            expect_status: (200, 399),
+            expect_body: None,
+            insecure: false,
+            ca: None,
+        });
+        let key = |last: u8| EndpointKey {
+            addr: std::net::IpAddr::from([192, 0, 2, last]),
+            probe: spec.clone(),
+        };
+        let (a, b) = (key(1), key(2));
+        let compiled = Compiled {
+            settings: Settings::default(),
+            catalog: Catalog::default(),
+            zones: vec![],
+            zone_index: Default::default(),
+            nodes: Default::default(),
+            dyns: vec![],
+            clusters: vec![],
+            endpoints: vec![a.clone(), b.clone()],
+            default_cluster: None,
+        };
+        let shared: Shared = Arc::new(ArcSwap::from_pointee(Snapshot::new(
+            Arc::new(compiled),
+            None,
+        )));
+        let publisher = start(shared.clone(), FileInputs::default());
+        publisher.send(Update::Quorum(QuorumConfig {
+            name: "self".into(),
+            poll: Duration::from_secs(10),
+            stale_intervals: 3,
+        }));
+        let up = |i: u32| shared.load_full().health.up(i);
+        // No peer heard yet: the own view (fallback).
+        publisher.send(Update::Health {
+            endpoint: a.clone(),
+            up: false,
+        });
+        publisher.send(Update::Health {
+            endpoint: b.clone(),
+            up: true,
+        });
+        publisher.flush().await;
+        assert!(!up(0) && up(1));
+        let view = |name: &str, a_up: bool| WireView {
+            name: name.into(),
+            at: 0.0,
+            generation: 1,
+            observations: [
+                (quorum::wire_key(&a), (a_up, 1.0)),
+                (quorum::wire_key(&b), (true, 1.0)),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        // Two peers see `a` up: one vantage point of three says down, so it is up.
+        for (peer, name) in [("p1:9153", "p1"), ("p2:9153", "p2")] {
+            publisher.send(Update::Peer {
+                peer: peer.into(),
+                view: Some(view(name, true)),
+            });
+        }
+        publisher.flush().await;
+        assert!(up(0), "a minority does not fail an endpoint");
+        // One peer agrees with this replica: two of three, down.
+        publisher.send(Update::Peer {
+            peer: "p1:9153".into(),
+            view: Some(view("p1", false)),
+        });
+        publisher.flush().await;
+        assert!(!up(0), "a majority does");
+        assert!(up(1));
+        // Its own answer polled back (same name) does not vote.
+        publisher.send(Update::Peer {
+            peer: "me:9153".into(),
+            view: Some(view("self", false)),
+        });
+        publisher.send(Update::PeerGone("p1:9153".into()));
+        publisher.flush().await;
+        assert!(up(0), "self and p2 tie: up");
+        let (reply, rx) = oneshot::channel();
+        publisher.send(Update::Observations(reply));
+        let own = rx.await.expect("observations");
+        assert_eq!(own.name, "self");
+        assert!(!own.observations[&quorum::wire_key(&a)].0);
     }
 
     #[test]

@@ -76,33 +76,87 @@ impl Server {
                     DRAINS_FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
                 ))
             });
-        let mut child = Command::new(BIN)
-            .args([
-                "--log-format",
-                "json",
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin",
-                "127.0.0.1:0",
-                "--zones",
-            ])
-            .arg(zones)
-            .args(extra)
-            .args(
-                private_drains
-                    .iter()
-                    .flat_map(|p| [std::ffi::OsStr::new("--drains-file"), p.as_os_str()]),
-            )
-            .env("MERIDIAN_LOG", "info,meridian=debug")
-            // Inside a pod this would switch the Kubernetes source on (in-cluster config):
-            // tests choose their sources explicitly.
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn meridian");
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "--log-format",
+            "json",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--zones",
+        ])
+        .arg(zones)
+        .args(extra)
+        .args(
+            private_drains
+                .iter()
+                .flat_map(|p| [std::ffi::OsStr::new("--drains-file"), p.as_os_str()]),
+        )
+        .env("MERIDIAN_LOG", "info,meridian=debug")
+        // Inside a pod this would switch the Kubernetes source on (in-cluster config):
+        // tests choose their sources explicitly.
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        Server::launch(cmd)
+    }
+
+    /// Starts meridian inside network namespace `ns` (`ip netns exec NS meridian serve ...`)
+    /// with the DNS and admin addresses given.
+    pub fn try_start_in(
+        ns: &str,
+        listen: &str,
+        admin: &str,
+        zones: &Path,
+        extra: &[&str],
+    ) -> Result<Server, String> {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns, BIN]);
+        Server::start_cmd(cmd, listen, admin, zones, extra)
+    }
+
+    /// Starts meridian with the DNS and admin addresses given (no drains-file default).
+    pub fn try_start_at(
+        listen: &str,
+        admin: &str,
+        zones: &Path,
+        extra: &[&str],
+    ) -> Result<Server, String> {
+        Server::start_cmd(Command::new(BIN), listen, admin, zones, extra)
+    }
+
+    fn start_cmd(
+        mut cmd: Command,
+        listen: &str,
+        admin: &str,
+        zones: &Path,
+        extra: &[&str],
+    ) -> Result<Server, String> {
+        cmd.args([
+            "--log-format",
+            "json",
+            "serve",
+            "--listen",
+            listen,
+            "--admin",
+            admin,
+        ])
+        .arg("--zones")
+        .arg(zones)
+        .args(extra)
+        .env("MERIDIAN_LOG", "info,meridian=debug")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        Server::launch(cmd)
+    }
+
+    fn launch(mut cmd: Command) -> Result<Server, String> {
+        let mut child = cmd.spawn().expect("spawn meridian");
         let stderr = child.stderr.take().expect("stderr");
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();

@@ -10,6 +10,7 @@ mod hostile;
 mod k8s;
 mod operators;
 mod ops;
+mod quorum;
 mod reload;
 mod shutdown;
 mod status_page;
