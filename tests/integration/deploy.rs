@@ -203,6 +203,12 @@ fn check_pod_basics(d: &Value, what: &str) {
         .iter()
         .filter_map(Value::as_str)
         .collect();
+    // Replicas find each other (health by quorum) through a headless Service.
+    assert!(
+        args.iter()
+            .any(|a| a.starts_with("--peers-dns=") && a.contains("-peers.")),
+        "{what}: no --peers-dns in {args:?}"
+    );
     let lameduck = args
         .iter()
         .find_map(|a| a.strip_prefix("--lameduck="))
