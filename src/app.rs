@@ -246,16 +246,29 @@ pub struct ExplainArgs {
     pub json: bool,
 }
 
+/// Where the running server's admin API is, and its token: one pair for every client command.
 #[derive(Args, Debug)]
-pub struct AdminTarget {
-    /// Cluster name (drain/undrain).
-    #[arg(required = false)]
-    pub cluster: Option<String>,
+pub struct AdminConn {
     /// Admin API of the running server: ADDR:PORT (as `serve --admin`) or a URL.
     #[arg(long, default_value = "127.0.0.1:9153", env = "MERIDIAN_ADMIN")]
     pub admin: String,
     #[arg(long, env = "MERIDIAN_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+}
+
+impl AdminConn {
+    fn client(&self) -> Result<AdminClient, ClientError> {
+        AdminClient::new(&self.admin, self.admin_token.as_deref())
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct AdminTarget {
+    /// Cluster name (drain/undrain).
+    #[arg(required = false)]
+    pub cluster: Option<String>,
+    #[command(flatten)]
+    pub conn: AdminConn,
     /// Print the server's JSON reply.
     #[arg(long, env = "MERIDIAN_JSON")]
     pub json: bool,
@@ -277,11 +290,8 @@ fn local_who() -> String {
 
 #[derive(Args, Debug)]
 pub struct StateArgs {
-    /// Admin API of the running server: ADDR:PORT (as `serve --admin`) or a URL.
-    #[arg(long, default_value = "127.0.0.1:9153", env = "MERIDIAN_ADMIN")]
-    pub admin: String,
-    #[arg(long, env = "MERIDIAN_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    #[command(flatten)]
+    pub conn: AdminConn,
     /// Print the JSON of GET /api/v1/state instead of the table.
     #[arg(long, env = "MERIDIAN_JSON")]
     pub json: bool,
@@ -301,11 +311,8 @@ pub struct DrainArgs {
     /// Who asks (kept with the drain, logged and in the Event); default: $USER@host.
     #[arg(long, env = "MERIDIAN_WHO")]
     pub who: Option<String>,
-    /// Admin API of the running server: ADDR:PORT (as `serve --admin`) or a URL.
-    #[arg(long, default_value = "127.0.0.1:9153", env = "MERIDIAN_ADMIN")]
-    pub admin: String,
-    #[arg(long, env = "MERIDIAN_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    #[command(flatten)]
+    pub conn: AdminConn,
     /// Print the server's JSON reply.
     #[arg(long, env = "MERIDIAN_JSON")]
     pub json: bool,
@@ -526,7 +533,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Explain(args) => explain(args),
         Command::Drain(a) => {
-            let client = AdminClient::new(&a.admin, a.admin_token.as_deref())?;
+            let client = a.conn.client()?;
             let length = a.duration.map(crate::model::format_duration);
             let mut query = Vec::new();
             if let Some(l) = &length {
@@ -564,7 +571,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             let cluster = a
                 .cluster
                 .ok_or_else(|| anyhow!("undrain needs a cluster name"))?;
-            let client = AdminClient::new(&a.admin, a.admin_token.as_deref())?;
+            let client = a.conn.client()?;
             let path = format!("api/v1/clusters/{cluster}/drain");
             let who = a.who.clone().unwrap_or_else(local_who);
             let reply = client_reply(client.call(
@@ -588,7 +595,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::State(a) => {
-            let client = AdminClient::new(&a.admin, a.admin_token.as_deref())?;
+            let client = a.conn.client()?;
             let reply =
                 client_reply(client.call(reqwest::Method::GET, client.url("api/v1/state", &[])))?;
             let Some(v) = reply else { return Ok(1) };
@@ -775,6 +782,16 @@ async fn serve(args: ServeArgs) -> Result<()> {
             stale_intervals: args.peer_stale_intervals,
         }));
     }
+    if kube.is_none() {
+        // Without Kubernetes, drains are kept in a file; they are in the snapshot before the
+        // first query, or a restart would answer with a drained cluster for a moment.
+        publisher.send(publisher::Update::DrainsFile(
+            args.drains_file
+                .clone()
+                .unwrap_or_else(|| args.source.zones.join(".meridian-drains.json")),
+        ));
+        publisher.flush().await;
+    }
     let health = HealthStatus::default();
     // Probing starts with the first catalog, before the first query (DESIGN §3).
     let scheduler = crate::health::scheduler::start_with_publisher(&publisher, health.clone());
@@ -817,14 +834,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             opts.kubefed_namespace.clone(),
             opts.lease.identity.clone(),
         )),
-        None => {
-            publisher.send(publisher::Update::DrainsFile(
-                args.drains_file
-                    .clone()
-                    .unwrap_or_else(|| args.source.zones.join(".meridian-drains.json")),
-            ));
-            None
-        }
+        None => None,
     };
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,

@@ -543,7 +543,7 @@ impl State {
                 for (cluster, d) in loaded {
                     tracing::info!(
                         cluster = %cluster,
-                        until = ?d.until.map(humantime_like),
+                        until = %d.until.map(humantime_like).unwrap_or_else(|| "undrained".into()),
                         reason = d.reason.as_deref().unwrap_or(""),
                         requested_by = d.requested_by.as_deref().unwrap_or(""),
                         file = %path.display(),
@@ -898,7 +898,7 @@ impl State {
             tracing::info!(
                 cluster = %c,
                 object = d.object.as_deref().unwrap_or(""),
-                until = ?d.until.map(humantime_like),
+                until = %d.until.map(humantime_like).unwrap_or_else(|| "undrained".into()),
                 reason = d.reason.as_deref().unwrap_or(""),
                 requested_by = d.requested_by.as_deref().unwrap_or(""),
                 "cluster drained (Drain object)"

@@ -431,6 +431,15 @@ pub async fn run(
             }
         }
         reported = now_reported;
+        // The listing first: `state` must not show a drain applied that it cannot name yet
+        // (the leader's duties below may take API round trips).
+        api.views_tx.send_if_modified(|v| {
+            let changed = *v != views;
+            if changed {
+                *v = views;
+            }
+            changed
+        });
         if last_sent.as_ref() != Some(&active) {
             publisher.send(Update::SharedDrains(active.clone()));
             last_sent = Some(active);
@@ -443,13 +452,6 @@ pub async fn run(
         for (o, name, spec, verdict) in duties {
             leader_duties(&api, &o, &name, &spec, &verdict, now).await;
         }
-        api.views_tx.send_if_modified(|v| {
-            let changed = *v != views;
-            if changed {
-                *v = views;
-            }
-            changed
-        });
     }
 }
 
