@@ -288,7 +288,7 @@ async fn state_json(State(st): State<AdminState>, headers: HeaderMap) -> Respons
         "clusters": clusters,
         "endpoints": endpoints,
         "names": names,
-        "drains": drains.iter().map(|(k, d)| (k.clone(), json!({"since": unix(d.since), "until": d.until.map(unix), "reason": d.reason, "requestedBy": d.requested_by, "object": d.object}))).collect::<serde_json::Map<_, _>>(),
+        "drains": drains.iter().map(|(k, d)| (k.clone(), json!({"cluster": d.cluster, "records": d.records, "since": unix(d.since), "until": d.until.map(unix), "reason": d.reason, "requestedBy": d.requested_by, "object": d.object}))).collect::<serde_json::Map<_, _>>(),
         // Every Drain object (Kubernetes mode): active, recently expired (deleted by the
         // leader an hour after expiry) and invalid ones, with why.
         "drainObjects": st.kube_drains.as_ref().map(|k| k.views()),
@@ -359,11 +359,31 @@ struct DrainQuery {
     reason: Option<String>,
     /// Who asks (`meridian drain --who`, default `$USER@host`).
     who: Option<String>,
+    /// Only these records' targets in the cluster: `namespace/name`, comma-separated.
+    records: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
 struct UndrainQuery {
     who: Option<String>,
+    /// Only the drains scoped to any of these records (comma-separated); default: every drain
+    /// of the cluster.
+    records: Option<String>,
+}
+
+/// `records=a/b,c/d` → checked, sorted `namespace/name`s (empty when not given).
+fn records_param(raw: Option<&str>) -> Result<Vec<String>, Box<Response>> {
+    let list: Vec<String> = raw
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(str::to_string)
+        .collect();
+    crate::snapshot::publisher::normalise_records(&list).map_err(|e| {
+        let r: Response = (StatusCode::BAD_REQUEST, Json(json!({"error": e}))).into_response();
+        Box::new(r)
+    })
 }
 
 /// The requester as given, bounded; "unknown" when not said.
@@ -449,6 +469,11 @@ async fn drain(
             .into_response();
     }
     let who = requester(q.who.as_deref());
+    let records = match records_param(q.records.as_deref()) {
+        Ok(r) => r,
+        Err(resp) => return *resp,
+    };
+    let key = crate::snapshot::publisher::drain_key(&name, &records);
     if let Some(k) = &st.kube_drains {
         // Shared through a Drain object, which must end by itself: the longest allowed when
         // no length is given.
@@ -456,14 +481,18 @@ async fn drain(
         let Some(expires) = SystemTime::now().checked_add(length) else {
             return StatusCode::BAD_REQUEST.into_response();
         };
-        return match k.create(&name, expires, reason.as_deref(), &who).await {
+        return match k
+            .create(&name, &records, expires, reason.as_deref(), &who)
+            .await
+        {
             Ok(object) => {
                 let object = format!("{}/{object}", k.namespace);
-                tracing::info!(cluster = %name, object = %object, requested_by = %who, reason = reason.as_deref().unwrap_or(""), expires_at = %crate::source::kubernetes::drains::format_time(expires), "drain requested: Drain object created");
+                tracing::info!(cluster = %name, records = %records.join(","), object = %object, requested_by = %who, reason = reason.as_deref().unwrap_or(""), expires_at = %crate::source::kubernetes::drains::format_time(expires), "drain requested: Drain object created");
                 let applied =
-                    await_drains(&st, |d| d.get(&name).is_some_and(|d| d.object.is_some())).await;
+                    await_drains(&st, |d| d.get(&key).is_some_and(|d| d.object.is_some())).await;
                 Json(json!({
                     "cluster": name,
+                    "records": records,
                     "drained": true,
                     "object": object,
                     "appliedHere": applied,
@@ -483,11 +512,12 @@ async fn drain(
     }
     match st
         .publisher
-        .drain(name.clone(), until, reason, Some(who))
+        .drain(name.clone(), records.clone(), until, reason, Some(who))
         .await
     {
         Some(d) => Json(json!({
             "cluster": name,
+            "records": records,
             "drained": true,
             "since": unix(d.since),
             "until": d.until.map(unix),
@@ -509,8 +539,16 @@ async fn undrain(
         return unauthorized();
     }
     let who = requester(q.who.as_deref());
+    let records = match records_param(q.records.as_deref()) {
+        Ok(r) => r,
+        Err(resp) => return *resp,
+    };
+    // Whether a served drain is one this request ends.
+    let ends = |d: &crate::snapshot::publisher::Drain| {
+        d.cluster == name && (records.is_empty() || d.records.iter().any(|r| records.contains(r)))
+    };
     if let Some(k) = &st.kube_drains {
-        return match k.delete_cluster(&name, &who).await {
+        return match k.delete_cluster(&name, &records, &who).await {
             Ok(deleted) if !deleted.is_empty() => {
                 let objects: Vec<String> = deleted
                     .iter()
@@ -518,7 +556,7 @@ async fn undrain(
                     .collect();
                 tracing::info!(cluster = %name, objects = ?objects, requested_by = %who, "undrain requested: Drain objects deleted");
                 let applied = await_drains(&st, |d| {
-                    d.get(&name).is_none_or(|d| d.object.is_none())
+                    !d.values().any(|d| d.object.is_some() && ends(d))
                 })
                 .await;
                 Json(json!({"cluster": name, "drained": false, "deleted": objects, "appliedHere": applied}))
@@ -535,8 +573,8 @@ async fn undrain(
             }
         };
     }
-    tracing::info!(cluster = %name, requested_by = %who, "undrain requested");
-    if st.publisher.undrain(name.clone()).await {
+    tracing::info!(cluster = %name, records = %records.join(","), requested_by = %who, "undrain requested");
+    if st.publisher.undrain(name.clone(), records).await {
         Json(json!({"cluster": name, "drained": false})).into_response()
     } else {
         (

@@ -275,6 +275,10 @@ pub struct AdminTarget {
     /// Who asks (undrain; logged and in the Event); default: $USER@host.
     #[arg(long, env = "MERIDIAN_WHO")]
     pub who: Option<String>,
+    /// Undrain: end only the drains scoped to this record (`namespace/name`; repeat or
+    /// comma-separate); default: every drain of the cluster.
+    #[arg(long = "record", value_delimiter = ',', env = "MERIDIAN_DRAIN_RECORDS")]
+    pub records: Vec<String>,
 }
 
 /// `$USER@host`: who runs this command, for drains' logs, objects and Events.
@@ -311,6 +315,10 @@ pub struct DrainArgs {
     /// Who asks (kept with the drain, logged and in the Event); default: $USER@host.
     #[arg(long, env = "MERIDIAN_WHO")]
     pub who: Option<String>,
+    /// Drain the cluster for this record's names only (`namespace/name` of a
+    /// ServiceDNSRecord or IngressDNSRecord; repeat or comma-separate); default: every record.
+    #[arg(long = "record", value_delimiter = ',', env = "MERIDIAN_DRAIN_RECORDS")]
+    pub records: Vec<String>,
     #[command(flatten)]
     pub conn: AdminConn,
     /// Print the server's JSON reply.
@@ -542,6 +550,10 @@ pub fn run(cli: Cli) -> Result<i32> {
             if let Some(r) = &a.reason {
                 query.push(("reason", r.as_str()));
             }
+            let records = a.records.join(",");
+            if !records.is_empty() {
+                query.push(("records", records.as_str()));
+            }
             let who = a.who.clone().unwrap_or_else(local_who);
             query.push(("who", who.as_str()));
             let path = format!("api/v1/clusters/{}/drain", a.cluster);
@@ -563,7 +575,12 @@ pub fn run(cli: Cli) -> Result<i32> {
                     .as_str()
                     .map(|o| format!(" (Drain {o})"))
                     .unwrap_or_default();
-                println!("drained {} {until}{why}{object}", a.cluster);
+                let scope = if a.records.is_empty() {
+                    String::new()
+                } else {
+                    format!(" for {}", a.records.join(", "))
+                };
+                println!("drained {}{scope} {until}{why}{object}", a.cluster);
             }
             Ok(0)
         }
@@ -574,10 +591,13 @@ pub fn run(cli: Cli) -> Result<i32> {
             let client = a.conn.client()?;
             let path = format!("api/v1/clusters/{cluster}/drain");
             let who = a.who.clone().unwrap_or_else(local_who);
-            let reply = client_reply(client.call(
-                reqwest::Method::DELETE,
-                client.url(&path, &[("who", who.as_str())]),
-            ))?;
+            let records = a.records.join(",");
+            let mut query = vec![("who", who.as_str())];
+            if !records.is_empty() {
+                query.push(("records", records.as_str()));
+            }
+            let reply =
+                client_reply(client.call(reqwest::Method::DELETE, client.url(&path, &query)))?;
             let Some(v) = reply else { return Ok(1) };
             if a.json {
                 print_json(&v);

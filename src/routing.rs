@@ -53,8 +53,8 @@ pub fn eligible(t: &CTarget, fam: Family) -> bool {
 /// Eligible, not drained, and with at least one address of the family up (hostname-only
 /// targets cannot be probed and count as up).
 #[inline]
-pub fn healthy(t: &CTarget, fam: Family, h: &HealthView) -> bool {
-    if !t.ready || h.drained(t.cluster) {
+pub fn healthy(d: &CDyn, t: &CTarget, fam: Family, h: &HealthView) -> bool {
+    if !t.ready || h.target_drained(d, t) {
         return false;
     }
     match fam {
@@ -110,7 +110,7 @@ pub fn select(
     for t in &d.targets {
         if eligible(t, fam) {
             n_eligible += 1;
-            if healthy(t, fam, health) {
+            if healthy(d, t, fam, health) {
                 n_healthy += 1;
             }
         }
@@ -149,7 +149,7 @@ pub fn select(
         // elsewhere. Only when every cluster is drained do drains give way.
         let keep_drained = only_drained_left(d, fam, health);
         let candidate =
-            |t: &CTarget| eligible(t, fam) && (keep_drained || !health.drained(t.cluster));
+            |t: &CTarget| eligible(t, fam) && (keep_drained || !health.target_drained(d, t));
         out.selection = match d.all_down {
             AllDown::All => Selection::AllTargets,
             AllDown::Empty => Selection::Empty,
@@ -177,7 +177,7 @@ pub fn select(
         };
         return out;
     }
-    let ok = |t: &CTarget| eligible(t, fam) && healthy(t, fam, health);
+    let ok = |t: &CTarget| eligible(t, fam) && healthy(d, t, fam, health);
     out.selection = match d.policy {
         Policy::All => Selection::AllHealthy,
         Policy::Geo => match position {
@@ -242,7 +242,7 @@ pub fn only_drained_left(d: &CDyn, fam: Family, health: &HealthView) -> bool {
     d.targets
         .iter()
         .filter(|t| eligible(t, fam))
-        .all(|t| health.drained(t.cluster))
+        .all(|t| health.target_drained(d, t))
 }
 
 /// One row of `explain`: a candidate with its distance and state.
@@ -281,8 +281,8 @@ pub fn candidates(
                 cluster: c.name.clone(),
                 distance_km,
                 eligible: eligible(t, fam),
-                healthy: healthy(t, fam, health),
-                drained: health.drained(t.cluster),
+                healthy: healthy(d, t, fam, health),
+                drained: health.target_drained(d, t),
             }
         })
         .collect();
@@ -359,6 +359,7 @@ mod tests {
         HealthView {
             endpoint_up: up.to_vec(),
             cluster_drained: vec![false; 4],
+            scoped_drains: Default::default(),
         }
     }
 

@@ -744,8 +744,8 @@ fn answer_dynamic(
             let keep_drained = any && routing::only_drained_left(d, fam, health);
             let selected = |t: &CTarget| {
                 routing::eligible(t, fam)
-                    && (any || routing::healthy(t, fam, health))
-                    && !(any && !keep_drained && health.drained(t.cluster))
+                    && (any || routing::healthy(d, t, fam, health))
+                    && !(any && !keep_drained && health.target_drained(d, t))
             };
             let wrote = match &d.merged {
                 Some(m) => write_merged(b, out, owner, d, m, fam, ttl, any, selected),

@@ -10,15 +10,18 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 
 use crate::geo::GeoDb;
-use compile::Compiled;
+use compile::{CDyn, CTarget, Compiled};
 
 /// Health as the query path sees it, aligned with the compiled tables' indices.
 #[derive(Debug, Clone, Default)]
 pub struct HealthView {
     /// By endpoint id (`Compiled::endpoints`).
     pub endpoint_up: Vec<bool>,
-    /// By cluster index (`Compiled::clusters`).
+    /// By cluster index (`Compiled::clusters`): whole-cluster drains.
     pub cluster_drained: Vec<bool>,
+    /// (name index `CDyn::source`, cluster index) pairs taken out by drains scoped to
+    /// records, sorted; empty unless such a drain holds, so the usual check is one length test.
+    pub scoped_drains: Arc<Vec<(u32, u32)>>,
 }
 
 impl HealthView {
@@ -26,6 +29,7 @@ impl HealthView {
         HealthView {
             endpoint_up: vec![true; c.endpoints.len()],
             cluster_drained: vec![false; c.clusters.len()],
+            scoped_drains: Arc::default(),
         }
     }
 
@@ -43,6 +47,18 @@ impl HealthView {
             .get(cluster as usize)
             .copied()
             .unwrap_or(false)
+    }
+
+    /// Whether this target of this name is out of answers by a drain: its whole cluster, or a
+    /// drain scoped to the record the name comes from.
+    #[inline]
+    pub fn target_drained(&self, d: &CDyn, t: &CTarget) -> bool {
+        self.drained(t.cluster)
+            || (!self.scoped_drains.is_empty()
+                && self
+                    .scoped_drains
+                    .binary_search(&(d.source, t.cluster))
+                    .is_ok())
     }
 }
 

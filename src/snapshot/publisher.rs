@@ -129,11 +129,18 @@ fn reap(rx: std::sync::mpsc::Receiver<Retired>) {
     }
 }
 
+/// (name index, cluster index) pairs out of answers by record-scoped drains, sorted.
+type ScopedPairs = Arc<Vec<(u32, u32)>>;
+
 /// Burst window: updates arriving within it share one publication.
 const DEBOUNCE: Duration = Duration::from_millis(2);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Drain {
+    pub cluster: String,
+    /// The records it is scoped to (`namespace/name` of a ServiceDNSRecord or
+    /// IngressDNSRecord), sorted; empty: the whole cluster.
+    pub records: Vec<String>,
     pub until: Option<SystemTime>,
     pub since: SystemTime,
     /// Why, as the operator said it (shown by `state` and the status page).
@@ -142,6 +149,56 @@ pub struct Drain {
     pub requested_by: Option<String>,
     /// The Drain object it comes from (`namespace/name`); None for an in-process drain.
     pub object: Option<String>,
+}
+
+impl Drain {
+    /// The key this drain is served under (see [`drain_key`]).
+    pub fn key(&self) -> String {
+        drain_key(&self.cluster, &self.records)
+    }
+
+    pub fn whole_cluster(&self) -> bool {
+        self.records.is_empty()
+    }
+}
+
+/// A drain's key in the drains maps and in `state`: the cluster's name for a whole-cluster
+/// drain (so `drains["east"]` keeps meaning "east is drained"), `cluster [ns/a,ns/b]` for one
+/// scoped to records. One drain per key: a second one for the same key replaces it.
+pub fn drain_key(cluster: &str, records: &[String]) -> String {
+    if records.is_empty() {
+        cluster.to_string()
+    } else {
+        format!("{cluster} [{}]", records.join(","))
+    }
+}
+
+/// A drain's record scope, checked and normalised: each `namespace/name`, trimmed, sorted,
+/// without duplicates. The error names the offending entry.
+pub fn normalise_records(records: &[String]) -> Result<Vec<String>, String> {
+    let mut out = Vec::with_capacity(records.len());
+    for (i, r) in records.iter().enumerate() {
+        let r = r.trim();
+        let ok = r.split_once('/').is_some_and(|(ns, name)| {
+            let label = |s: &str| {
+                !s.is_empty()
+                    && s.len() <= 253
+                    && s.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
+                    })
+            };
+            label(ns) && label(name)
+        });
+        if !ok {
+            return Err(format!(
+                "records[{i}]: {r:?} is not namespace/name of a ServiceDNSRecord or IngressDNSRecord"
+            ));
+        }
+        out.push(r.to_string());
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
 }
 
 /// The file source's fragment, already validated on its own (`app::load`).
@@ -177,24 +234,28 @@ pub enum Update {
     Kubernetes(Box<KubeInputs>),
     /// An endpoint's health changed.
     Health { endpoint: EndpointKey, up: bool },
-    /// Drain a cluster (until a time, or until undrained).
+    /// Drain a cluster, or only some records' targets in it (until a time, or until
+    /// undrained).
     Drain {
         cluster: String,
+        records: Vec<String>,
         until: Option<SystemTime>,
         reason: Option<String>,
         requested_by: Option<String>,
         reply: Option<oneshot::Sender<Drain>>,
     },
     /// The drains every replica shares (the Kubernetes source's valid, unexpired Drain
-    /// objects), by cluster, replacing the previous set. Served together with the in-process
+    /// objects), by [`drain_key`], replacing the previous set. Served together with the in-process
     /// drains.
     SharedDrains(HashMap<String, Drain>),
     /// Keep in-process drains in this file (file mode): load what it holds now, write it on
     /// every change, so a restart does not forget a drain.
     DrainsFile(PathBuf),
-    /// End a drain; replies whether there was one.
+    /// End a cluster's drains (every one of them; with `records`, those scoped to any of
+    /// them); replies whether there was one.
     Undrain {
         cluster: String,
+        records: Vec<String>,
         reply: Option<oneshot::Sender<bool>>,
     },
     /// Replies once every update sent before it is applied and published (start-up waits for
@@ -287,6 +348,7 @@ impl PublisherHandle {
     pub async fn drain(
         &self,
         cluster: String,
+        records: Vec<String>,
         until: Option<SystemTime>,
         reason: Option<String>,
         requested_by: Option<String>,
@@ -294,6 +356,7 @@ impl PublisherHandle {
         let (reply, rx) = oneshot::channel();
         self.send(Update::Drain {
             cluster,
+            records,
             until,
             reason,
             requested_by,
@@ -302,10 +365,11 @@ impl PublisherHandle {
         rx.await.ok()
     }
 
-    pub async fn undrain(&self, cluster: String) -> bool {
+    pub async fn undrain(&self, cluster: String, records: Vec<String>) -> bool {
         let (reply, rx) = oneshot::channel();
         self.send(Update::Undrain {
             cluster,
+            records,
             reply: Some(reply),
         });
         rx.await.unwrap_or(false)
@@ -331,10 +395,13 @@ struct State {
     quorum: Option<Quorum>,
     /// Set when the combined view needs recomputing before the next publication.
     requorum: bool,
-    /// In-process drains (the admin API without Kubernetes).
+    /// In-process drains (the admin API without Kubernetes), by [`drain_key`].
     drains: HashMap<String, Drain>,
-    /// Drains shared through Kubernetes Drain objects.
+    /// Drains shared through Kubernetes Drain objects, by [`drain_key`].
     shared_drains: HashMap<String, Drain>,
+    /// (name index, cluster index) pairs drained by a record-scoped drain, sorted, for the
+    /// compiled catalog they were computed against; recomputed when either changes.
+    scoped: Option<(Arc<Compiled>, ScopedPairs)>,
     drains_tx: watch::Sender<HashMap<String, Drain>>,
     /// Where in-process drains are kept (file mode), and whether writing it failed already.
     drains_file: Option<PathBuf>,
@@ -374,6 +441,7 @@ pub fn start(shared: Shared, files: FileInputs) -> PublisherHandle {
         requorum: false,
         drains: HashMap::new(),
         shared_drains: HashMap::new(),
+        scoped: None,
         drains_tx,
         drains_file: None,
         drains_file_failed: false,
@@ -486,20 +554,25 @@ impl State {
             }
             Update::Drain {
                 cluster,
+                records,
                 until,
                 reason,
                 requested_by,
                 reply,
             } => {
                 let d = Drain {
+                    cluster: cluster.clone(),
+                    records,
                     until,
                     since: SystemTime::now(),
                     reason,
                     requested_by,
                     object: None,
                 };
+                let key = d.key();
                 tracing::info!(
                     cluster = %cluster,
+                    records = %d.records.join(","),
                     until = %until.map(humantime_like).unwrap_or_else(|| "undrained".into()),
                     reason = d.reason.as_deref().unwrap_or(""),
                     requested_by = d.requested_by.as_deref().unwrap_or(""),
@@ -526,10 +599,10 @@ impl State {
                 if let Some(w) = &d.requested_by {
                     detail.push_str(&format!(" (by {w})"));
                 }
-                self.events.record("drain", cluster.clone(), detail);
+                self.events.record("drain", key.clone(), detail);
                 m.drains.with_label_values(&["drain"]).inc();
-                m.drained.with_label_values(&[&cluster]).set(1);
-                self.drains.insert(cluster, d.clone());
+                self.drains.insert(key, d.clone());
+                self.drained_gauge(&cluster);
                 self.drains_changed(true);
                 if let Some(r) = reply {
                     let _ = r.send(d);
@@ -540,17 +613,19 @@ impl State {
             Update::DrainsFile(path) => {
                 let (loaded, dropped) = load_drains_file(&path);
                 let any = !loaded.is_empty();
-                for (cluster, d) in loaded {
+                for (key, d) in loaded {
                     tracing::info!(
-                        cluster = %cluster,
+                        cluster = %d.cluster,
+                        records = %d.records.join(","),
                         until = %d.until.map(humantime_like).unwrap_or_else(|| "undrained".into()),
                         reason = d.reason.as_deref().unwrap_or(""),
                         requested_by = d.requested_by.as_deref().unwrap_or(""),
                         file = %path.display(),
                         "drain restored"
                     );
-                    m.drained.with_label_values(&[&cluster]).set(1);
-                    self.drains.insert(cluster, d);
+                    let cluster = d.cluster.clone();
+                    self.drains.insert(key, d);
+                    self.drained_gauge(&cluster);
                 }
                 self.drains_file = Some(path);
                 // Written back at once (expired entries leave the file); no file is created
@@ -659,15 +734,29 @@ impl State {
                 let _ = reply.send(out);
                 false
             }
-            Update::Undrain { cluster, reply } => {
-                let had = self.drains.remove(&cluster).is_some();
-                if had {
-                    tracing::info!(cluster = %cluster, "cluster undrained");
-                    self.events.record("undrain", cluster.clone(), "");
+            Update::Undrain {
+                cluster,
+                records,
+                reply,
+            } => {
+                let ended: Vec<String> = self
+                    .drains
+                    .iter()
+                    .filter(|(_, d)| {
+                        d.cluster == cluster
+                            && (records.is_empty() || d.records.iter().any(|r| records.contains(r)))
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                let had = !ended.is_empty();
+                for key in &ended {
+                    self.drains.remove(key);
+                    tracing::info!(cluster = %cluster, drain = %key, "cluster undrained");
+                    self.events.record("undrain", key.clone(), "");
                     m.drains.with_label_values(&["undrain"]).inc();
-                    if !self.shared_drains.contains_key(&cluster) {
-                        m.drained.with_label_values(&[&cluster]).set(0);
-                    }
+                }
+                if had {
+                    self.drained_gauge(&cluster);
                     self.drains_changed(true);
                 }
                 if let Some(r) = reply {
@@ -826,14 +915,14 @@ impl State {
             .map(|(c, _)| c.clone())
             .collect();
         let m = metrics::get();
-        for c in &expired {
-            self.drains.remove(c);
-            tracing::info!(cluster = %c, "drain expired");
-            self.events.record("expire", c.clone(), "");
+        for key in &expired {
+            let Some(d) = self.drains.remove(key) else {
+                continue;
+            };
+            tracing::info!(cluster = %d.cluster, drain = %key, "drain expired");
+            self.events.record("expire", key.clone(), "");
             m.drains.with_label_values(&["expire"]).inc();
-            if !self.shared_drains.contains_key(c) {
-                m.drained.with_label_values(&[c]).set(0);
-            }
+            self.drained_gauge(&d.cluster);
         }
         // Shared drains end at their expiry by themselves too, without waiting for the
         // Kubernetes source to say so.
@@ -852,6 +941,7 @@ impl State {
     /// Publishes the served drains (in-process ∪ shared) to the admin API and, when
     /// `local` changed, writes the drains file.
     fn drains_changed(&mut self, local: bool) {
+        self.scoped = None;
         let mut all = self.drains.clone();
         // A shared drain is the one shown: it names its object and who asked.
         all.extend(
@@ -896,7 +986,8 @@ impl State {
                 continue;
             }
             tracing::info!(
-                cluster = %c,
+                cluster = %d.cluster,
+                records = %d.records.join(","),
                 object = d.object.as_deref().unwrap_or(""),
                 until = %d.until.map(humantime_like).unwrap_or_else(|| "undrained".into()),
                 reason = d.reason.as_deref().unwrap_or(""),
@@ -914,7 +1005,6 @@ impl State {
             self.events
                 .record("drain", c.clone(), detail.trim_start().to_string());
             m.drains.with_label_values(&["drain"]).inc();
-            m.drained.with_label_values(&[c]).set(1);
         }
         for (c, d) in &prev {
             if next.get(c).is_some_and(|n| n.object == d.object) {
@@ -930,7 +1020,8 @@ impl State {
                 "undrain"
             };
             tracing::info!(
-                cluster = %c,
+                cluster = %d.cluster,
+                records = %d.records.join(","),
                 object = d.object.as_deref().unwrap_or(""),
                 "{}",
                 if kind == "expire" { "drain expired (Drain object)" } else { "cluster undrained (Drain object gone)" }
@@ -938,13 +1029,74 @@ impl State {
             self.events
                 .record(kind, c.clone(), d.object.clone().unwrap_or_default());
             m.drains.with_label_values(&[kind]).inc();
-            if !self.drains.contains_key(c) {
-                m.drained.with_label_values(&[c]).set(0);
-            }
         }
+        let touched: HashSet<String> = prev
+            .values()
+            .chain(next.values())
+            .map(|d| d.cluster.clone())
+            .collect();
         self.shared_drains = next;
+        for c in &touched {
+            self.drained_gauge(c);
+        }
         self.drains_changed(false);
         true
+    }
+
+    /// `meridian_drained{cluster}`: 1 while a whole-cluster drain (in-process or shared) holds.
+    fn drained_gauge(&self, cluster: &str) {
+        let on = self
+            .drains
+            .values()
+            .chain(self.shared_drains.values())
+            .any(|d| d.cluster == cluster && d.whole_cluster());
+        metrics::get()
+            .drained
+            .with_label_values(&[cluster])
+            .set(i64::from(on));
+    }
+
+    /// The (name index, cluster index) pairs record-scoped drains take out of answers, sorted;
+    /// cached until the catalog or the drains change.
+    fn scoped_pairs(&mut self) -> ScopedPairs {
+        if let Some((c, pairs)) = &self.scoped
+            && Arc::ptr_eq(c, &self.compiled)
+        {
+            return pairs.clone();
+        }
+        let scoped: Vec<&Drain> = self
+            .drains
+            .values()
+            .chain(self.shared_drains.values())
+            .filter(|d| !d.whole_cluster())
+            .collect();
+        let mut pairs = Vec::new();
+        if !scoped.is_empty() {
+            let c = &self.compiled;
+            for (i, dn) in c.catalog.dyn_names.iter().enumerate() {
+                // `Kind namespace/name`; DNSEndpoints name no clusters of their own.
+                let Some((kind, object)) = dn.object.split_once(' ') else {
+                    continue;
+                };
+                if kind != "ServiceDNSRecord" && kind != "IngressDNSRecord" {
+                    continue;
+                }
+                for d in &scoped {
+                    if d.records
+                        .binary_search_by(|r| r.as_str().cmp(object))
+                        .is_ok()
+                        && let Some(cl) = c.clusters.iter().position(|cl| cl.name == d.cluster)
+                    {
+                        pairs.push((i as u32, cl as u32));
+                    }
+                }
+            }
+            pairs.sort_unstable();
+            pairs.dedup();
+        }
+        let pairs = Arc::new(pairs);
+        self.scoped = Some((self.compiled.clone(), pairs.clone()));
+        pairs
     }
 
     fn publish(&mut self) {
@@ -966,9 +1118,17 @@ impl State {
                 .clusters
                 .iter()
                 .map(|cl| {
-                    self.drains.contains_key(&cl.name) || self.shared_drains.contains_key(&cl.name)
+                    self.drains
+                        .get(&cl.name)
+                        .or_else(|| self.shared_drains.get(&cl.name))
+                        .is_some()
                 })
                 .collect(),
+            scoped_drains: Arc::default(),
+        };
+        let health = HealthView {
+            scoped_drains: self.scoped_pairs(),
+            ..health
         };
         self.generation += 1;
         let old = self.shared.swap(Arc::new(Snapshot {
@@ -989,6 +1149,11 @@ impl State {
 #[derive(serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct StoredDrain {
+    /// Absent in files written before drains could be scoped: the key is the cluster then.
+    #[serde(default)]
+    cluster: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    records: Vec<String>,
     since: f64,
     until: Option<f64>,
     #[serde(default)]
@@ -1046,7 +1211,20 @@ pub fn load_drains_file(path: &Path) -> (HashMap<String, Drain>, bool) {
     let now = SystemTime::now();
     let mut out = HashMap::new();
     let mut dropped = false;
-    for (cluster, d) in body.drains {
+    for (key, d) in body.drains {
+        let cluster = d.cluster.clone().unwrap_or_else(|| key.clone());
+        let records = match normalise_records(&d.records) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(cluster = %cluster, file = %path.display(), error = %e, "drain in the drains file has an invalid record scope; dropped");
+                metrics::get()
+                    .drain_errors
+                    .with_label_values(&["file"])
+                    .inc();
+                dropped = true;
+                continue;
+            }
+        };
         let until = match d.until {
             None => None,
             Some(u) => match from_unix(u) {
@@ -1067,16 +1245,16 @@ pub fn load_drains_file(path: &Path) -> (HashMap<String, Drain>, bool) {
                 }
             },
         };
-        out.insert(
+        let d = Drain {
             cluster,
-            Drain {
-                until,
-                since: from_unix(d.since).unwrap_or(now),
-                reason: d.reason,
-                requested_by: d.requested_by,
-                object: None,
-            },
-        );
+            records,
+            until,
+            since: from_unix(d.since).unwrap_or(now),
+            reason: d.reason,
+            requested_by: d.requested_by,
+            object: None,
+        };
+        out.insert(d.key(), d);
     }
     (out, dropped)
 }
@@ -1090,6 +1268,8 @@ pub fn save_drains_file(path: &Path, drains: &HashMap<String, Drain>) -> std::io
                 (
                     c.clone(),
                     StoredDrain {
+                        cluster: Some(d.cluster.clone()),
+                        records: d.records.clone(),
                         since: to_unix(d.since),
                         until: d.until.map(to_unix),
                         reason: d.reason.clone(),
@@ -1185,7 +1365,9 @@ mod tests {
         let shared: Shared = Arc::new(ArcSwap::from_pointee(Snapshot::new(Arc::new(empty), None)));
         let publisher = start(shared, FileInputs::default());
         let now = SystemTime::now();
-        let drain = |until: SystemTime| Drain {
+        let drain = |cluster: &str, until: SystemTime| Drain {
+            cluster: cluster.into(),
+            records: Vec::new(),
             until: Some(until),
             since: now,
             reason: Some("drill".into()),
@@ -1193,13 +1375,25 @@ mod tests {
             object: Some("kube-federation-system/east-abcde".into()),
         };
         publisher
-            .drain("west".into(), None, None, Some("me@here".into()))
+            .drain(
+                "west".into(),
+                Vec::new(),
+                None,
+                None,
+                Some("me@here".into()),
+            )
             .await
             .expect("local drain");
         let mut set = HashMap::new();
-        set.insert("east".to_string(), drain(now + Duration::from_millis(300)));
+        set.insert(
+            "east".to_string(),
+            drain("east", now + Duration::from_millis(300)),
+        );
         // Already over: never installed.
-        set.insert("north".to_string(), drain(now - Duration::from_secs(1)));
+        set.insert(
+            "north".to_string(),
+            drain("north", now - Duration::from_secs(1)),
+        );
         publisher.send(Update::SharedDrains(set));
         publisher.flush().await;
         let seen = publisher.drains.borrow().clone();
@@ -1333,7 +1527,9 @@ mod tests {
         let path = dir.path().join(".meridian-drains.json");
         assert_eq!(load_drains_file(&path), (HashMap::new(), false));
         let now = SystemTime::now();
-        let d = |until: Option<SystemTime>| Drain {
+        let d = |cluster: &str, until: Option<SystemTime>| Drain {
+            cluster: cluster.into(),
+            records: Vec::new(),
             until,
             since: now,
             reason: Some("drill".into()),
@@ -1341,18 +1537,65 @@ mod tests {
             object: None,
         };
         let mut drains = HashMap::new();
-        drains.insert("east".to_string(), d(Some(now + Duration::from_secs(600))));
-        drains.insert("west".to_string(), d(None));
-        drains.insert("old".to_string(), d(Some(now - Duration::from_secs(1))));
+        drains.insert(
+            "east".to_string(),
+            d("east", Some(now + Duration::from_secs(600))),
+        );
+        drains.insert("west".to_string(), d("west", None));
+        drains.insert(
+            "old".to_string(),
+            d("old", Some(now - Duration::from_secs(1))),
+        );
+        let scoped = Drain {
+            records: vec!["shop/api".into(), "shop/web".into()],
+            ..d("west", None)
+        };
+        drains.insert(scoped.key(), scoped.clone());
         save_drains_file(&path, &drains).expect("save");
         let (loaded, dropped) = load_drains_file(&path);
         assert!(dropped, "the expired drain is dropped");
-        assert_eq!(loaded.len(), 2);
+        assert_eq!(loaded.len(), 3);
+        // Float seconds in the file: equal but for the sub-microsecond part of `since`.
+        let back = &loaded["west [shop/api,shop/web]"];
+        assert_eq!(
+            (&back.cluster, &back.records),
+            (&scoped.cluster, &scoped.records)
+        );
+        assert_eq!(back.key(), scoped.key());
         assert_eq!(loaded["east"].reason.as_deref(), Some("drill"));
         assert_eq!(loaded["east"].requested_by.as_deref(), Some("ops@here"));
         assert_eq!(loaded["west"].until, None);
+        // A file from before scoped drains (no cluster field): the key is the cluster.
+        std::fs::write(
+            &path,
+            r#"{"drains": {"east": {"since": 1.0, "until": null}}}"#,
+        )
+        .expect("write");
+        let (loaded, _) = load_drains_file(&path);
+        assert_eq!(loaded["east"].cluster, "east");
+        assert!(loaded["east"].whole_cluster());
+        // A malformed scope is dropped, not applied to the whole cluster.
+        std::fs::write(
+            &path,
+            r#"{"drains": {"x": {"cluster": "east", "records": ["nonamespace"], "since": 1.0}}}"#,
+        )
+        .expect("write");
+        assert_eq!(load_drains_file(&path), (HashMap::new(), true));
         std::fs::write(&path, "{not json").expect("write");
         assert_eq!(load_drains_file(&path), (HashMap::new(), false));
+    }
+
+    #[test]
+    fn record_scopes_are_checked_and_keyed() {
+        assert_eq!(
+            normalise_records(&[" shop/web".into(), "a/b".into(), "shop/web".into()]),
+            Ok(vec!["a/b".to_string(), "shop/web".to_string()])
+        );
+        assert!(normalise_records(&["web".into()]).is_err());
+        assert!(normalise_records(&["shop/".into()]).is_err());
+        assert!(normalise_records(&["shop/we b".into()]).is_err());
+        assert_eq!(drain_key("east", &[]), "east");
+        assert_eq!(drain_key("east", &["a/b".into()]), "east [a/b]");
     }
 
     #[test]

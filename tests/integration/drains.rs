@@ -168,3 +168,125 @@ fn file_mode_drains_without_a_writable_file_stay_in_the_process() {
         .count();
     assert_eq!(warnings, 1, "{}", s.log_text());
 }
+
+/// The same two clusters for a second record, `hc/other`.
+fn other_record() -> String {
+    record()
+        .replace("name: drill", "name: other")
+        .replace("127.0.0.61", "127.0.0.63")
+        .replace("127.0.0.62", "127.0.0.64")
+}
+
+const OTHER: &str = "other.hc.demo.svc.gslb.example.com.";
+
+fn answer_of(s: &Server, name: &str) -> Vec<String> {
+    addrs(&s.q().ecs(SAN_FRANCISCO, 24).ask(name, RecordType::A))
+}
+
+#[test]
+fn a_drain_scoped_to_a_record_takes_the_cluster_out_of_that_record_only() {
+    let dir = zones_with(&[("drill.yaml", &record()), ("other.yaml", &other_record())]);
+    let mut s = Server::start(dir.path());
+    wait_answer(&s, LA);
+    assert_eq!(answer_of(&s, OTHER), ["127.0.0.63"]);
+    let admin = format!("http://{}", s.admin);
+
+    // A malformed scope is refused, naming the entry; nothing is drained.
+    let (code, out, err) = run(&[
+        "drain",
+        "los-angeles",
+        "--record",
+        "drill",
+        "--admin",
+        &admin,
+    ]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains("records[0]") && err.contains("namespace/name"),
+        "{err}"
+    );
+    assert!(
+        state(&s)["drains"]
+            .as_object()
+            .is_some_and(|d| d.is_empty())
+    );
+
+    let (code, out, err) = run(&[
+        "drain",
+        "los-angeles",
+        "--record",
+        "hc/drill",
+        "--for",
+        "10m",
+        "--reason",
+        "canary",
+        "--admin",
+        &admin,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("for hc/drill"), "{out}");
+    wait_answer(&s, HOUSTON);
+    // The other record still answers from the drained cluster, which is not drained as a whole.
+    assert_eq!(answer_of(&s, OTHER), ["127.0.0.63"]);
+    let st = state(&s);
+    let d = &st["drains"]["los-angeles [hc/drill]"];
+    assert_eq!(d["cluster"], "los-angeles", "{st}");
+    assert_eq!(d["records"], serde_json::json!(["hc/drill"]));
+    assert_eq!(d["reason"], "canary");
+    assert!(st["drains"]["los-angeles"].is_null(), "{st}");
+    let la = st["clusters"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "los-angeles"))
+        .cloned()
+        .expect("cluster in state");
+    assert_eq!(la["drained"], false, "{la}");
+    assert_eq!(
+        crate::common::metric(
+            &s.metrics(),
+            "meridian_drained",
+            &[("cluster", "los-angeles")]
+        ),
+        0.0,
+        "the gauge counts whole-cluster drains"
+    );
+    // explain shows the scoped drain on that record's candidate.
+    let (code, body) = s.http(
+        "GET",
+        &format!("/api/v1/explain?name={NAME}&client={SAN_FRANCISCO}"),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"drained\":true"), "{body}");
+
+    // Kept across a restart, scope and all.
+    s.signal("TERM");
+    assert_eq!(s.wait_exit(Duration::from_secs(20)), Some(0));
+    drop(s);
+    let s = Server::start(dir.path());
+    wait_answer(&s, HOUSTON);
+    assert_eq!(answer_of(&s, OTHER), ["127.0.0.63"]);
+
+    // A whole-cluster drain beside it, then undrain of the scoped one only.
+    let admin = format!("http://{}", s.admin);
+    let (code, out, err) = run(&["drain", "los-angeles", "--for", "10m", "--admin", &admin]);
+    assert_eq!(code, 0, "{out}{err}");
+    wait_for(Duration::from_secs(5), "other fails over", || {
+        (answer_of(&s, OTHER) == ["127.0.0.64"]).then_some(())
+    });
+    let (code, out, err) = run(&[
+        "undrain",
+        "los-angeles",
+        "--record",
+        "hc/drill",
+        "--admin",
+        &admin,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let st = state(&s);
+    assert!(st["drains"]["los-angeles [hc/drill]"].is_null(), "{st}");
+    assert!(!st["drains"]["los-angeles"].is_null(), "{st}");
+    // Undrain of the cluster ends the rest.
+    let (code, out, err) = run(&["undrain", "los-angeles", "--admin", &admin]);
+    assert_eq!(code, 0, "{out}{err}");
+    wait_answer(&s, LA);
+    assert_eq!(answer_of(&s, OTHER), ["127.0.0.63"]);
+}

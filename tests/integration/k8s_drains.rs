@@ -307,6 +307,103 @@ fn kubernetes_drains_are_shared_durable_and_expire() {
         h.delete(&drain_path(Some(n)));
     }
 
+    // A Drain made by hand (kubectl, GitOps) scoped to one record: only that record's names
+    // lose the cluster; the leader announces it, and its deletion, with Events.
+    for (m, ip) in [(&fed.east, "192.0.2.11"), (&fed.west, "192.0.2.12")] {
+        let k = m.admin();
+        k.apply(&lb_service("shop", "api"));
+        set_service_lb(&k, "shop", "api", &[ip]);
+        k.apply(&slice("shop", "api", true));
+    }
+    h.apply(&service_record("shop", "api", json!({})));
+    let api = global("api");
+    for s in [&a, &b] {
+        await_answer(
+            s,
+            &sf(s),
+            &api,
+            RecordType::A,
+            &["192.0.2.12"],
+            Duration::from_secs(20),
+        );
+    }
+    let mut canary = drain_object("canary", "west", Some(&rfc3339_in(600)));
+    canary["spec"]["records"] = json!(["shop/web"]);
+    h.apply(&canary);
+    for s in [&a, &b] {
+        await_answer(
+            s,
+            &sf(s),
+            &web,
+            RecordType::A,
+            &["192.0.2.1"],
+            Duration::from_secs(2),
+        );
+        assert_eq!(
+            shape(&sf(s).ask(&api, RecordType::A)),
+            vec!["192.0.2.12"],
+            "a drain scoped to shop/web leaves shop/api on west"
+        );
+    }
+    wait_for(
+        Duration::from_secs(10),
+        "Drained event (made by hand)",
+        || {
+            event_reasons(&h, "canary")
+                .contains(&"Drained".to_string())
+                .then_some(())
+        },
+    );
+    let (_, body) = b.http("GET", "/api/v1/state");
+    let st: Value = serde_json::from_str(&body).expect("state");
+    let entry = &st["drains"]["west [shop/web]"];
+    assert_eq!(entry["object"], format!("{FED_NS}/canary"), "{st}");
+    assert_eq!(entry["records"], json!(["shop/web"]));
+    assert!(st["drains"]["west"].is_null(), "{st}");
+    assert!(
+        a.log_text().contains("Drain object made outside meridian")
+            || b.log_text().contains("Drain object made outside meridian"),
+        "the leader logs who made it"
+    );
+    h.delete(&drain_path(Some("canary")));
+    for s in [&a, &b] {
+        await_answer(
+            s,
+            &sf(s),
+            &web,
+            RecordType::A,
+            &["192.0.2.2"],
+            Duration::from_secs(2),
+        );
+    }
+    wait_for(
+        Duration::from_secs(10),
+        "Undrained event (deleted by hand)",
+        || {
+            event_reasons(&h, "canary")
+                .contains(&"Undrained".to_string())
+                .then_some(())
+        },
+    );
+    // A malformed scope: not applied, with a condition naming the entry.
+    let mut bad = drain_object("bad-scope", "west", Some(&rfc3339_in(600)));
+    bad["spec"]["records"] = json!(["web"]);
+    h.apply(&bad);
+    let c = wait_for(
+        Duration::from_secs(20),
+        "bad-scope: Valid condition",
+        || drain_condition(&h, "bad-scope", "Valid"),
+    );
+    assert_eq!(c["status"], "False", "{c}");
+    assert!(
+        c["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("spec.records[0]")),
+        "{c}"
+    );
+    assert_eq!(shape(&sf(&a).ask(&web, RecordType::A)), vec!["192.0.2.2"]);
+    h.delete(&drain_path(Some("bad-scope")));
+
     // A Drain made by hand with a short expiry applies, then stops applying by itself.
     h.apply(&drain_object("short", "west", Some(&rfc3339_in(4))));
     for s in [&a, &b] {
@@ -334,6 +431,10 @@ fn kubernetes_drains_are_shared_durable_and_expire() {
         drain_condition(&h, "short", "Expired")
     });
     assert_eq!(c["status"], "True");
+    assert!(
+        event_reasons(&h, "short").contains(&"Drained".to_string()),
+        "a Drain made by hand is announced too"
+    );
     wait_for(Duration::from_secs(10), "DrainExpired event", || {
         event_reasons(&h, "short")
             .contains(&"DrainExpired".to_string())
@@ -350,4 +451,13 @@ fn kubernetes_drains_are_shared_durable_and_expire() {
             .any(|o| o["object"] == format!("{FED_NS}/short") && o["state"] == "expired"),
         "{st}"
     );
+    // Each drain and undrain is announced once: the leader adds none for the admin API's.
+    let reasons = event_reasons(&h, &name);
+    for r in ["Drained", "Undrained"] {
+        assert_eq!(
+            reasons.iter().filter(|x| *x == r).count(),
+            1,
+            "{r}: {reasons:?}"
+        );
+    }
 }

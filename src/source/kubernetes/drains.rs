@@ -19,7 +19,11 @@ use tokio::sync::{Notify, watch as tokio_watch};
 
 use super::watch;
 use crate::metrics;
-use crate::snapshot::publisher::{Drain, PublisherHandle, Update};
+use crate::snapshot::publisher::{Drain, PublisherHandle, Update, normalise_records};
+
+/// Set by the admin API on the Drain objects it creates, whose `Drained` Event it records
+/// itself; the leader records one for every other Drain (made with kubectl or GitOps).
+const ANNOUNCED: &str = "meridian.io/drained-event";
 
 /// The longest a Drain may last, counted from its creation (as Route 53 ARC zonal shifts, a
 /// drain must end by itself).
@@ -54,13 +58,13 @@ pub enum DrainError {
     BeforeCreation(String),
     #[error("spec.expiresAt {0} is more than 7 days after the object's creation")]
     TooFar(String),
-    #[error("spec.records: scoping a drain to records is not supported yet; leave it empty")]
-    Scoped,
+    #[error("spec.{0}")]
+    Records(String),
     #[error("spec is not an object: {0}")]
     Spec(String),
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DrainSpec {
     #[serde(default)]
@@ -95,9 +99,7 @@ pub fn validate(spec: &DrainSpec, created: SystemTime) -> Result<SystemTime, Dra
     if spec.cluster.trim().is_empty() {
         return Err(DrainError::NoCluster);
     }
-    if !spec.records.is_empty() {
-        return Err(DrainError::Scoped);
-    }
+    normalise_records(&spec.records).map_err(DrainError::Records)?;
     let raw = spec.expires_at.as_deref().ok_or(DrainError::NoExpiry)?;
     let at = parse_time(raw).ok_or_else(|| DrainError::BadExpiry(raw.to_string()))?;
     if at <= created {
@@ -117,6 +119,7 @@ pub fn validate(spec: &DrainSpec, created: SystemTime) -> Result<SystemTime, Dra
 pub struct DrainView {
     pub object: String,
     pub cluster: String,
+    pub records: Vec<String>,
     pub expires_at: Option<String>,
     pub reason: Option<String>,
     pub requested_by: Option<String>,
@@ -160,6 +163,7 @@ impl DrainApi {
     pub async fn create(
         &self,
         cluster: &str,
+        records: &[String],
         expires: SystemTime,
         reason: Option<&str>,
         requested_by: &str,
@@ -168,9 +172,11 @@ impl DrainApi {
         let mut obj = DynamicObject::new("", &resource()).within(&self.namespace);
         obj.metadata.name = None;
         obj.metadata.generate_name = Some(format!("{}-", generate_prefix(cluster)));
+        obj.metadata.annotations = Some([(ANNOUNCED.to_string(), "recorded".to_string())].into());
         obj.data = serde_json::json!({
             "spec": {
                 "cluster": cluster,
+                "records": records,
                 "expiresAt": format_time(expires),
                 "reason": reason,
                 "requestedBy": requested_by,
@@ -185,26 +191,39 @@ impl DrainApi {
         .map_err(|e| format!("cannot create the Drain object: {e}"))?;
         let name = created.metadata.name.clone().unwrap_or_default();
         tracing::debug!(drain = %name, elapsed_ms = started.elapsed().as_millis() as u64, "Drain object created");
-        let message = format!(
-            "cluster {cluster} drained until {} by {requested_by}: {}",
-            format_time(expires),
-            reason.unwrap_or("no reason given")
-        );
+        let message = drained_message(cluster, records, expires, requested_by, reason);
         self.event(&created.metadata, "Drained", &message).await;
         tracing::debug!(drain = %name, elapsed_ms = started.elapsed().as_millis() as u64, "Drained event recorded");
         Ok(name)
     }
 
-    /// Deletes every Drain object of `cluster`; returns their names.
-    pub async fn delete_cluster(&self, cluster: &str, who: &str) -> Result<Vec<String>, String> {
+    /// Deletes every Drain object of `cluster` (with `records`: those scoped to any of them);
+    /// returns their names.
+    pub async fn delete_cluster(
+        &self,
+        cluster: &str,
+        records: &[String],
+        who: &str,
+    ) -> Result<Vec<String>, String> {
         let list = tokio::time::timeout(CALL_TIMEOUT, self.api().list(&ListParams::default()))
             .await
             .map_err(|_| "listing Drain objects timed out".to_string())?
             .map_err(|e| format!("cannot list Drain objects: {e}"))?;
         let mut deleted = Vec::new();
         for o in list.items {
-            if spec_of(&o).is_ok_and(|s| s.cluster == cluster) {
+            if spec_of(&o).is_ok_and(|s| {
+                s.cluster == cluster
+                    && (records.is_empty() || s.records.iter().any(|r| records.contains(r)))
+            }) {
                 let name = o.metadata.name.clone().unwrap_or_default();
+                // The Event first: the leader, seeing the object go, looks for it and records
+                // one of its own only for a Drain deleted some other way.
+                self.event(
+                    &o.metadata,
+                    "Undrained",
+                    &format!("cluster {cluster} undrained by {who}"),
+                )
+                .await;
                 match tokio::time::timeout(
                     CALL_TIMEOUT,
                     self.api().delete(&name, &DeleteParams::default()),
@@ -216,12 +235,6 @@ impl DrainApi {
                     Ok(Err(e)) => return Err(format!("cannot delete Drain {name}: {e}")),
                     Err(_) => return Err(format!("deleting Drain {name} timed out")),
                 }
-                self.event(
-                    &o.metadata,
-                    "Undrained",
-                    &format!("cluster {cluster} undrained by {who}"),
-                )
-                .await;
                 deleted.push(name);
             }
         }
@@ -271,6 +284,41 @@ impl DrainApi {
                 tracing::warn!(drain = %name, reason, "recording the Kubernetes Event timed out")
             }
         }
+    }
+}
+
+/// The `Drained` Event's message.
+fn drained_message(
+    cluster: &str,
+    records: &[String],
+    expires: SystemTime,
+    requested_by: &str,
+    reason: Option<&str>,
+) -> String {
+    let scope = if records.is_empty() {
+        String::new()
+    } else {
+        format!(" for {}", records.join(", "))
+    };
+    format!(
+        "cluster {cluster}{scope} drained until {} by {requested_by}: {}",
+        format_time(expires),
+        reason.unwrap_or("no reason given")
+    )
+}
+
+/// Whether an Event with this reason about this object exists already.
+async fn has_event(api: &DrainApi, uid: &str, reason: &str) -> bool {
+    let events: Api<Event> = Api::namespaced(api.client.clone(), &api.namespace);
+    let lp = ListParams::default().fields(&format!("involvedObject.uid={uid},reason={reason}"));
+    match tokio::time::timeout(CALL_TIMEOUT, events.list(&lp)).await {
+        Ok(Ok(l)) => !l.items.is_empty(),
+        // Unknown: say nothing rather than twice.
+        Ok(Err(e)) => {
+            tracing::warn!(uid, reason, error = %e, "cannot list Events (RBAC: events list)");
+            true
+        }
+        Err(_) => true,
     }
 }
 
@@ -359,6 +407,8 @@ pub async fn run(
     // Invalid objects already reported (name → error), so each is logged and counted once.
     let mut reported: HashMap<String, String> = HashMap::new();
     let mut last_sent: Option<HashMap<String, Drain>> = None;
+    // While leading: the active Drains of the last pass, to tell when one is deleted.
+    let mut known: Option<HashMap<String, (DynamicObject, DrainSpec)>> = None;
     let m = metrics::get();
     loop {
         let _ = tokio::time::timeout(TICK, dirty.notified()).await;
@@ -372,6 +422,7 @@ pub async fn run(
         let mut now_reported = HashMap::new();
         // The leader's writes wait until the drains are applied: answers first.
         let mut duties = Vec::new();
+        let mut active_objects: HashMap<String, (DynamicObject, DrainSpec)> = HashMap::new();
         let mut objects = w.store.state();
         objects.sort_by_key(|o| o.metadata.name.clone());
         for o in objects {
@@ -382,7 +433,10 @@ pub async fn run(
                 .as_ref()
                 .map_err(Clone::clone)
                 .and_then(|s| validate(s, created_of(&o)));
-            let spec = spec.unwrap_or_default();
+            let mut spec = spec.unwrap_or_default();
+            if let Ok(r) = normalise_records(&spec.records) {
+                spec.records = r;
+            }
             if let Err(e) = &verdict {
                 let text = e.to_string();
                 if reported.get(&name) != Some(&text) {
@@ -400,21 +454,28 @@ pub async fn run(
                 && at > now
             {
                 let d = Drain {
+                    cluster: spec.cluster.clone(),
+                    records: spec.records.clone(),
                     until: Some(at),
                     since: created_of(&o),
                     reason: spec.reason.clone(),
                     requested_by: spec.requested_by.clone(),
                     object: Some(object.clone()),
                 };
-                // Two objects for one cluster: the one lasting longer is served.
-                let keep = active.get(&spec.cluster).is_none_or(|p| p.until < d.until);
+                // Two objects for one cluster (and scope): the one lasting longer is served.
+                let key = d.key();
+                let keep = active.get(&key).is_none_or(|p| p.until < d.until);
                 if keep {
-                    active.insert(spec.cluster.clone(), d);
+                    active.insert(key, d);
+                }
+                if lead {
+                    active_objects.insert(name.clone(), ((*o).clone(), spec.clone()));
                 }
             }
             views.push(DrainView {
                 object: object.clone(),
                 cluster: spec.cluster.clone(),
+                records: spec.records.clone(),
                 expires_at: spec.expires_at.clone(),
                 reason: spec.reason.clone(),
                 requested_by: spec.requested_by.clone(),
@@ -451,6 +512,45 @@ pub async fn run(
         }
         for (o, name, spec, verdict) in duties {
             leader_duties(&api, &o, &name, &spec, &verdict, now).await;
+        }
+        if lead {
+            // An active Drain gone before its expiry was deleted: say so once, unless the
+            // admin API did (it records its Event before deleting).
+            if let Some(before) = &known {
+                for (name, (o, spec)) in before {
+                    if active_objects.contains_key(name) {
+                        continue;
+                    }
+                    let uid = o.metadata.uid.clone().unwrap_or_default();
+                    let expired = spec
+                        .expires_at
+                        .as_deref()
+                        .and_then(parse_time)
+                        .is_none_or(|at| at <= now);
+                    if expired
+                        || w.store
+                            .state()
+                            .iter()
+                            .any(|x| x.metadata.uid == o.metadata.uid)
+                    {
+                        // Expired (announced as such), or still there but no longer active.
+                        continue;
+                    }
+                    if has_event(&api, &uid, "Undrained").await {
+                        continue;
+                    }
+                    tracing::info!(drain = %format!("{}/{name}", api.namespace), cluster = %spec.cluster, records = %spec.records.join(","), "cluster undrained: Drain object deleted");
+                    api.event(
+                        &o.metadata,
+                        "Undrained",
+                        &format!("cluster {} undrained: Drain object deleted", spec.cluster),
+                    )
+                    .await;
+                }
+            }
+            known = Some(active_objects);
+        } else {
+            known = None;
         }
     }
 }
@@ -500,6 +600,15 @@ async fn leader_duties(
             a.iter()
                 .any(|c| c["type"] == "Expired" && c["status"] == "True")
         });
+    // First seen valid and active (no condition yet) and not made by the admin API, which
+    // records its own Event: made with kubectl or GitOps, announced here.
+    let announce = matches!(verdict, Ok(at) if *at > now)
+        && raw.as_array().is_none_or(|a| a.is_empty())
+        && !o
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(ANNOUNCED));
     let stamp = format_time(now);
     let conditions: Vec<serde_json::Value> = wanted
         .iter()
@@ -521,9 +630,29 @@ async fn leader_duties(
     {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => {
-            tracing::warn!(drain = %name, error = %e, "cannot write the Drain's conditions")
+            tracing::warn!(drain = %name, error = %e, "cannot write the Drain's conditions");
+            return;
         }
-        Err(_) => tracing::warn!(drain = %name, "writing the Drain's conditions timed out"),
+        Err(_) => {
+            tracing::warn!(drain = %name, "writing the Drain's conditions timed out");
+            return;
+        }
+    }
+    if announce && let Ok(at) = verdict {
+        let who = spec.requested_by.as_deref().unwrap_or("unknown");
+        tracing::info!(drain = %name, cluster = %spec.cluster, records = %spec.records.join(","), requested_by = %who, reason = spec.reason.as_deref().unwrap_or(""), expires_at = %format_time(*at), "drain requested: Drain object made outside meridian");
+        api.event(
+            &o.metadata,
+            "Drained",
+            &drained_message(
+                &spec.cluster,
+                &spec.records,
+                *at,
+                who,
+                spec.reason.as_deref(),
+            ),
+        )
+        .await;
     }
     if newly_expired {
         tracing::info!(drain = %name, cluster = %spec.cluster, reason = spec.reason.as_deref().unwrap_or(""), requested_by = spec.requested_by.as_deref().unwrap_or(""), "drain expired");
@@ -578,11 +707,20 @@ mod tests {
     }
 
     #[test]
-    fn cluster_required_and_scope_refused() {
+    fn cluster_required_and_records_checked() {
         let created = parse_time("2026-01-01T00:00:00Z").expect("time");
         let mut s = spec(Some("2026-01-01T01:00:00Z"));
-        s.records = vec!["shop/web".into()];
-        assert_eq!(validate(&s, created), Err(DrainError::Scoped));
+        s.records = vec!["shop/web".into(), " shop/api ".into()];
+        assert!(validate(&s, created).is_ok());
+        s.records = vec!["shop/web".into(), "web".into()];
+        let e = validate(&s, created).expect_err("no namespace");
+        assert!(
+            matches!(&e, DrainError::Records(m) if m.starts_with("records[1]")),
+            "{e}"
+        );
+        assert!(e.to_string().starts_with("spec.records[1]: \"web\""), "{e}");
+        s.records = vec!["Shop/Web".into()];
+        assert!(validate(&s, created).is_err(), "object names are lowercase");
         s.records.clear();
         s.cluster = " ".into();
         assert_eq!(validate(&s, created), Err(DrainError::NoCluster));
