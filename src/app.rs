@@ -180,6 +180,10 @@ pub struct KubeArgs {
     /// A member cluster whose API server fails (or has not answered) this long is offline.
     #[arg(long, default_value = "10s", value_parser = member_offline_after, env = "MERIDIAN_MEMBER_OFFLINE_AFTER")]
     pub member_offline_after: Duration,
+    /// How long an expired Drain object stays (listed by `state` as expired) before the leader
+    /// deletes it (1s to 168h).
+    #[arg(long, default_value = "1h", value_parser = drain_for, env = "MERIDIAN_DRAIN_KEEP_EXPIRED")]
+    pub drain_keep_expired: Duration,
 }
 
 impl KubeArgs {
@@ -220,6 +224,7 @@ impl KubeArgs {
                 grace,
             },
             member_offline_after: offline,
+            drain_keep_expired: self.drain_keep_expired,
         }))
     }
 }
@@ -849,11 +854,14 @@ async fn serve(args: ServeArgs) -> Result<()> {
     // Drains: Drain objects with Kubernetes, else in-process, kept in a file in the zones
     // directory so a restart does not forget them.
     let kube_drains = match &kube {
-        Some(opts) => Some(kubernetes::drains::DrainApi::new(
-            kubernetes::client(opts).await?,
-            opts.kubefed_namespace.clone(),
-            opts.lease.identity.clone(),
-        )),
+        Some(opts) => Some(
+            kubernetes::drains::DrainApi::new(
+                kubernetes::client(opts).await?,
+                opts.kubefed_namespace.clone(),
+                opts.lease.identity.clone(),
+            )
+            .keep_expired(opts.drain_keep_expired),
+        ),
         None => None,
     };
     let admin_task = tokio::spawn(admin::serve(

@@ -830,28 +830,30 @@ fn service_record(ns: &str, name: &str, extra_spec: Value) -> Value {
 // ---------------------------------------------------------------- meridian
 
 fn meridian(zones: &Path, kubeconfig: &Path, identity: &str) -> Meridian {
-    Meridian(Server::start_with(
-        zones,
-        &[
-            "--kubeconfig",
-            kubeconfig.to_str().expect("utf-8 path"),
-            "--geoip",
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("zones/demo-geoip.mmdb")
-                .to_str()
-                .expect("path"),
-            "--lease-namespace",
-            "meridian",
-            "--lease-duration",
-            "3s",
-            "--lease-grace",
-            "1s",
-            "--member-offline-after",
-            "2s",
-            "--identity",
-            identity,
-        ],
-    ))
+    meridian_with(zones, kubeconfig, identity, &[])
+}
+
+/// [`meridian`] with more flags.
+fn meridian_with(zones: &Path, kubeconfig: &Path, identity: &str, extra: &[&str]) -> Meridian {
+    let geoip = Path::new(env!("CARGO_MANIFEST_DIR")).join("zones/demo-geoip.mmdb");
+    let mut args = vec![
+        "--kubeconfig",
+        kubeconfig.to_str().expect("utf-8 path"),
+        "--geoip",
+        geoip.to_str().expect("path"),
+        "--lease-namespace",
+        "meridian",
+        "--lease-duration",
+        "3s",
+        "--lease-grace",
+        "1s",
+        "--member-offline-after",
+        "2s",
+        "--identity",
+        identity,
+    ];
+    args.extend_from_slice(extra);
+    Meridian(Server::start_with(zones, &args))
 }
 
 /// Addresses, CNAME targets first: `["cname:x.", "192.0.2.1"]`.

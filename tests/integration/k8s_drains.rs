@@ -69,8 +69,10 @@ fn kubernetes_drains_are_shared_durable_and_expire() {
     register_member(&h, &fed.west, json!({}));
     h.apply(&service_record("shop", "web", json!({})));
     let kc = fed.kubeconfig();
-    let mut a = meridian(fed.zones.path(), &kc, "replica-a");
-    let b = meridian(fed.zones.path(), &kc, "replica-b");
+    // Expired Drains are deleted 10 s after expiry here (1 h by default).
+    let keep = ["--drain-keep-expired", "10s"];
+    let mut a = meridian_with(fed.zones.path(), &kc, "replica-a", &keep);
+    let b = meridian_with(fed.zones.path(), &kc, "replica-b", &keep);
     // New York's nearest is east, San Francisco's west.
     let ny = |s: &Server| s.q().ecs("198.51.100.0", 24);
     let sf = |s: &Server| s.q().ecs("192.0.2.0", 24);
@@ -170,7 +172,7 @@ fn kubernetes_drains_are_shared_durable_and_expire() {
 
     // A restarted replica still applies the drain.
     drop(a);
-    a = meridian(fed.zones.path(), &kc, "replica-a");
+    a = meridian_with(fed.zones.path(), &kc, "replica-a", &keep);
     wait_for(Duration::from_secs(20), "readyz", || {
         ready_ok(&a).then_some(())
     });
@@ -451,6 +453,16 @@ fn kubernetes_drains_are_shared_durable_and_expire() {
             .any(|o| o["object"] == format!("{FED_NS}/short") && o["state"] == "expired"),
         "{st}"
     );
+    // The leader deletes it once it has been expired for --drain-keep-expired.
+    wait_for(Duration::from_secs(30), "expired Drain deleted", || {
+        h.get(&drain_path(Some("short"))).is_none().then_some(())
+    });
+    // (The log line may reach the test's reader a moment after the API server's reply.)
+    wait_for(Duration::from_secs(5), "the leader logs the delete", || {
+        (a.log_text().contains("expired Drain object deleted")
+            || b.log_text().contains("expired Drain object deleted"))
+        .then_some(())
+    });
     // Each drain and undrain is announced once: the leader adds none for the admin API's.
     let reasons = event_reasons(&h, &name);
     for r in ["Drained", "Undrained"] {

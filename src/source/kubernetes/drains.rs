@@ -2,7 +2,8 @@
 //! namespace. Every replica watches them and hands the valid, unexpired ones to its publisher
 //! (which also ends each at its `expiresAt` by itself); the admin API creates and deletes them;
 //! the elected leader alone writes their conditions, emits `DrainExpired` and deletes them
-//! [`DELETE_AFTER`] past their expiry (until then `state` lists them as recently expired).
+//! some time past their expiry (`--drain-keep-expired`, default [`DELETE_AFTER`]; until then
+//! `state` lists them as recently expired).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,7 +29,8 @@ const ANNOUNCED: &str = "meridian.io/drained-event";
 /// The longest a Drain may last, counted from its creation (as Route 53 ARC zonal shifts, a
 /// drain must end by itself).
 pub const MAX_EXPIRY: Duration = crate::model::MAX_DRAIN;
-/// How long the leader keeps an expired Drain before deleting it, so `state` can list it.
+/// How long the leader keeps an expired Drain before deleting it, so `state` can list it
+/// (default of `--drain-keep-expired`).
 pub const DELETE_AFTER: Duration = Duration::from_secs(3600);
 const TICK: Duration = Duration::from_secs(1);
 /// Allowed beyond [`MAX_EXPIRY`] for clock skew between a replica and the API server.
@@ -136,6 +138,8 @@ pub struct DrainApi {
     pub namespace: String,
     /// This replica's name (the Events' reporting instance).
     pub identity: String,
+    /// How long past its expiry the leader deletes a Drain.
+    keep_expired: Duration,
     views_tx: Arc<tokio_watch::Sender<Vec<DrainView>>>,
 }
 
@@ -146,8 +150,14 @@ impl DrainApi {
             client,
             namespace,
             identity,
+            keep_expired: DELETE_AFTER,
             views_tx: Arc::new(views_tx),
         }
+    }
+
+    pub fn keep_expired(mut self, after: Duration) -> DrainApi {
+        self.keep_expired = after;
+        self
     }
 
     fn api(&self) -> Api<DynamicObject> {
@@ -556,7 +566,7 @@ pub async fn run(
 }
 
 /// What only the leader does for one Drain object: conditions (with a `DrainExpired` Event
-/// when the Expired condition first appears) and the delete [`DELETE_AFTER`] past expiry.
+/// when the Expired condition first appears) and the delete `keep_expired` past expiry.
 async fn leader_duties(
     api: &DrainApi,
     o: &DynamicObject,
@@ -568,7 +578,7 @@ async fn leader_duties(
     if let Ok(at) = verdict
         && now
             .duration_since(*at)
-            .is_ok_and(|past| past >= DELETE_AFTER)
+            .is_ok_and(|past| past >= api.keep_expired)
     {
         match tokio::time::timeout(
             CALL_TIMEOUT,

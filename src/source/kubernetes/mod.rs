@@ -56,6 +56,8 @@ pub struct KubeOptions {
     pub lease: LeaseOptions,
     /// A member failing (or never listed) this long is offline.
     pub member_offline_after: Duration,
+    /// How long the leader keeps an expired Drain (listed by `state`) before deleting it.
+    pub drain_keep_expired: Duration,
 }
 
 /// Shortest quiet time before a pass: a burst of watch events becomes one pass.
