@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 
 use crate::geo::GeoDb;
-use compile::Compiled;
+use compile::{CDyn, CTarget, Compiled};
 
 /// Health as the query path sees it, aligned with the compiled tables' indices.
 #[derive(Debug, Clone, Default)]
@@ -43,6 +43,13 @@ impl HealthView {
             .get(cluster as usize)
             .copied()
             .unwrap_or(false)
+    }
+
+    /// Whether `t` of name `d` is drained. Every drain check in routing goes through here, so
+    /// drains scoped narrower than a cluster need only change this.
+    #[inline]
+    pub fn target_drained(&self, _d: &CDyn, t: &CTarget) -> bool {
+        self.drained(t.cluster)
     }
 }
 
