@@ -1213,3 +1213,6 @@ mod identity_tests {
         assert_eq!(m.answers[0].data.to_string(), String::from_utf8_lossy(&id));
     }
 }
+
+#[cfg(test)]
+mod lookup_tests;
