@@ -33,7 +33,7 @@ fn select(cx: &Ctx<'_>) -> Decision {
             target,
             Reason::FailedOver {
                 from,
-                why: cx.out_because(from),
+                why: cx.why_unhealthy(from),
             },
         ),
         (Some((target, _)), _) => Decision::one(target, Reason::NearestHealthy),

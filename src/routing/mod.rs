@@ -6,11 +6,7 @@
 //! `all_down.rs`) and hands the rest to the name's policy. The [`Decision`] it returns carries
 //! its [`Reason`], which `explain` prints as is.
 
-mod all;
 mod all_down;
-mod failover;
-mod geo;
-mod weighted;
 
 use std::fmt;
 
@@ -30,9 +26,18 @@ pub struct PolicyDef {
     pub select: fn(&Ctx<'_>) -> Decision,
 }
 
-/// Every policy, in metric and help order. The first is the default. A new policy is a new
-/// file with a `pub const DEF: PolicyDef` and one line here.
-pub const POLICIES: &[PolicyDef] = &[geo::DEF, failover::DEF, weighted::DEF, all::DEF];
+/// Declares each policy's module (`<name>.rs`, holding `pub const DEF: PolicyDef`) and lists
+/// its `DEF` in [`POLICIES`].
+macro_rules! policies {
+    ($($m:ident),+ $(,)?) => {
+        $(mod $m;)+
+        /// Every policy, in metric and error-message order; the first is the default.
+        pub const POLICIES: &[PolicyDef] = &[$($m::DEF),+];
+    };
+}
+
+// The registry: a new policy is a new file and its name here.
+policies!(geo, failover, weighted, all);
 
 /// How a name picks among its clusters (`meridian.io/policy`): an index into [`POLICIES`]
 /// (the default, 0, is the first registered).
@@ -134,7 +139,7 @@ impl std::str::FromStr for Policy {
 }
 
 /// "a, b or c", for error messages.
-pub(crate) fn one_of(names: &[&str]) -> String {
+fn one_of(names: &[&str]) -> String {
     match names.split_last() {
         Some((last, [])) => (*last).to_string(),
         Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
@@ -207,14 +212,14 @@ impl Ctx<'_> {
     }
 
     /// Why an eligible target is not healthy.
-    pub fn out_because(&self, target: u32) -> Out {
+    pub fn why_unhealthy(&self, target: u32) -> Unhealthy {
         let t = &self.d.targets[target as usize];
         if self.health.target_drained(self.d, t) {
-            Out::Drained
+            Unhealthy::Drained
         } else if !t.ready {
-            Out::Unready
+            Unhealthy::Unready
         } else {
-            Out::Down
+            Unhealthy::Down
         }
     }
 }
@@ -252,19 +257,19 @@ impl Selection {
 
 /// Why an eligible target is not healthy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Out {
+pub enum Unhealthy {
     Down,
     Drained,
     /// Kubernetes readiness: no ready endpoints for this record.
     Unready,
 }
 
-impl Out {
+impl Unhealthy {
     pub fn as_str(self) -> &'static str {
         match self {
-            Out::Down => "down",
-            Out::Drained => "drained",
-            Out::Unready => "not ready",
+            Unhealthy::Down => "down",
+            Unhealthy::Drained => "drained",
+            Unhealthy::Unready => "not ready",
         }
     }
 }
@@ -275,12 +280,12 @@ pub enum Reason {
     /// The nearest target is healthy and answers (geo).
     NearestHealthy,
     /// The nearest eligible target `from` is `why`; the nearest healthy one answers (geo).
-    FailedOver { from: u32, why: Out },
+    FailedOver { from: u32, why: Unhealthy },
     /// The first healthy target in the failover order (failover; weighted when every healthy
     /// target weighs 0).
     FirstInOrder,
-    /// A random healthy target, by weight (weighted).
-    WeightedPick,
+    /// A random healthy target (weighted: in proportion to the weights).
+    RandomPick,
     /// Every healthy target, by policy (all).
     EveryHealthy,
     /// The client can't be placed and no default cluster is configured: every healthy target.
@@ -589,7 +594,7 @@ mod tests {
             out.reason,
             Reason::FailedOver {
                 from: 2,
-                why: Out::Down
+                why: Unhealthy::Down
             }
         );
         assert!(out.away_from_nearest());
@@ -809,7 +814,7 @@ mod tests {
             out.reason,
             Reason::FailedOver {
                 from: 2,
-                why: Out::Drained
+                why: Unhealthy::Drained
             }
         );
         // Unready nearest.
@@ -828,7 +833,7 @@ mod tests {
             out.reason,
             Reason::FailedOver {
                 from: 2,
-                why: Out::Unready
+                why: Unhealthy::Unready
             }
         );
         let d = dyn_name(Policy::Geo, AllDown::All, false);
@@ -873,7 +878,7 @@ mod tests {
         assert!(!out.located);
         let d = dyn_name(Policy::Weighted, AllDown::All, false);
         let out = sel(&d, Family::V4, &cl, &health([true; 4]), None, None, 0);
-        assert_eq!(out.reason, Reason::WeightedPick);
+        assert_eq!(out.reason, Reason::RandomPick);
         let d = dyn_name(Policy::All, AllDown::All, false);
         let out = sel(&d, Family::V4, &cl, &health([true; 4]), None, None, 0);
         assert_eq!(out.reason, Reason::EveryHealthy);

@@ -32,5 +32,5 @@ fn select(cx: &Ctx<'_>) -> Decision {
         }
         pick -= w;
     }
-    Decision::one(chosen, Reason::WeightedPick)
+    Decision::one(chosen, Reason::RandomPick)
 }
