@@ -39,6 +39,9 @@ macro_rules! policies {
 // The registry: a new policy is a new file and its name here.
 policies!(geo, failover, weighted, all);
 
+// `Policy` indexes the registry with a u8.
+const _: () = assert!(POLICIES.len() <= u8::MAX as usize);
+
 /// How a name picks among its clusters (`meridian.io/policy`): an index into [`POLICIES`]
 /// (the default, 0, is the first registered).
 #[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -420,7 +423,7 @@ pub fn select(cx: &Ctx<'_>) -> Decision {
 }
 
 /// True when every eligible target is drained: all-down answers may then use drained clusters.
-pub fn only_drained_left(cx: &Ctx<'_>) -> bool {
+fn only_drained_left(cx: &Ctx<'_>) -> bool {
     cx.d.targets
         .iter()
         .filter(|t| cx.eligible(t))
