@@ -145,15 +145,15 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("routing_select", |b| {
         b.iter(|| {
-            routing::select(
+            routing::select(&routing::Ctx {
                 d,
-                Family::V4,
-                &snap.compiled.clusters,
-                &snap.health,
-                black_box(unit),
-                None,
-                7,
-            )
+                fam: Family::V4,
+                clusters: &snap.compiled.clusters,
+                health: &snap.health,
+                client: black_box(unit),
+                default_client: None,
+                rand: 7,
+            })
         })
     });
     g.finish();

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::NameScope;
 use crate::dns::answer::{self, Transport};
 use crate::geo::LocationKind;
-use crate::routing::{self, Candidate, Family};
+use crate::model::Policy;
+use crate::routing::{self, Candidate, Decision, Family, Reason, Selection};
 use crate::snapshot::Snapshot;
 use crate::snapshot::compile::wire_name;
 
@@ -104,63 +105,28 @@ pub fn explain(
         Some(di) => {
             let d = &c.dyns[di as usize];
             let src = &c.catalog.dyn_names[d.source as usize];
-            let cands = routing::candidates(
+            let cx = routing::Ctx {
                 d,
                 fam,
-                &c.clusters,
-                &snap.health,
-                position.or(default_client),
-            );
-            let out = routing::select(
-                d,
-                fam,
-                &c.clusters,
-                &snap.health,
-                position,
+                clusters: &c.clusters,
+                health: &snap.health,
+                client: position,
                 default_client,
-                0,
-            );
+                rand: 0,
+            };
+            let cands = routing::candidates(&cx);
+            let out = routing::select(&cx);
+            let fallback = src
+                .fallback
+                .as_deref()
+                .map(|f| crate::catalog::wire_to_name(f).to_string());
             let cluster_of = |t: u32| {
                 c.clusters[d.targets[t as usize].cluster as usize]
                     .name
-                    .clone()
+                    .as_str()
             };
-            let mut decision = match out.selection {
-                routing::Selection::One { target, any_health: false } => {
-                    let mut s = format!("{} ({} policy)", cluster_of(target), d.policy.as_str());
-                    if let Some(n) = out.nearest.filter(|n| *n != target) {
-                        let _ = write!(s, "; nearest cluster {} is down or drained", cluster_of(n));
-                    }
-                    s
-                }
-                routing::Selection::One { target, any_health: true } => format!(
-                    "{} although down: every cluster is down, all-down policy \"nearest\"",
-                    cluster_of(target)
-                ),
-                routing::Selection::AllHealthy => match (d.policy, position) {
-                    (crate::model::Policy::All, _) => "every healthy cluster (policy all)".into(),
-                    (_, None) => "every healthy cluster: the client's location is unknown and no defaultCluster is configured".into(),
-                    _ => "every healthy cluster".into(),
-                },
-                routing::Selection::AllTargets => {
-                    "every cluster: all are down, all-down policy \"all\"".into()
-                }
-                routing::Selection::Fallback => format!(
-                    "no healthy cluster here: CNAME to {}",
-                    src.fallback.as_deref().map(|f| crate::catalog::wire_to_name(f).to_string()).unwrap_or_default()
-                ),
-                routing::Selection::Empty if out.all_down => {
-                    "no addresses: every cluster is down, all-down policy \"empty\"".into()
-                }
-                routing::Selection::Empty => "no cluster has an address of this family".into(),
-                routing::Selection::Servfail => {
-                    "SERVFAIL: every cluster is down, all-down policy \"servfail\"".into()
-                }
-            };
-            if position.is_none()
-                && default_client.is_some()
-                && d.policy == crate::model::Policy::Geo
-            {
+            let mut decision = describe(&out, d.policy, cluster_of, fallback.as_deref());
+            if position.is_none() && default_client.is_some() && d.policy.needs_location() {
                 decision.push_str(" (client unplaced: distances from the default cluster)");
             }
             (
@@ -170,10 +136,7 @@ pub fn explain(
                     policy: d.policy.as_str().into(),
                     all_down: d.all_down.as_str().into(),
                     ttl: answer::dynamic_ttl(d, c.settings.max_dynamic_ttl, out.degraded),
-                    fallback: src
-                        .fallback
-                        .as_deref()
-                        .map(|f| crate::catalog::wire_to_name(f).to_string()),
+                    fallback,
                 }),
                 cands,
                 decision,
@@ -216,6 +179,57 @@ pub fn explain(
         authority,
         generation: snap.generation,
     })
+}
+
+/// The decision in words, from the reason routing gave (nothing re-derived here).
+fn describe<'a>(
+    out: &Decision,
+    policy: Policy,
+    cluster_of: impl Fn(u32) -> &'a str,
+    fallback: Option<&str>,
+) -> String {
+    let mut s = match (out.selection, out.reason) {
+        (Selection::One { target, .. }, Reason::AllDown { policy: p, .. }) => format!(
+            "{} although down: every cluster is down, all-down policy \"{}\"",
+            cluster_of(target),
+            p.as_str()
+        ),
+        (Selection::One { target, .. }, _) => format!("{} ({policy} policy)", cluster_of(target)),
+        (_, Reason::EveryHealthy) => "every healthy cluster (policy all)".into(),
+        (_, Reason::Unplaced) => "every healthy cluster: the client's location is unknown and no defaultCluster is configured".into(),
+        (Selection::AllHealthy, _) => "every healthy cluster".into(),
+        (Selection::AllTargets { .. }, _) => {
+            "every cluster: all are down, all-down policy \"all\"".into()
+        }
+        (Selection::Fallback, _) => format!(
+            "no healthy cluster here: CNAME to {}",
+            fallback.unwrap_or_default()
+        ),
+        (Selection::Empty, Reason::AllDown { .. }) => {
+            "no addresses: every cluster is down, all-down policy \"empty\"".into()
+        }
+        (Selection::Empty, _) => "no cluster has an address of this family".into(),
+        (Selection::Servfail, _) => {
+            "SERVFAIL: every cluster is down, all-down policy \"servfail\"".into()
+        }
+    };
+    match out.reason {
+        Reason::FailedOver { from, why } => {
+            let _ = write!(
+                s,
+                "; nearest cluster {} is {}",
+                cluster_of(from),
+                why.as_str()
+            );
+        }
+        Reason::AllDown {
+            passed: Some(from), ..
+        } => {
+            let _ = write!(s, "; nearest cluster {} is drained", cluster_of(from));
+        }
+        _ => {}
+    }
+    s
 }
 
 impl std::fmt::Display for Explanation {

@@ -481,11 +481,11 @@ impl Metrics {
         for e in ["drain", "undrain", "expire"] {
             self.drains.with_label_values(&[e]);
         }
-        for p in POLICIES {
+        for p in Policy::ALL {
             self.failover_answers.with_label_values(&[p.as_str()]);
             self.answers.with_label_values(&[p.as_str(), "*"]);
         }
-        for a in ALL_DOWN {
+        for a in AllDown::ALL {
             self.all_down_answers.with_label_values(&[a.as_str()]);
         }
     }
@@ -512,7 +512,7 @@ struct CatalogHandles {
     /// `zone_queries_total{zone, rcode}` by zone index, then rcode.
     zones: Vec<[IntCounter; RCODES.len()]>,
     /// `answers_total{policy, cluster}` by cluster index, then policy.
-    answers: Vec<[IntCounter; 4]>,
+    answers: Vec<[IntCounter; Policy::ALL.len()]>,
 }
 
 impl CatalogHandles {
@@ -530,7 +530,7 @@ impl CatalogHandles {
             answers: c
                 .clusters
                 .iter()
-                .map(|cl| POLICIES.map(|p| m.answers.with_label_values(&[p.as_str(), &cl.name])))
+                .map(|cl| Policy::ALL.map(|p| m.answers.with_label_values(&[p.as_str(), &cl.name])))
                 .collect(),
         }
     }
@@ -565,39 +565,22 @@ pub struct QueryCounters {
     /// Observations not yet flushed, and when the next flush is due regardless.
     pending: u32,
     flush_due: Instant,
-    failover: [IntCounter; 4],
-    all_down: [IntCounter; 4],
+    failover: [IntCounter; Policy::ALL.len()],
+    all_down: [IntCounter; AllDown::ALL.len()],
     zone_outside: [IntCounter; RCODES.len()],
     catalog_handles: Option<Arc<CatalogHandles>>,
-    answers_any: [IntCounter; 4],
+    answers_any: [IntCounter; Policy::ALL.len()],
     catalog: usize,
 }
 
 const FLUSH_EVERY: u32 = 64;
 const FLUSH_AFTER: Duration = Duration::from_secs(1);
 
-const POLICIES: [Policy; 4] = [Policy::Geo, Policy::Failover, Policy::Weighted, Policy::All];
-const ALL_DOWN: [AllDown; 4] = [
-    AllDown::All,
-    AllDown::Nearest,
-    AllDown::Empty,
-    AllDown::Servfail,
-];
-
-fn policy_index(p: Policy) -> usize {
-    match p {
-        Policy::Geo => 0,
-        Policy::Failover => 1,
-        Policy::Weighted => 2,
-        Policy::All => 3,
-    }
-}
-
 impl QueryCounters {
     pub fn new(transport: Transport) -> QueryCounters {
         let m = get();
         let per_policy = |v: &IntCounterVec, extra: Option<&str>| {
-            POLICIES.map(|p| match extra {
+            Policy::ALL.map(|p| match extra {
                 Some(e) => v.with_label_values(&[p.as_str(), e]),
                 None => v.with_label_values(&[p.as_str()]),
             })
@@ -611,7 +594,7 @@ impl QueryCounters {
             pending: 0,
             flush_due: Instant::now() + FLUSH_AFTER,
             failover: per_policy(&m.failover_answers, None),
-            all_down: ALL_DOWN.map(|a| m.all_down_answers.with_label_values(&[a.as_str()])),
+            all_down: AllDown::ALL.map(|a| m.all_down_answers.with_label_values(&[a.as_str()])),
             zone_outside: RCODES.map(|r| m.zone_queries.with_label_values(&[OUTSIDE_ZONES, r])),
             catalog_handles: None,
             answers_any: per_policy(&m.answers, Some("*")),
@@ -651,7 +634,7 @@ impl QueryCounters {
             return;
         };
         let c = &snap.compiled;
-        let p = policy_index(r.policy);
+        let p = r.policy.index();
         match r.cluster.and_then(|i| h.answers.get(i as usize)) {
             Some(set) => set[p].inc(),
             None => self.answers_any[p].inc(),
@@ -665,13 +648,7 @@ impl QueryCounters {
                 .get(r.dyn_index as usize)
                 .map(|d| d.all_down)
                 .unwrap_or_default();
-            let i = match mode {
-                AllDown::All => 0,
-                AllDown::Nearest => 1,
-                AllDown::Empty => 2,
-                AllDown::Servfail => 3,
-            };
-            self.all_down[i].inc();
+            self.all_down[mode.index()].inc();
         }
         if r.fallback {
             get().cname_fallbacks.inc();

@@ -273,87 +273,8 @@ impl fmt::Display for ObjectRef {
     }
 }
 
-/// How a name picks among its clusters (`meridian.io/policy`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Policy {
-    /// Nearest healthy cluster to the client.
-    #[default]
-    Geo,
-    /// First healthy cluster in `meridian.io/failover-order`.
-    Failover,
-    /// One healthy cluster, at random by `meridian.io/weights`.
-    Weighted,
-    /// Every healthy cluster.
-    All,
-}
-
-impl Policy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Policy::Geo => "geo",
-            Policy::Failover => "failover",
-            Policy::Weighted => "weighted",
-            Policy::All => "all",
-        }
-    }
-}
-
-impl std::str::FromStr for Policy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "geo" => Ok(Policy::Geo),
-            "failover" => Ok(Policy::Failover),
-            "weighted" => Ok(Policy::Weighted),
-            "all" => Ok(Policy::All),
-            other => Err(format!(
-                "unknown policy {other:?} (expected geo, failover, weighted or all)"
-            )),
-        }
-    }
-}
-
-/// What to answer when every cluster of a name is down or drained (`meridian.io/all-down`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AllDown {
-    /// All targets, as Route 53 and gdnsd do: a wrong health check must not black-hole a service.
-    #[default]
-    All,
-    /// The nearest target, as if every cluster were healthy.
-    Nearest,
-    /// NOERROR with no addresses.
-    Empty,
-    /// SERVFAIL, so resolvers try again later.
-    Servfail,
-}
-
-impl AllDown {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AllDown::All => "all",
-            AllDown::Nearest => "nearest",
-            AllDown::Empty => "empty",
-            AllDown::Servfail => "servfail",
-        }
-    }
-}
-
-impl std::str::FromStr for AllDown {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "all" => Ok(AllDown::All),
-            "nearest" => Ok(AllDown::Nearest),
-            "empty" => Ok(AllDown::Empty),
-            "servfail" => Ok(AllDown::Servfail),
-            other => Err(format!(
-                "unknown all-down policy {other:?} (expected all, nearest, empty or servfail)"
-            )),
-        }
-    }
-}
+// The routing policies live in `routing/` (one file each); parsed from annotations there.
+pub use crate::routing::{AllDown, Policy};
 
 /// A duration annotation, flag or query parameter that cannot be used.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -9,8 +9,7 @@ use std::net::IpAddr;
 use std::sync::OnceLock;
 
 use super::wire::{self, Edns, NameBuf, Query, Reject};
-use crate::model::Policy;
-use crate::routing::{self, Family, Selection};
+use crate::routing::{self, Family, Policy, Selection};
 use crate::snapshot::Snapshot;
 use crate::snapshot::compile::{CDyn, CTarget, Merged, Node, RRset};
 
@@ -706,7 +705,7 @@ fn answer_dynamic(
     let c = &snap.compiled;
     let d: &CDyn = &c.dyns[di as usize];
     let health = &*snap.health;
-    let (client, prefix) = if d.policy == Policy::Geo {
+    let (client, prefix) = if d.policy.needs_location() {
         b.locate()
     } else {
         (None, 0)
@@ -715,38 +714,42 @@ fn answer_dynamic(
         .default_cluster
         .and_then(|i| c.clusters.get(i as usize))
         .and_then(|cl| cl.unit);
-    let outcome = routing::select(d, fam, &c.clusters, health, client, default_client, b.rand);
-    if outcome.located && snap.geo.is_some() {
+    let cx = routing::Ctx {
+        d,
+        fam,
+        clusters: &c.clusters,
+        health,
+        client,
+        default_client,
+        rand: b.rand,
+    };
+    let decision = routing::select(&cx);
+    if decision.located && snap.geo.is_some() {
         b.scope = Some(b.scope.unwrap_or(0).max(prefix));
     }
-    let ttl = dynamic_ttl(d, c.settings.max_dynamic_ttl, outcome.degraded);
+    let ttl = dynamic_ttl(d, c.settings.max_dynamic_ttl, decision.degraded);
     let mut routed = Routed {
         dyn_index: di,
         policy: d.policy,
         cluster: None,
         away_from_nearest: false,
-        all_down: outcome.all_down,
+        all_down: decision.all_down(),
         fallback: false,
     };
-    let result = match outcome.selection {
+    let result = match decision.selection {
         Selection::One { target, any_health } => {
             let t = &d.targets[target as usize];
             routed.cluster = Some(t.cluster);
-            routed.away_from_nearest = outcome.nearest.is_some_and(|n| n != target);
+            routed.away_from_nearest = decision.away_from_nearest();
             if write_target(b, out, owner, d, target, fam, ttl, any_health) {
                 DynResult::Done
             } else {
                 DynResult::Nodata
             }
         }
-        Selection::AllHealthy | Selection::AllTargets => {
-            let any = outcome.selection == Selection::AllTargets;
-            let keep_drained = any && routing::only_drained_left(d, fam, health);
-            let selected = |t: &CTarget| {
-                routing::eligible(t, fam)
-                    && (any || routing::healthy(d, t, fam, health))
-                    && !(any && !keep_drained && health.target_drained(d, t))
-            };
+        sel @ (Selection::AllHealthy | Selection::AllTargets { .. }) => {
+            let any = sel != Selection::AllHealthy;
+            let selected = |t: &CTarget| sel.carries(&cx, t);
             let wrote = match &d.merged {
                 Some(m) => write_merged(b, out, owner, d, m, fam, ttl, any, selected),
                 None => {
@@ -1210,3 +1213,6 @@ mod identity_tests {
         assert_eq!(m.answers[0].data.to_string(), String::from_utf8_lossy(&id));
     }
 }
+
+#[cfg(test)]
+mod lookup_tests;
