@@ -115,6 +115,46 @@ impl AdminClient {
     }
 }
 
+/// The API's endpoints, one method each: the paths live here and nowhere else.
+impl AdminClient {
+    /// `POST api/v1/clusters/{cluster}/drain`; `length` as `--for` takes it.
+    pub fn drain(
+        &self,
+        cluster: &str,
+        length: Option<&str>,
+        reason: Option<&str>,
+        who: &str,
+    ) -> Result<Value, ClientError> {
+        let mut query = Vec::new();
+        if let Some(l) = length {
+            query.push(("for", l));
+        }
+        if let Some(r) = reason {
+            query.push(("reason", r));
+        }
+        query.push(("who", who));
+        let path = format!("api/v1/clusters/{cluster}/drain");
+        self.call(Method::POST, self.url(&path, &query))
+    }
+
+    /// `DELETE api/v1/clusters/{cluster}/drain`.
+    pub fn undrain(&self, cluster: &str, who: &str) -> Result<Value, ClientError> {
+        let path = format!("api/v1/clusters/{cluster}/drain");
+        self.call(Method::DELETE, self.url(&path, &[("who", who)]))
+    }
+
+    /// `GET api/v1/state`.
+    pub fn state(&self) -> Result<Value, ClientError> {
+        self.call(Method::GET, self.url("api/v1/state", &[]))
+    }
+
+    /// `GET api/v1/explain`: the answer `client` gets for `name`/`qtype`, and why.
+    pub fn explain(&self, name: &str, qtype: &str, client: &str) -> Result<Value, ClientError> {
+        let query = [("name", name), ("type", qtype), ("client", client)];
+        self.call(Method::GET, self.url("api/v1/explain", &query))
+    }
+}
+
 /// Unix seconds → RFC 3339 (UTC, whole seconds).
 pub fn rfc3339(t: f64) -> String {
     jiff::Timestamp::from_second(t as i64)
