@@ -3,6 +3,7 @@
 
 pub mod compile;
 pub mod publisher;
+pub mod reaper;
 
 use std::sync::Arc;
 use std::time::SystemTime;

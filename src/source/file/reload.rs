@@ -14,7 +14,8 @@ use super::load::{Paths, load_watched};
 use super::poll::fingerprint;
 use crate::geo::GeoDb;
 use crate::metrics;
-use crate::snapshot::publisher::{self, PublisherHandle, Update};
+use crate::snapshot::publisher::{PublisherHandle, Update};
+use crate::snapshot::reaper::off_path;
 
 /// Reload threads still running, abandoned ones included: a thread stuck in a read cannot be
 /// stopped, so after a few are stuck no more are started (each would likely stick too).
@@ -56,7 +57,7 @@ pub async fn reload(
     // Made here and moved in, so the count drops also when no thread could be started.
     let guard = ReloadThread;
     let paths2 = paths.clone();
-    let work = publisher::off_path("meridian-reload", move || {
+    let work = off_path("meridian-reload", move || {
         let _guard = guard;
         load_watched(&paths2, other_sources)
     });
