@@ -47,7 +47,7 @@ pub enum Command {
     /// Drain a cluster out of every answer (a failover drill), via the admin API.
     Drain(DrainArgs),
     /// End a drain, via the admin API.
-    Undrain(AdminTarget),
+    Undrain(UndrainArgs),
     /// Print the running server's state (a table; --json for machines), via the admin API.
     State(StateArgs),
     /// Print a shell completion script: `meridian completions bash > /etc/bash_completion.d/meridian`.
@@ -262,8 +262,9 @@ impl AdminConn {
 }
 
 #[derive(Args, Debug)]
-pub struct AdminTarget {
-    /// Cluster name (drain/undrain).
+pub struct UndrainArgs {
+    /// Cluster to undrain.
+    // Optional to clap: a missing name is the command's error ("undrain needs a cluster name").
     #[arg(required = false)]
     pub cluster: Option<String>,
     #[command(flatten)]

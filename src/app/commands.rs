@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, anyhow};
 use serde_json::Value;
 
-use super::cli::{AdminTarget, DrainArgs, ExplainArgs, StateArgs};
+use super::cli::{DrainArgs, ExplainArgs, StateArgs, UndrainArgs};
 use crate::admin;
 use crate::client::{AdminClient, ClientError, rfc3339, state_table};
 use crate::snapshot::Snapshot;
@@ -41,7 +41,7 @@ pub fn drain(a: DrainArgs) -> Result<i32> {
     Ok(0)
 }
 
-pub fn undrain(a: AdminTarget) -> Result<i32> {
+pub fn undrain(a: UndrainArgs) -> Result<i32> {
     let cluster = a
         .cluster
         .ok_or_else(|| anyhow!("undrain needs a cluster name"))?;
