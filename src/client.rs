@@ -1,13 +1,17 @@
-//! The admin API's client, shared by `drain`, `undrain`, `state` and `explain --admin`: one
-//! way to name the server (`ADDR:PORT` as `serve --admin` takes it, or a URL), one way to send
-//! the token, one way to report errors; and `state`'s table for people.
+//! The admin API's one client, shared by `drain`, `undrain`, `state` and `explain --admin`
+//! (blocking) and by the replicas polling each other's health observations (async,
+//! `health::exchange`): one way to name the server (`ADDR:PORT` as `serve --admin` takes it, or
+//! a URL), one way to send the token, one way to report errors; and `state`'s table for people.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::{Method, Url};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
+
+use crate::health::exchange::WireView;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -25,6 +29,8 @@ pub enum ClientError {
     Body { url: String, detail: String },
     #[error("cannot start the client runtime: {0}")]
     Runtime(#[from] std::io::Error),
+    #[error("cannot build the HTTP client: {0}")]
+    Http(#[source] reqwest::Error),
 }
 
 /// `ADDR:PORT` or `http://ADDR:PORT[/]` → the address `serve --admin` binds.
@@ -53,13 +59,29 @@ pub fn base_url(s: &str) -> Result<Url, ClientError> {
 pub struct AdminClient {
     base: Url,
     token: Option<String>,
+    http: reqwest::Client,
 }
 
 impl AdminClient {
+    /// A client of its own, for a command: one request, 30 s at most.
     pub fn new(admin: &str, token: Option<&str>) -> Result<AdminClient, ClientError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(ClientError::Http)?;
+        AdminClient::with_http(admin, token, http)
+    }
+
+    /// Over a shared HTTP client (its timeouts and connection pool), as the peers' pollers use.
+    pub fn with_http(
+        admin: &str,
+        token: Option<&str>,
+        http: reqwest::Client,
+    ) -> Result<AdminClient, ClientError> {
         Ok(AdminClient {
             base: base_url(admin)?,
             token: token.map(str::to_string),
+            http,
         })
     }
 
@@ -75,43 +97,106 @@ impl AdminClient {
     }
 
     /// One request; the JSON body of a 2xx answer, else the server's error.
+    pub async fn fetch<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: Url,
+    ) -> Result<T, ClientError> {
+        let mut req = self.http.request(method, url.clone());
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(|e| ClientError::Unreachable {
+            url: url.to_string(),
+            source: e,
+        })?;
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        if !status.is_success() {
+            let msg = serde_json::from_str::<Value>(&body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or(body);
+            return Err(ClientError::Status {
+                status: status.as_u16(),
+                body: msg,
+            });
+        }
+        serde_json::from_str(&body).map_err(|e| ClientError::Body {
+            url: url.to_string(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// [`AdminClient::fetch`] for the commands, which run no runtime of their own.
     pub fn call(&self, method: Method, url: Url) -> Result<Value, ClientError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        rt.block_on(async {
-            let client = reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .map_err(|e| ClientError::Unreachable {
-                    url: url.to_string(),
-                    source: e,
-                })?;
-            let mut req = client.request(method, url.clone());
-            if let Some(t) = &self.token {
-                req = req.bearer_auth(t);
-            }
-            let resp = req.send().await.map_err(|e| ClientError::Unreachable {
-                url: url.to_string(),
-                source: e,
-            })?;
-            let status = resp.status();
-            let body = resp.text().await.unwrap_or_default();
-            if !status.is_success() {
-                let msg = serde_json::from_str::<Value>(&body)
-                    .ok()
-                    .and_then(|v| v["error"].as_str().map(str::to_string))
-                    .unwrap_or(body);
-                return Err(ClientError::Status {
-                    status: status.as_u16(),
-                    body: msg,
-                });
-            }
-            serde_json::from_str(&body).map_err(|e| ClientError::Body {
-                url: url.to_string(),
-                detail: e.to_string(),
-            })
-        })
+        rt.block_on(self.fetch(method, url))
+    }
+}
+
+/// The API's endpoints, one method each: the paths live here and nowhere else.
+impl AdminClient {
+    /// `POST api/v1/clusters/{cluster}/drain`; `length` as `--for` takes it; `records`
+    /// (`namespace/name`s) scope it, empty: the whole cluster.
+    pub fn drain(
+        &self,
+        cluster: &str,
+        records: &[String],
+        length: Option<&str>,
+        reason: Option<&str>,
+        who: &str,
+    ) -> Result<Value, ClientError> {
+        let mut query = Vec::new();
+        if let Some(l) = length {
+            query.push(("for", l));
+        }
+        if let Some(r) = reason {
+            query.push(("reason", r));
+        }
+        let records = records.join(",");
+        if !records.is_empty() {
+            query.push(("records", records.as_str()));
+        }
+        query.push(("who", who));
+        let path = format!("api/v1/clusters/{cluster}/drain");
+        self.call(Method::POST, self.url(&path, &query))
+    }
+
+    /// `DELETE api/v1/clusters/{cluster}/drain`: every drain of the cluster, or with
+    /// `records` those scoped to any of them.
+    pub fn undrain(
+        &self,
+        cluster: &str,
+        records: &[String],
+        who: &str,
+    ) -> Result<Value, ClientError> {
+        let path = format!("api/v1/clusters/{cluster}/drain");
+        let records = records.join(",");
+        let mut query = vec![("who", who)];
+        if !records.is_empty() {
+            query.push(("records", records.as_str()));
+        }
+        self.call(Method::DELETE, self.url(&path, &query))
+    }
+
+    /// `GET api/v1/state`.
+    pub fn state(&self) -> Result<Value, ClientError> {
+        self.call(Method::GET, self.url("api/v1/state", &[]))
+    }
+
+    /// `GET api/v1/observations`: a peer's health observations (async: the server polls).
+    pub async fn observations(&self) -> Result<WireView, ClientError> {
+        self.fetch(Method::GET, self.url("api/v1/observations", &[]))
+            .await
+    }
+
+    /// `GET api/v1/explain`: the answer `client` gets for `name`/`qtype`, and why.
+    pub fn explain(&self, name: &str, qtype: &str, client: &str) -> Result<Value, ClientError> {
+        let query = [("name", name), ("type", qtype), ("client", client)];
+        self.call(Method::GET, self.url("api/v1/explain", &query))
     }
 }
 

@@ -11,11 +11,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::dns::answer::{Answered, Transport};
-use crate::dns::wire;
 use crate::model::{AllDown, Policy};
-use crate::snapshot::Snapshot;
-use crate::snapshot::compile::Compiled;
 
 /// `meridian --version`: the package version and the commit it was built from (build.rs).
 pub const VERSION_LINE: &str = concat!(
@@ -24,6 +20,70 @@ pub const VERSION_LINE: &str = concat!(
     env!("MERIDIAN_COMMIT"),
     ")"
 );
+
+/// The transport a query came over (the `transport` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// What a dynamic name answered, for metrics and logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Routed {
+    pub dyn_index: u32,
+    pub policy: Policy,
+    /// Cluster index of a single chosen target.
+    pub cluster: Option<u32>,
+    /// The chosen cluster is not the nearest one (a failover is in effect for this client).
+    pub away_from_nearest: bool,
+    pub all_down: bool,
+    pub fallback: bool,
+}
+
+/// Summary of one answered query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Answered {
+    /// Full (extended) RCODE.
+    pub rcode: u16,
+    pub qtype: u16,
+    pub truncated: bool,
+    pub routed: Option<Routed>,
+    /// End of the question in the answer (0 when no question was echoed).
+    pub question_end: usize,
+    /// Index of the served zone the query fell in.
+    pub zone: Option<u32>,
+}
+
+/// What the query-path counters need of the catalog being served. The snapshot implements it
+/// (`snapshot/mod.rs`), so this module imports neither `snapshot` nor `dns`: the types it
+/// counts ([`Transport`], [`Answered`]) are its own, and the DNS layer uses them.
+pub trait CatalogLabels {
+    /// Identity of the compiled catalog (not of the snapshot, which every health change
+    /// replaces): the catalog's series are resolved once per catalog.
+    fn catalog_id(&self) -> usize;
+    /// The `zone` label of each served zone, by zone index.
+    fn zone_labels(&self) -> Vec<String>;
+    /// The `cluster` label of each cluster, by cluster index.
+    fn cluster_labels(&self) -> Vec<String>;
+    /// What dynamic name `dyn_index` answers with when all its targets are down.
+    fn all_down(&self, dyn_index: u32) -> AllDown;
+}
+
+impl<T: CatalogLabels + ?Sized> CatalogLabels for Arc<T> {
+    fn catalog_id(&self) -> usize {
+        (**self).catalog_id()
+    }
+    fn zone_labels(&self) -> Vec<String> {
+        (**self).zone_labels()
+    }
+    fn cluster_labels(&self) -> Vec<String> {
+        (**self).cluster_labels()
+    }
+    fn all_down(&self, dyn_index: u32) -> AllDown {
+        (**self).all_down(dyn_index)
+    }
+}
 
 pub struct Metrics {
     pub registry: Registry,
@@ -85,24 +145,25 @@ pub const TRANSPORTS: [&str; 2] = ["udp", "tcp"];
 pub const OUTSIDE_ZONES: &str = ".";
 
 fn qtype_index(t: u16) -> usize {
+    // RR type codes (RFC 1035, 3596, 4034, 6844, 9460), in `QTYPES` order.
     match t {
-        wire::TYPE_A => 0,
-        wire::TYPE_AAAA => 1,
-        wire::TYPE_CNAME => 2,
-        wire::TYPE_SOA => 3,
-        wire::TYPE_NS => 4,
-        wire::TYPE_TXT => 5,
-        wire::TYPE_ANY => 6,
+        1 => 0,    // A
+        28 => 1,   // AAAA
+        5 => 2,    // CNAME
+        6 => 3,    // SOA
+        2 => 4,    // NS
+        16 => 5,   // TXT
+        255 => 6,  // ANY
         15 => 7,   // MX
         33 => 8,   // SRV
         12 => 9,   // PTR
         65 => 10,  // HTTPS
         64 => 11,  // SVCB
         257 => 12, // CAA
-        wire::TYPE_DS => 13,
-        48 => 14, // DNSKEY
-        wire::TYPE_AXFR => 15,
-        wire::TYPE_IXFR => 16,
+        43 => 13,  // DS
+        48 => 14,  // DNSKEY
+        252 => 15, // AXFR
+        251 => 16, // IXFR
         _ => 17,
     }
 }
@@ -139,7 +200,7 @@ const SIZE_BUCKETS: [f64; 14] = [
 fn rcode_index(r: u16) -> usize {
     match r {
         0..=5 => r as usize,
-        wire::RCODE_BADVERS => 6,
+        16 => 6, // BADVERS (RFC 6891), an extended RCODE
         _ => 7,
     }
 }
@@ -516,30 +577,27 @@ struct CatalogHandles {
 }
 
 impl CatalogHandles {
-    fn resolve(c: &Compiled) -> CatalogHandles {
+    fn resolve(c: &impl CatalogLabels) -> CatalogHandles {
         let m = get();
         CatalogHandles {
             zones: c
-                .zones
+                .zone_labels()
                 .iter()
-                .map(|z| {
-                    let zone = z.name.to_ascii();
-                    RCODES.map(|r| m.zone_queries.with_label_values(&[zone.as_str(), r]))
-                })
+                .map(|zone| RCODES.map(|r| m.zone_queries.with_label_values(&[zone.as_str(), r])))
                 .collect(),
             answers: c
-                .clusters
+                .cluster_labels()
                 .iter()
-                .map(|cl| Policy::ALL.map(|p| m.answers.with_label_values(&[p.as_str(), &cl.name])))
+                .map(|cl| Policy::ALL.map(|p| m.answers.with_label_values(&[p.as_str(), cl])))
                 .collect(),
         }
     }
 
     /// The handles for `c`: the last catalog's are kept, so a new TCP connection or a worker
     /// seeing a new catalog resolves labels at most once per catalog in the process.
-    fn for_catalog(c: &Arc<Compiled>) -> Arc<CatalogHandles> {
+    fn for_catalog(c: &impl CatalogLabels) -> Arc<CatalogHandles> {
         static LAST: Mutex<Option<(usize, Arc<CatalogHandles>)>> = Mutex::new(None);
-        let key = Arc::as_ptr(c) as usize;
+        let key = c.catalog_id();
         let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((k, h)) = &*last
             && *k == key
@@ -604,16 +662,22 @@ impl QueryCounters {
 
     /// Resolves the per-zone and per-cluster series of `snap`'s catalog (creating them at zero)
     /// unless already done: at start, so a fresh server lists them before its first query.
-    pub fn resolve_catalog(&mut self, snap: &Snapshot) {
-        let key = Arc::as_ptr(&snap.compiled) as usize;
+    pub fn resolve_catalog(&mut self, snap: &impl CatalogLabels) {
+        let key = snap.catalog_id();
         if key != self.catalog || self.catalog_handles.is_none() {
-            self.catalog_handles = Some(CatalogHandles::for_catalog(&snap.compiled));
+            self.catalog_handles = Some(CatalogHandles::for_catalog(snap));
             self.catalog = key;
         }
     }
 
     /// Counts one answer given from `snap`: `request` and `response` are the DNS message sizes.
-    pub fn count(&mut self, a: &Answered, snap: &Snapshot, request: usize, response: usize) {
+    pub fn count(
+        &mut self,
+        a: &Answered,
+        snap: &impl CatalogLabels,
+        request: usize,
+        response: usize,
+    ) {
         let rcode = rcode_index(a.rcode);
         self.t.by[qtype_index(a.qtype) * RCODES.len() + rcode].inc();
         self.request_size.observe(request as f64);
@@ -633,7 +697,6 @@ impl QueryCounters {
         let Some(r) = a.routed else {
             return;
         };
-        let c = &snap.compiled;
         let p = r.policy.index();
         match r.cluster.and_then(|i| h.answers.get(i as usize)) {
             Some(set) => set[p].inc(),
@@ -643,12 +706,7 @@ impl QueryCounters {
             self.failover[p].inc();
         }
         if r.all_down {
-            let mode = c
-                .dyns
-                .get(r.dyn_index as usize)
-                .map(|d| d.all_down)
-                .unwrap_or_default();
-            self.all_down[mode.index()].inc();
+            self.all_down[snap.all_down(r.dyn_index).index()].inc();
         }
         if r.fallback {
             get().cname_fallbacks.inc();

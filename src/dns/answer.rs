@@ -9,42 +9,12 @@ use std::net::IpAddr;
 use std::sync::OnceLock;
 
 use super::wire::{self, Edns, NameBuf, Query, Reject};
-use crate::routing::{self, Family, Policy, Selection};
+use crate::routing::{self, Family, Selection};
 use crate::snapshot::Snapshot;
 use crate::snapshot::compile::{CDyn, CTarget, Merged, Node, RRset};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transport {
-    Udp,
-    Tcp,
-}
-
-/// What a dynamic name answered, for metrics and logs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Routed {
-    pub dyn_index: u32,
-    pub policy: Policy,
-    /// Cluster index of a single chosen target.
-    pub cluster: Option<u32>,
-    /// The chosen cluster is not the nearest one (a failover is in effect for this client).
-    pub away_from_nearest: bool,
-    pub all_down: bool,
-    pub fallback: bool,
-}
-
-/// Summary of one answered query.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Answered {
-    /// Full (extended) RCODE.
-    pub rcode: u16,
-    pub qtype: u16,
-    pub truncated: bool,
-    pub routed: Option<Routed>,
-    /// End of the question in the answer (0 when no question was echoed).
-    pub question_end: usize,
-    /// Index of the served zone the query fell in.
-    pub zone: Option<u32>,
-}
+// The answer's summary types are the metrics' (which import nothing of dns).
+pub use crate::metrics::{Answered, Routed, Transport};
 
 /// This replica's identity, for NSID (RFC 5001) and CHAOS `id.server`.
 #[derive(Debug)]

@@ -117,7 +117,7 @@ pub fn spawn_udp_workers(
     // One rate limiter for all workers: a client's limit must not grow with their number.
     let rrl = Arc::new(SharedRrl::new(shared.load().compiled.settings.rrl.clone()));
     // The served zones' and clusters' series exist (at zero) before the server says it serves.
-    QueryCounters::new(Transport::Udp).resolve_catalog(&shared.load());
+    QueryCounters::new(Transport::Udp).resolve_catalog(&**shared.load());
     sockets
         .into_iter()
         .enumerate()
@@ -146,7 +146,7 @@ impl UdpHandler {
     fn new(shared: &Shared, rrl: Arc<SharedRrl>) -> UdpHandler {
         let m = metrics::get();
         let mut counters = QueryCounters::new(Transport::Udp);
-        counters.resolve_catalog(&shared.load());
+        counters.resolve_catalog(&**shared.load());
         UdpHandler {
             counters,
             dropped: m.dropped.with_label_values(&["malformed"]),

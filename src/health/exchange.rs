@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
+use crate::client::{AdminClient, ClientError};
 use crate::snapshot::publisher::{PublisherHandle, Update};
 
 /// One replica's observations as exchanged: per endpoint wire key, (up, since when; Unix
@@ -83,13 +84,8 @@ pub fn start(
                 if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(p) {
                     let p = slot.key().clone();
                     tracing::info!(peer = %p, "polling peer observations");
-                    slot.insert(tokio::spawn(poll(
-                        p,
-                        client.clone(),
-                        interval,
-                        token.clone(),
-                        publisher.clone(),
-                    )));
+                    let peer = AdminClient::with_http(&p, token.as_deref(), client.clone());
+                    slot.insert(tokio::spawn(poll(p, peer, interval, publisher.clone())));
                 }
             }
             if dns.is_none() {
@@ -107,21 +103,23 @@ pub fn start(
     })
 }
 
-/// Polls one peer every interval and hands every result, answered or not, to the publisher.
+/// Polls one peer every interval and hands every result, answered or not, to the publisher
+/// (a peer named wrongly fails every poll, as an unreachable one does).
 async fn poll(
     peer: String,
-    client: reqwest::Client,
+    client: Result<AdminClient, ClientError>,
     interval: Duration,
-    token: Option<String>,
     publisher: PublisherHandle,
 ) {
-    let url = format!("http://{peer}/api/v1/observations");
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing: Option<String> = None;
     loop {
         tick.tick().await;
-        let view = fetch(&client, &url, token.as_deref()).await;
+        let view = match &client {
+            Ok(c) => c.observations().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
         match &view {
             Ok(_) if failing.is_some() => {
                 tracing::info!(peer = %peer, "peer observations reachable again");
@@ -138,22 +136,4 @@ async fn poll(
             view: view.ok(),
         });
     }
-}
-
-async fn fetch(
-    client: &reqwest::Client,
-    url: &str,
-    token: Option<&str>,
-) -> Result<WireView, String> {
-    let mut req = client.get(url);
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let resp = req.send().await.map_err(|e| e.to_string())?;
-    let status = resp.status();
-    if !status.is_success() {
-        return Err(format!("{url}: HTTP {status}"));
-    }
-    let body = resp.bytes().await.map_err(|e| e.to_string())?;
-    serde_json::from_slice(&body).map_err(|e| format!("{url}: bad observations: {e}"))
 }

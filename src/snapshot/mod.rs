@@ -3,6 +3,7 @@
 
 pub mod compile;
 pub mod publisher;
+pub mod reaper;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -86,3 +87,35 @@ impl Snapshot {
 
 /// Where readers find the current snapshot.
 pub type Shared = Arc<ArcSwap<Snapshot>>;
+
+/// The labels of the query-path series come from the catalog served (metrics knows no
+/// snapshot type).
+impl crate::metrics::CatalogLabels for Snapshot {
+    fn catalog_id(&self) -> usize {
+        Arc::as_ptr(&self.compiled) as usize
+    }
+
+    fn zone_labels(&self) -> Vec<String> {
+        self.compiled
+            .zones
+            .iter()
+            .map(|z| z.name.to_ascii())
+            .collect()
+    }
+
+    fn cluster_labels(&self) -> Vec<String> {
+        self.compiled
+            .clusters
+            .iter()
+            .map(|c| c.name.to_string())
+            .collect()
+    }
+
+    fn all_down(&self, dyn_index: u32) -> crate::model::AllDown {
+        self.compiled
+            .dyns
+            .get(dyn_index as usize)
+            .map(|d| d.all_down)
+            .unwrap_or_default()
+    }
+}

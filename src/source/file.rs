@@ -4,6 +4,15 @@
 //! Every problem is reported with the file and line (zone files, YAML syntax) or the file,
 //! document, object and field (YAML objects); loading goes on past errors so `meridian check`
 //! can list them all at once.
+//!
+//! The layers, one way: this file parses a directory's files one by one ([`Parsed`]);
+//! [`load`] validates and compiles the whole directory ([`load::Loaded`]); [`reload`] runs the
+//! load again on SIGHUP or when [`poll`] sees a served file change, and sends the result to the
+//! publisher.
+
+pub mod load;
+mod poll;
+pub mod reload;
 
 use std::path::{Path, PathBuf};
 
@@ -18,9 +27,10 @@ use crate::catalog;
 use crate::config::RawConfig;
 use crate::model::{self, Object};
 
-/// What one directory holds.
+/// What one directory holds, each file parsed on its own; [`load::Loaded`] is the whole
+/// directory validated and compiled.
 #[derive(Debug, Default)]
-pub struct Loaded {
+pub struct Parsed {
     pub config: Option<Located<RawConfig>>,
     pub objects: Vec<Located<Object>>,
     pub zone_files: Vec<ZoneFile>,
@@ -39,8 +49,8 @@ pub struct ZoneFile {
 }
 
 /// Reads every zone and YAML file directly in `dir` (sorted by name, so results are stable).
-pub fn load_dir(dir: &Path) -> (Loaded, Vec<SourceError>) {
-    let mut loaded = Loaded::default();
+pub fn load_dir(dir: &Path) -> (Parsed, Vec<SourceError>) {
+    let mut loaded = Parsed::default();
     let mut errors = Vec::new();
     let entries = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
@@ -195,7 +205,7 @@ fn document_lines(text: &str) -> Vec<usize> {
     starts
 }
 
-fn load_yaml(path: &Path, text: &str, loaded: &mut Loaded, errors: &mut Vec<SourceError>) {
+fn load_yaml(path: &Path, text: &str, loaded: &mut Parsed, errors: &mut Vec<SourceError>) {
     use serde::Deserialize;
     let file = path.display().to_string();
     let starts = document_lines(text);
@@ -477,7 +487,7 @@ fn decode_object(value: serde_norway::Value) -> Result<Decoded, DecodeError> {
 mod tests {
     use super::*;
 
-    fn load_one(name: &str, text: &str) -> (Loaded, Vec<String>) {
+    fn load_one(name: &str, text: &str) -> (Parsed, Vec<String>) {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join(name), text).expect("write");
         let (l, e) = load_dir(dir.path());

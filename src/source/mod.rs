@@ -6,7 +6,6 @@ pub mod include;
 pub mod kubernetes;
 pub mod lint;
 pub mod read;
-pub mod watch;
 pub mod yaml_depth;
 
 use thiserror::Error;

@@ -1057,16 +1057,187 @@ impl Fed {
     }
 }
 
+// ---------------------------------------------------------------- steps
+
+/// What a table of [`Step`]s acts on: meridian (dropped first) and the federation.
+struct World {
+    s: Meridian,
+    fed: Fed,
+    /// The ServiceDNSRecord "web"'s uid, which its DNSEndpoint's owner reference names.
+    uid: String,
+}
+
+/// Which API server an [`on`] step calls.
+#[derive(Clone, Copy)]
+enum On {
+    Host,
+    East,
+    West,
+}
+
+/// Where an [`answer`] step's query comes from (by ECS): San Francisco, New York, or no
+/// address at all.
+#[derive(Clone, Copy)]
+enum Via {
+    Sf,
+    Ny,
+    Any,
+}
+
+/// One row of a Kubernetes scenario, run in order by [`run_steps`].
+enum Step {
+    /// A change: an API call, a member stopped.
+    Do(Box<dyn Fn(&mut World)>),
+    /// Starts a clock that the next [`Step::Answer`] stops: the change's time to DNS. With
+    /// `true` it is one of the timings the test reports (and checks meridian's own count of),
+    /// else it is printed at once.
+    Clock(&'static str, bool),
+    /// Polls `name`/`rtype` until the answer is `want` (CNAME targets as `cname:X.` first, then
+    /// addresses; or `NXDOMAIN`); `within` is what it should take, reported when exceeded, and
+    /// the wait goes on to a bound (see [`await_answer`]).
+    Answer {
+        via: Via,
+        name: String,
+        rtype: RecordType,
+        want: Vec<String>,
+        within: Duration,
+    },
+    /// Anything else to wait for or assert (a status, an object, a metric, a log line).
+    Check(Box<dyn Fn(&World)>),
+}
+
+impl On {
+    fn api(self, fed: &mut Fed) -> &mut ApiServer {
+        match self {
+            On::Host => &mut fed.host,
+            On::East => &mut fed.east,
+            On::West => &mut fed.west,
+        }
+    }
+}
+
+/// An API call on `k`.
+fn on(k: On, f: impl Fn(&Kc) + 'static) -> Step {
+    Step::Do(Box::new(move |w: &mut World| f(&k.api(&mut w.fed).admin())))
+}
+
+/// `k`'s API server exits (gracefully).
+fn stop(k: On) -> Step {
+    Step::Do(Box::new(move |w: &mut World| k.api(&mut w.fed).stop()))
+}
+
+/// The change that follows is timed to the next answer, among the reported timings.
+fn timed(change: &'static str) -> Step {
+    Step::Clock(change, true)
+}
+
+/// Times from here to the next answer, printed at once.
+fn reported(what: &'static str) -> Step {
+    Step::Clock(what, false)
+}
+
+fn answer(via: Via, name: &str, rtype: RecordType, want: &[&str], within_ms: u64) -> Step {
+    Step::Answer {
+        via,
+        name: name.to_string(),
+        rtype,
+        want: want.iter().map(|w| w.to_string()).collect(),
+        within: Duration::from_millis(within_ms),
+    }
+}
+
+fn check(f: impl Fn(&World) + 'static) -> Step {
+    Step::Check(Box::new(f))
+}
+
+/// Waits (10 s at most) for the ServiceDNSRecord shop/web's status to satisfy `ok`.
+fn web_status(what: &'static str, ok: impl Fn(&Value) -> bool + 'static) -> Step {
+    check(move |w| {
+        let h = w.fed.host.admin();
+        wait_for(Duration::from_secs(10), what, || {
+            status_of(&h, "shop", "web").filter(|s| ok(s))
+        });
+    })
+}
+
+/// Runs `steps` in order; returns the timed changes' times to DNS.
+fn run_steps(w: &mut World, steps: Vec<Step>) -> Vec<(&'static str, Duration)> {
+    let mut timings = Vec::new();
+    let mut clock: Option<(&'static str, bool, Instant)> = None;
+    for step in steps {
+        match step {
+            Step::Do(f) => f(w),
+            Step::Clock(what, kept) => clock = Some((what, kept, Instant::now())),
+            Step::Answer {
+                via,
+                name,
+                rtype,
+                want,
+                within,
+            } => {
+                let q = match via {
+                    Via::Sf => w.s.q().ecs("192.0.2.0", 24),
+                    Via::Ny => w.s.q().ecs("198.51.100.0", 24),
+                    Via::Any => w.s.q(),
+                };
+                let want: Vec<&str> = want.iter().map(String::as_str).collect();
+                await_answer(&w.s, &q, &name, rtype, &want, within);
+                match clock.take() {
+                    Some((what, true, t)) => timings.push((what, t.elapsed())),
+                    Some((what, false, t)) => eprintln!("{what}: {} ms", t.elapsed().as_millis()),
+                    None => {}
+                }
+            }
+            Step::Check(f) => f(w),
+        }
+    }
+    timings
+}
+
+/// A ServiceDNSRecord, IngressDNSRecord or DNSEndpoint in namespace shop.
+fn record_path(kind: &str, name: &str) -> String {
+    path(
+        "multiclusterdns.kubefed.io/v1alpha1",
+        kind,
+        Some("shop"),
+        Some(name),
+    )
+}
+
+/// The DNSEndpoint meridian writes for the ServiceDNSRecord shop/web.
+fn service_web_endpoint() -> String {
+    record_path("DNSEndpoint", "service-web")
+}
+
+/// The Ingress shop/shopfront on a member, its load balancer `lb`.
+fn shopfront(k: &Kc, lb: Value) {
+    let ingress = path(
+        "networking.k8s.io/v1",
+        "Ingress",
+        Some("shop"),
+        Some("shopfront"),
+    );
+    k.apply(
+        &json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": "shopfront", "namespace": "shop"},
+        "spec": {"rules": [{"host": format!("shop.{ZONE}")}]}}),
+    );
+    k.merge_patch(
+        &format!("{ingress}/status"),
+        json!({"status": {"loadBalancer": {"ingress": lb}}}),
+    );
+}
+
 // ---------------------------------------------------------------- tests
 
 /// Issue 4, points 1 and 2: records filled from member clusters, DNSEndpoints written, names
 /// answered with the nearest healthy cluster, and every kind of change reflected within a
-/// second.
+/// second. Written as a table of steps ([`Step`]), run in order by [`run_steps`].
 #[test]
 fn kubernetes_federated_service_and_ingress_records() {
     let _serial = serial();
     let t0 = Instant::now();
-    let mut fed = Fed::start();
+    let fed = Fed::start();
     let setup = t0.elapsed();
     let h = fed.host.admin();
     fed.web_in(&fed.east, &["192.0.2.1", "2001:db8::1"], true);
@@ -1080,430 +1251,240 @@ fn kubernetes_federated_service_and_ingress_records() {
     wait_for(Duration::from_secs(20), "readyz", || {
         ready_ok(&s).then_some(())
     });
+    let mut w = World { s, fed, uid };
 
-    // Nearest cluster by ECS: San Francisco → us-west1 (Oregon); New York → us-east1.
-    let sf = s.q().ecs("192.0.2.0", 24);
-    let ny = s.q().ecs("198.51.100.0", 24);
-    await_answer(
-        &s,
-        &sf,
-        &global("web"),
-        RecordType::A,
-        &["192.0.2.2"],
-        Duration::from_secs(10),
-    );
-    await_answer(
-        &s,
-        &ny,
-        &global("web"),
-        RecordType::A,
-        &["192.0.2.1"],
-        Duration::from_secs(2),
-    );
-    // IPv6 load-balancer addresses are kept: AAAA from east, the only cluster with one.
-    await_answer(
-        &s,
-        &sf,
-        &global("web"),
-        RecordType::AAAA,
-        &["2001:db8::1"],
-        Duration::from_secs(2),
-    );
-    // Region and zone names, regions and zones read from node labels (GA and legacy).
-    await_answer(
-        &s,
-        &sf,
-        &regional("web", "us-east1"),
-        RecordType::A,
-        &["192.0.2.1"],
-        Duration::from_secs(2),
-    );
-    await_answer(
-        &s,
-        &sf,
-        &format!("web.shop.fed.svc.us-west1-a.us-west1.{ZONE}."),
-        RecordType::A,
-        &["192.0.2.2"],
-        Duration::from_secs(2),
-    );
-    await_answer(
-        &s,
-        &ny,
-        &format!("www.{ZONE}."),
-        RecordType::A,
-        &[&format!("cname:{}", global("web")), "192.0.2.1"],
-        Duration::from_secs(2),
-    );
-
-    // The status KubeFed's controller wrote, now meridian's: sorted by cluster.
-    let st = wait_for(Duration::from_secs(10), "status written", || {
-        status_of(&h, "shop", "web").filter(|s| s["dns"].as_array().is_some_and(|a| a.len() == 2))
-    });
-    assert_eq!(st["domain"], ZONE);
-    assert_eq!(st["dns"][0]["cluster"], "east");
-    assert_eq!(st["dns"][0]["region"], "us-east1");
-    assert_eq!(st["dns"][0]["zones"], json!(["us-east1-b"]));
-    assert_eq!(
-        st["dns"][0]["loadBalancer"]["ingress"],
-        json!([{"ip": "192.0.2.1"}, {"ip": "2001:db8::1"}])
-    );
-    assert_eq!(st["dns"][1]["cluster"], "west");
-    assert_eq!(st["dns"][1]["region"], "us-west1");
-    // The DNSEndpoint, named and owned the KubeFed way.
-    let ep_path = path(
-        "multiclusterdns.kubefed.io/v1alpha1",
-        "DNSEndpoint",
-        Some("shop"),
-        Some("service-web"),
-    );
-    let ep = wait_for(Duration::from_secs(10), "DNSEndpoint service-web", || {
-        h.get(&ep_path)
-    });
-    assert_eq!(
-        ep["metadata"]["ownerReferences"][0]["kind"],
-        "ServiceDNSRecord"
-    );
-    assert_eq!(ep["metadata"]["ownerReferences"][0]["uid"], uid.as_str());
-    let names: Vec<String> = ep["spec"]["endpoints"]
-        .as_array()
-        .expect("endpoints")
-        .iter()
-        .map(|e| {
-            format!(
-                "{} {}",
-                e["dnsName"].as_str().unwrap_or(""),
-                e["recordType"].as_str().unwrap_or("")
-            )
-        })
-        .collect();
-    assert!(
-        names.contains(&format!("web.shop.fed.svc.{ZONE} A")),
-        "{names:?}"
-    );
-    assert!(
-        names.contains(&format!("web.shop.fed.svc.{ZONE} AAAA")),
-        "{names:?}"
-    );
-    assert!(names.contains(&format!("www.{ZONE} CNAME")), "{names:?}");
-    // Update only on change: nothing more is written while nothing changes.
-    let writes = |s: &Server| {
-        metric(
-            &s.metrics(),
-            "meridian_kubernetes_writes_total",
-            &[("result", "ok")],
-        )
-    };
-    // Once the watches have seen meridian's own writes, the next passes plan none.
-    let planned = |s: &Server| metric(&s.metrics(), "meridian_kubernetes_planned_writes", &[]);
-    wait_for(Duration::from_secs(5), "no write planned", || {
-        (planned(&s) == 0.0).then_some(())
-    });
-    let before = writes(&s);
-    std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(planned(&s), 0.0, "a write planned without a change");
-    assert_eq!(writes(&s), before, "writes without a change");
-
-    // --- changes, each timed from the API call to the changed answer.
-    let mut timings = Vec::new();
-    // 1. A Service's load-balancer address changes.
-    let t = Instant::now();
-    set_service_lb(&fed.west.admin(), "shop", "web", &["192.0.2.22"]);
-    await_answer(
-        &s,
-        &sf,
-        &global("web"),
-        RecordType::A,
-        &["192.0.2.22"],
-        Duration::from_secs(5),
-    );
-    timings.push(("lb address", t.elapsed()));
-    wait_for(
-        Duration::from_secs(10),
-        "status follows the new address",
-        || {
-            status_of(&h, "shop", "web")
-                .filter(|s| s["dns"][1]["loadBalancer"]["ingress"] == json!([{"ip": "192.0.2.22"}]))
-        },
-    );
-
-    // 2. No ready endpoints in east: east drops out of the record; its region falls back by
-    //    CNAME to the global name, which answers west.
-    let t = Instant::now();
-    fed.east.admin().apply(&slice("shop", "web", false));
-    await_answer(
-        &s,
-        &ny,
-        &global("web"),
-        RecordType::A,
-        &["192.0.2.22"],
-        Duration::from_secs(5),
-    );
-    timings.push(("endpoints not ready", t.elapsed()));
-    await_answer(
-        &s,
-        &ny,
-        &regional("web", "us-east1"),
-        RecordType::A,
-        &[&format!("cname:{}", global("web")), "192.0.2.22"],
-        Duration::from_secs(2),
-    );
-    wait_for(
-        Duration::from_secs(10),
-        "status: east kept with an empty loadBalancer",
-        || {
-            status_of(&h, "shop", "web").filter(|s| {
-                s["dns"][0]["cluster"] == "east"
-                    && s["dns"][0]["loadBalancer"].get("ingress").is_none()
-            })
-        },
-    );
-    let t = Instant::now();
-    fed.east.admin().apply(&slice("shop", "web", true));
-    await_answer(
-        &s,
-        &ny,
-        &global("web"),
-        RecordType::A,
-        &["192.0.2.1"],
-        Duration::from_secs(5),
-    );
-    timings.push(("endpoints ready again", t.elapsed()));
-
-    // 3. Hand-made DNSEndpoints of both API groups are served as written.
-    h.apply(&json!({"apiVersion": "multiclusterdns.kubefed.io/v1alpha1", "kind": "DNSEndpoint",
-        "metadata": {"name": "static", "namespace": "shop"},
-        "spec": {"endpoints": [{"dnsName": format!("static.{ZONE}"), "recordType": "A", "targets": ["198.51.100.7"], "recordTTL": 30}]}}));
-    h.apply(&json!({"apiVersion": "externaldns.k8s.io/v1alpha1", "kind": "DNSEndpoint",
-        "metadata": {"name": "ext", "namespace": "shop"},
-        "spec": {"endpoints": [
-            {"dnsName": format!("ext.{ZONE}"), "recordType": "AAAA", "targets": ["2001:db8::7"], "setIdentifier": "x",
-             "providerSpecific": [{"name": "aws/weight", "value": "1"}]},
-            {"dnsName": format!("alias.{ZONE}"), "recordType": "CNAME", "targets": [format!("static.{ZONE}")]}]}}));
-    let q = s.q();
-    await_answer(
-        &s,
-        &q,
-        &format!("static.{ZONE}."),
-        RecordType::A,
-        &["198.51.100.7"],
-        Duration::from_secs(5),
-    );
-    await_answer(
-        &s,
-        &q,
-        &format!("ext.{ZONE}."),
-        RecordType::AAAA,
-        &["2001:db8::7"],
-        Duration::from_secs(2),
-    );
-    await_answer(
-        &s,
-        &q,
-        &format!("alias.{ZONE}."),
-        RecordType::A,
-        &[&format!("cname:static.{ZONE}."), "198.51.100.7"],
-        Duration::from_secs(2),
-    );
-
-    // 4. An invalid object is logged, counted and skipped; the rest is served.
-    let errors = |s: &Server| {
-        metric(
-            &s.metrics(),
-            "meridian_source_errors_total",
-            &[("source", "kubernetes")],
-        )
-    };
-    let e0 = errors(&s);
-    let mut bad = service_record("shop", "bad", json!({}));
-    bad["metadata"]["annotations"] = json!({"meridian.io/policy": "closest"});
-    h.apply(&bad);
-    wait_for(Duration::from_secs(5), "error counted", || {
-        (errors(&s) > e0).then_some(())
-    });
-    assert!(
-        s.log_text().contains("closest"),
-        "the error names the bad value"
-    );
-    await_answer(
-        &s,
-        &ny,
-        &global("web"),
-        RecordType::A,
-        &["192.0.2.1"],
-        Duration::from_secs(1),
-    );
-    h.delete(&path(
-        "multiclusterdns.kubefed.io/v1alpha1",
-        "ServiceDNSRecord",
-        Some("shop"),
-        Some("bad"),
-    ));
-
-    // 5. IngressDNSRecord over the members' Ingresses; a hostname load balancer is a CNAME.
-    for (m, lb) in [
-        (&fed.east, json!([{"ip": "192.0.2.31"}])),
-        (&fed.west, json!([{"hostname": "lb-west.elb.example.net"}])),
-    ] {
-        let k = m.admin();
-        k.apply(
-            &json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
-            "metadata": {"name": "shopfront", "namespace": "shop"},
-            "spec": {"rules": [{"host": format!("shop.{ZONE}")}]}}),
-        );
-        k.merge_patch(
-            &format!(
-                "{}/status",
-                path(
-                    "networking.k8s.io/v1",
-                    "Ingress",
-                    Some("shop"),
-                    Some("shopfront")
+    // The names asked.
+    let web = global("web");
+    let www = format!("www.{ZONE}.");
+    let (east, west) = (regional("web", "us-east1"), regional("web", "us-west1"));
+    let west_a = format!("web.shop.fed.svc.us-west1-a.us-west1.{ZONE}.");
+    let shop = format!("shop.{ZONE}.");
+    let [stat, ext, alias] = ["static", "ext", "alias"].map(|n| format!("{n}.{ZONE}."));
+    // A region without the service falls back by CNAME to the global name.
+    let cname_web = format!("cname:{web}");
+    let cname_static = format!("cname:{stat}");
+    use On::{East, Host, West};
+    use RecordType::{A, AAAA};
+    use Via::{Any, Ny, Sf};
+    let steps = vec![
+        // Nearest cluster by ECS: San Francisco → us-west1 (Oregon); New York → us-east1.
+        answer(Sf, &web, A, &["192.0.2.2"], 10_000),
+        answer(Ny, &web, A, &["192.0.2.1"], 2_000),
+        // IPv6 load-balancer addresses are kept: AAAA from east, the only cluster with one.
+        answer(Sf, &web, AAAA, &["2001:db8::1"], 2_000),
+        // Region and zone names, regions and zones read from node labels (GA and legacy).
+        answer(Sf, &east, A, &["192.0.2.1"], 2_000),
+        answer(Sf, &west_a, A, &["192.0.2.2"], 2_000),
+        answer(Ny, &www, A, &[&cname_web, "192.0.2.1"], 2_000),
+        // The status KubeFed's controller wrote, now meridian's: sorted by cluster.
+        check(|w| {
+            let h = w.fed.host.admin();
+            let st = wait_for(Duration::from_secs(10), "status written", || {
+                status_of(&h, "shop", "web")
+                    .filter(|s| s["dns"].as_array().is_some_and(|a| a.len() == 2))
+            });
+            assert_eq!(st["domain"], ZONE);
+            assert_eq!(st["dns"][0]["cluster"], "east");
+            assert_eq!(st["dns"][0]["region"], "us-east1");
+            assert_eq!(st["dns"][0]["zones"], json!(["us-east1-b"]));
+            assert_eq!(
+                st["dns"][0]["loadBalancer"]["ingress"],
+                json!([{"ip": "192.0.2.1"}, {"ip": "2001:db8::1"}])
+            );
+            assert_eq!(st["dns"][1]["cluster"], "west");
+            assert_eq!(st["dns"][1]["region"], "us-west1");
+        }),
+        // The DNSEndpoint, named and owned the KubeFed way.
+        check(|w| {
+            let h = w.fed.host.admin();
+            let ep = wait_for(Duration::from_secs(10), "DNSEndpoint service-web", || {
+                h.get(&service_web_endpoint())
+            });
+            assert_eq!(
+                ep["metadata"]["ownerReferences"][0]["kind"],
+                "ServiceDNSRecord"
+            );
+            assert_eq!(ep["metadata"]["ownerReferences"][0]["uid"], w.uid.as_str());
+            let names: Vec<String> = ep["spec"]["endpoints"]
+                .as_array()
+                .expect("endpoints")
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{} {}",
+                        e["dnsName"].as_str().unwrap_or(""),
+                        e["recordType"].as_str().unwrap_or("")
+                    )
+                })
+                .collect();
+            for want in [
+                format!("web.shop.fed.svc.{ZONE} A"),
+                format!("web.shop.fed.svc.{ZONE} AAAA"),
+                format!("www.{ZONE} CNAME"),
+            ] {
+                assert!(names.contains(&want), "{names:?}");
+            }
+        }),
+        // Update only on change: once the watches have seen meridian's own writes, the next
+        // passes plan none, and nothing more is written while nothing changes.
+        check(|w| {
+            let s = &w.s;
+            let writes = || {
+                metric(
+                    &s.metrics(),
+                    "meridian_kubernetes_writes_total",
+                    &[("result", "ok")],
                 )
-            ),
-            json!({"status": {"loadBalancer": {"ingress": lb}}}),
-        );
-    }
-    let t = Instant::now();
-    h.apply(
-        &json!({"apiVersion": "multiclusterdns.kubefed.io/v1alpha1", "kind": "IngressDNSRecord",
-        "metadata": {"name": "shopfront", "namespace": "shop"},
-        "spec": {"hosts": [format!("shop.{ZONE}")], "recordTTL": 30}}),
-    );
-    await_answer(
-        &s,
-        &ny,
-        &format!("shop.{ZONE}."),
-        RecordType::A,
-        &["192.0.2.31"],
-        Duration::from_secs(5),
-    );
-    timings.push(("ingress record created", t.elapsed()));
-    await_answer(
-        &s,
-        &sf,
-        &format!("shop.{ZONE}."),
-        RecordType::A,
-        &["cname:lb-west.elb.example.net."],
-        Duration::from_secs(2),
-    );
-    let ip = wait_for(Duration::from_secs(10), "ingress-shopfront", || {
-        h.get(&path(
-            "multiclusterdns.kubefed.io/v1alpha1",
-            "DNSEndpoint",
-            Some("shop"),
-            Some("ingress-shopfront"),
-        ))
-    });
-    assert_eq!(ip["spec"]["endpoints"][0]["targets"], json!(["192.0.2.31"]));
-    let ist = wait_for(Duration::from_secs(10), "ingress status", || {
-        h.get(&path(
-            "multiclusterdns.kubefed.io/v1alpha1",
-            "IngressDNSRecord",
-            Some("shop"),
-            Some("shopfront"),
-        ))
-        .and_then(|v| v.get("status").cloned())
-    });
-    assert_eq!(
-        ist["dns"][1],
-        json!({"cluster": "west", "loadBalancer": {"ingress": [{"hostname": "lb-west.elb.example.net"}]}})
-    );
-
-    // 6. A member's API server goes away: after the offline grace (2 s here) its entries stay,
-    //    with an empty loadBalancer (KubeFed's offline clusters), so it leaves the answers and
-    //    its region falls back to the global name.
-    // (Timed from the server's exit: a graceful apiserver shutdown itself takes seconds.)
-    fed.west.stop();
-    let t = Instant::now();
-    await_answer(
-        &s,
-        &sf,
-        &regional("web", "us-west1"),
-        RecordType::A,
-        &[&format!("cname:{}", global("web")), "192.0.2.1"],
-        Duration::from_secs(10),
-    );
-    eprintln!(
-        "member API server stopped -> offline in answers: {} ms (grace 2 s)",
-        t.elapsed().as_millis()
-    );
-    wait_for(
-        Duration::from_secs(10),
-        "status: west offline, kept empty",
-        || {
-            status_of(&h, "shop", "web").filter(|s| {
-                s["dns"][1]["cluster"] == "west"
-                    && s["dns"][1]["loadBalancer"].get("ingress").is_none()
-            })
-        },
-    );
-    assert_eq!(
-        metric(
-            &s.metrics(),
-            "meridian_kubernetes_member_up",
-            &[("cluster", "west")]
-        ),
-        0.0
-    );
-
-    // 7. A member is removed: its names vanish, its entry leaves the status.
-    let t = Instant::now();
-    h.delete(&path(
-        "core.kubefed.io/v1beta1",
-        "KubeFedCluster",
-        Some(FED_NS),
-        Some("west"),
-    ));
-    await_answer(
-        &s,
-        &sf,
-        &regional("web", "us-west1"),
-        RecordType::A,
-        &["NXDOMAIN"],
-        Duration::from_secs(5),
-    );
-    timings.push(("member removed", t.elapsed()));
-    await_answer(
-        &s,
-        &sf,
-        &global("web"),
-        RecordType::A,
-        &["192.0.2.1"],
-        Duration::from_secs(1),
-    );
-    wait_for(Duration::from_secs(10), "status without west", || {
-        status_of(&h, "shop", "web").filter(|s| s["dns"].as_array().is_some_and(|a| a.len() == 1))
-    });
-
-    // 8. The record is deleted: its names vanish (NXDOMAIN) and so does its DNSEndpoint, even
-    //    with no garbage collector running.
-    let t = Instant::now();
-    h.delete(&path(
-        "multiclusterdns.kubefed.io/v1alpha1",
-        "ServiceDNSRecord",
-        Some("shop"),
-        Some("web"),
-    ));
-    await_answer(
-        &s,
-        &ny,
-        &global("web"),
-        RecordType::A,
-        &["NXDOMAIN"],
-        Duration::from_secs(5),
-    );
-    timings.push(("record deleted", t.elapsed()));
-    await_answer(
-        &s,
-        &ny,
-        &format!("www.{ZONE}."),
-        RecordType::A,
-        &["NXDOMAIN"],
-        Duration::from_secs(1),
-    );
-    wait_for(Duration::from_secs(10), "service-web deleted", || {
-        h.get(&ep_path).is_none().then_some(())
-    });
+            };
+            let planned = || metric(&s.metrics(), "meridian_kubernetes_planned_writes", &[]);
+            wait_for(Duration::from_secs(5), "no write planned", || {
+                (planned() == 0.0).then_some(())
+            });
+            let before = writes();
+            std::thread::sleep(Duration::from_millis(1500));
+            assert_eq!(planned(), 0.0, "a write planned without a change");
+            assert_eq!(writes(), before, "writes without a change");
+        }),
+        // --- changes, each timed from the API call to the changed answer.
+        // 1. A Service's load-balancer address changes.
+        timed("lb address"),
+        on(West, |k| set_service_lb(k, "shop", "web", &["192.0.2.22"])),
+        answer(Sf, &web, A, &["192.0.2.22"], 5_000),
+        web_status("status follows the new address", |s| {
+            s["dns"][1]["loadBalancer"]["ingress"] == json!([{"ip": "192.0.2.22"}])
+        }),
+        // 2. No ready endpoints in east: east drops out of the record; its region falls back
+        //    by CNAME to the global name, which answers west.
+        timed("endpoints not ready"),
+        on(East, |k| {
+            k.apply(&slice("shop", "web", false));
+        }),
+        answer(Ny, &web, A, &["192.0.2.22"], 5_000),
+        answer(Ny, &east, A, &[&cname_web, "192.0.2.22"], 2_000),
+        web_status("status: east kept with an empty loadBalancer", |s| {
+            s["dns"][0]["cluster"] == "east" && s["dns"][0]["loadBalancer"].get("ingress").is_none()
+        }),
+        timed("endpoints ready again"),
+        on(East, |k| {
+            k.apply(&slice("shop", "web", true));
+        }),
+        answer(Ny, &web, A, &["192.0.2.1"], 5_000),
+        // 3. Hand-made DNSEndpoints of both API groups are served as written.
+        on(Host, |k| {
+            k.apply(&json!({"apiVersion": "multiclusterdns.kubefed.io/v1alpha1", "kind": "DNSEndpoint",
+                "metadata": {"name": "static", "namespace": "shop"},
+                "spec": {"endpoints": [{"dnsName": format!("static.{ZONE}"), "recordType": "A", "targets": ["198.51.100.7"], "recordTTL": 30}]}}));
+            k.apply(&json!({"apiVersion": "externaldns.k8s.io/v1alpha1", "kind": "DNSEndpoint",
+                "metadata": {"name": "ext", "namespace": "shop"},
+                "spec": {"endpoints": [
+                    {"dnsName": format!("ext.{ZONE}"), "recordType": "AAAA", "targets": ["2001:db8::7"], "setIdentifier": "x",
+                     "providerSpecific": [{"name": "aws/weight", "value": "1"}]},
+                    {"dnsName": format!("alias.{ZONE}"), "recordType": "CNAME", "targets": [format!("static.{ZONE}")]}]}}));
+        }),
+        answer(Any, &stat, A, &["198.51.100.7"], 5_000),
+        answer(Any, &ext, AAAA, &["2001:db8::7"], 2_000),
+        answer(Any, &alias, A, &[&cname_static, "198.51.100.7"], 2_000),
+        // 4. An invalid object is logged, counted and skipped; the rest is served.
+        check(|w| {
+            let errors = || {
+                metric(
+                    &w.s.metrics(),
+                    "meridian_source_errors_total",
+                    &[("source", "kubernetes")],
+                )
+            };
+            let e0 = errors();
+            let mut bad = service_record("shop", "bad", json!({}));
+            bad["metadata"]["annotations"] = json!({"meridian.io/policy": "closest"});
+            w.fed.host.admin().apply(&bad);
+            wait_for(Duration::from_secs(5), "error counted", || {
+                (errors() > e0).then_some(())
+            });
+            assert!(
+                w.s.log_text().contains("closest"),
+                "the error names the bad value"
+            );
+        }),
+        answer(Ny, &web, A, &["192.0.2.1"], 1_000),
+        on(Host, |k| k.delete(&record_path("ServiceDNSRecord", "bad"))),
+        // 5. IngressDNSRecord over the members' Ingresses; a hostname load balancer is a CNAME.
+        on(East, |k| shopfront(k, json!([{"ip": "192.0.2.31"}]))),
+        on(West, |k| {
+            shopfront(k, json!([{"hostname": "lb-west.elb.example.net"}]))
+        }),
+        timed("ingress record created"),
+        on(Host, |k| {
+            k.apply(&json!({"apiVersion": "multiclusterdns.kubefed.io/v1alpha1", "kind": "IngressDNSRecord",
+                "metadata": {"name": "shopfront", "namespace": "shop"},
+                "spec": {"hosts": [format!("shop.{ZONE}")], "recordTTL": 30}}));
+        }),
+        answer(Ny, &shop, A, &["192.0.2.31"], 5_000),
+        answer(Sf, &shop, A, &["cname:lb-west.elb.example.net."], 2_000),
+        check(|w| {
+            let h = w.fed.host.admin();
+            let ip = wait_for(Duration::from_secs(10), "ingress-shopfront", || {
+                h.get(&record_path("DNSEndpoint", "ingress-shopfront"))
+            });
+            assert_eq!(ip["spec"]["endpoints"][0]["targets"], json!(["192.0.2.31"]));
+            let ist = wait_for(Duration::from_secs(10), "ingress status", || {
+                h.get(&record_path("IngressDNSRecord", "shopfront"))
+                    .and_then(|v| v.get("status").cloned())
+            });
+            assert_eq!(
+                ist["dns"][1],
+                json!({"cluster": "west", "loadBalancer": {"ingress": [{"hostname": "lb-west.elb.example.net"}]}})
+            );
+        }),
+        // 6. A member's API server goes away: after the offline grace (2 s here) its entries
+        //    stay, with an empty loadBalancer (KubeFed's offline clusters), so it leaves the
+        //    answers and its region falls back to the global name. Timed from the server's
+        //    exit (a graceful apiserver shutdown itself takes seconds) and reported apart.
+        stop(West),
+        reported("member API server stopped -> offline in answers (grace 2 s)"),
+        answer(Sf, &west, A, &[&cname_web, "192.0.2.1"], 10_000),
+        web_status("status: west offline, kept empty", |s| {
+            s["dns"][1]["cluster"] == "west" && s["dns"][1]["loadBalancer"].get("ingress").is_none()
+        }),
+        check(|w| {
+            assert_eq!(
+                metric(
+                    &w.s.metrics(),
+                    "meridian_kubernetes_member_up",
+                    &[("cluster", "west")]
+                ),
+                0.0
+            );
+        }),
+        // 7. A member is removed: its names vanish, its entry leaves the status.
+        timed("member removed"),
+        on(Host, |k| {
+            k.delete(&path(
+                "core.kubefed.io/v1beta1",
+                "KubeFedCluster",
+                Some(FED_NS),
+                Some("west"),
+            ))
+        }),
+        answer(Sf, &west, A, &["NXDOMAIN"], 5_000),
+        answer(Sf, &web, A, &["192.0.2.1"], 1_000),
+        web_status("status without west", |s| {
+            s["dns"].as_array().is_some_and(|a| a.len() == 1)
+        }),
+        // 8. The record is deleted: its names vanish (NXDOMAIN) and so does its DNSEndpoint,
+        //    even with no garbage collector running.
+        timed("record deleted"),
+        on(Host, |k| k.delete(&record_path("ServiceDNSRecord", "web"))),
+        answer(Ny, &web, A, &["NXDOMAIN"], 5_000),
+        answer(Ny, &www, A, &["NXDOMAIN"], 1_000),
+        check(|w| {
+            let h = w.fed.host.admin();
+            wait_for(Duration::from_secs(10), "service-web deleted", || {
+                h.get(&service_web_endpoint()).is_none().then_some(())
+            });
+        }),
+    ];
+    let timings = run_steps(&mut w, steps);
+    assert_eq!(timings.len(), 6, "every timed change was timed");
 
     for (what, d) in &timings {
         eprintln!(
@@ -1514,7 +1495,7 @@ fn kubernetes_federated_service_and_ingress_records() {
         // failure (each wait above is bounded; the figures go in the report).
     }
     // meridian's own view of the same path: watch event -> state handed to the publisher.
-    let text = s.metrics();
+    let text = w.s.metrics();
     let n = metric(&text, "meridian_kubernetes_propagation_seconds_count", &[]);
     let sum = metric(&text, "meridian_kubernetes_propagation_seconds_sum", &[]);
     assert!(n >= timings.len() as f64, "propagation observed: {n}");
