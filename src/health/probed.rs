@@ -71,8 +71,10 @@ impl ProbeSet {
             let cluster = labels
                 .entry(cl)
                 .or_insert_with_key(|cl| {
-                    let names: Vec<&str> =
-                        cl.iter().map(|c| clusters[*c as usize].name.as_str()).collect();
+                    let names: Vec<&str> = cl
+                        .iter()
+                        .map(|c| clusters[*c as usize].name.as_str())
+                        .collect();
                     names.join(",").into()
                 })
                 .clone();

@@ -346,7 +346,11 @@ async fn probe_loop<F: ProbeFactory, R: Reporter>(
     let probe = factory.make(&key);
     let mut machine: Machine<SystemTime> = Machine::new(spec.rise, spec.fall, current.assume_up);
     let mut gauge = Gauge {
-        labels: [current.cluster.to_string(), endpoint.clone(), kind.to_string()],
+        labels: [
+            current.cluster.to_string(),
+            endpoint.clone(),
+            kind.to_string(),
+        ],
     };
     gauge.set(&current.cluster, machine.up());
     let m = metrics::get();
@@ -485,9 +489,9 @@ async fn probe_loop<F: ProbeFactory, R: Reporter>(
 mod tests {
     use super::*;
     use crate::catalog::Catalog;
+    use crate::config::Settings;
     use crate::health::probed::ProbeSet;
     use crate::health::spec::{ProbeKind, ProbeSpec};
-    use crate::config::Settings;
     use std::collections::VecDeque;
     use std::net::IpAddr;
     use std::sync::Mutex;
@@ -628,7 +632,10 @@ mod tests {
                 .and_then(|(_, keys)| keys.get(endpoint as usize))
                 .map(|k| k.addr)
                 .expect("a report names an endpoint of a catalog sent");
-            self.0.lock().expect("lock").push((addr, up, Instant::now()));
+            self.0
+                .lock()
+                .expect("lock")
+                .push((addr, up, Instant::now()));
         }
     }
 
