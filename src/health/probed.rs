@@ -89,3 +89,95 @@ impl ProbeSet {
         set
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::spec::{ProbeKind, ProbeSpec};
+    use crate::snapshot::compile::{Addr, CTarget};
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn key(last: u8, kind: ProbeKind, interval_ms: u64) -> EndpointKey {
+        EndpointKey {
+            addr: IpAddr::from([192, 0, 2, last]),
+            probe: Arc::new(ProbeSpec {
+                kind,
+                port: 80,
+                path: "/".into(),
+                host: None,
+                interval: Duration::from_millis(interval_ms),
+                timeout: Duration::from_millis(interval_ms / 2),
+                rise: 1,
+                fall: 1,
+                expect_status: (200, 399),
+                expect_body: None,
+                insecure: false,
+                ca: None,
+            }),
+        }
+    }
+
+    fn target(cluster: u32, ids: &[u32]) -> CTarget {
+        CTarget {
+            cluster,
+            v4: ids
+                .iter()
+                .map(|id| Addr {
+                    ip: Ipv4Addr::new(192, 0, 2, *id as u8),
+                    endpoint: *id,
+                })
+                .collect(),
+            v6: Default::default(),
+            hostname: None,
+            weight: 1,
+            ready: true,
+        }
+    }
+
+    fn name(targets: Vec<CTarget>) -> CDyn {
+        CDyn {
+            ttl: 30,
+            policy: Default::default(),
+            all_down: Default::default(),
+            targets: targets.into_iter().collect(),
+            failover: Default::default(),
+            fallback: None,
+            source: 0,
+            merged: None,
+            probe_interval_ms: 0,
+        }
+    }
+
+    #[test]
+    fn probed_endpoints_with_their_clusters() {
+        let endpoints = vec![
+            key(0, ProbeKind::Http, 1000),
+            key(1, ProbeKind::None, 1000),
+            key(2, ProbeKind::Tcp, 3000),
+            key(3, ProbeKind::Https, 500),
+        ];
+        let clusters: Vec<CCluster> = ["west", "east"]
+            .into_iter()
+            .map(|n| CCluster {
+                name: n.into(),
+                unit: None,
+            })
+            .collect();
+        // Address 2 is shared by both clusters (and named twice by one); 3 by no name.
+        let dyns = vec![
+            name(vec![target(0, &[0, 1, 2]), target(1, &[2])]),
+            name(vec![target(0, &[2])]),
+        ];
+        let set = ProbeSet::build(&endpoints, &dyns, &clusters);
+        let got: Vec<(u32, &str)> = set.probed.iter().map(|p| (p.id, &*p.cluster)).collect();
+        assert_eq!(got, vec![(0, "west"), (2, "east,west"), (3, "")]);
+        assert_eq!(set.probed[1].key, endpoints[2]);
+        assert_eq!(set.longest_interval, Duration::from_millis(3000));
+        assert_eq!(set.longest_timeout, Duration::from_millis(1500));
+        let again = ProbeSet::build(&endpoints, &dyns, &clusters);
+        assert_ne!(
+            again.generation, set.generation,
+            "each compile numbers its ids"
+        );
+    }
+}

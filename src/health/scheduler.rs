@@ -767,6 +767,24 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn reports_name_the_endpoint_by_its_id_in_the_newest_catalog() {
+        let r = rig(vec![key(1, 100), key(2, 100)], Settings::default());
+        r.script.set(2, "-");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(r.rec.of(2), vec![false]);
+        // 127.0.0.2 was id 1; now it is id 0 (the recorder resolves ids in the catalog the
+        // report names, so a stale id would show as another address).
+        r.tx.send_replace(compiled(
+            vec![key(2, 100), key(3, 100)],
+            Settings::default(),
+        ));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(r.rec.of(2), vec![false, false]);
+        assert!(r.rec.of(1).iter().all(|up| *up), "{:?}", r.rec.of(1));
+        r.sched.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn the_initial_round_probes_at_once_then_spreads() {
         let keys: Vec<EndpointKey> = (1..=20).map(|i| key(i, 1000)).collect();
         let r = rig(keys, Settings::default());
