@@ -54,7 +54,7 @@ impl Quorum {
             .probes
             .probed
             .iter()
-            .map(|p| (quorum::wire_key(&p.key), p.id))
+            .filter_map(|p| Some((quorum::wire_key(c.endpoints.get(p.id as usize)?), p.id)))
             .collect();
     }
 

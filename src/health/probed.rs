@@ -8,16 +8,16 @@ use std::time::Duration;
 
 use smallvec::SmallVec;
 
-use crate::snapshot::compile::{CCluster, CDyn, EndpointKey};
+use crate::snapshot::compile::{CCluster, CDyn, EndpointKey, NameHasher};
 
-/// One probed endpoint of a compiled catalog.
-#[derive(Debug, Clone)]
+/// One probed endpoint of a compiled catalog. Eight bytes: a large catalog has hundreds of
+/// thousands (its address and probe are `Compiled::endpoints[id]`).
+#[derive(Debug, Clone, Copy)]
 pub struct Probed {
     /// Endpoint id: index into `Compiled::endpoints` and the health vector.
     pub id: u32,
-    pub key: EndpointKey,
-    /// Cluster(s) whose records use the address, joined with ",": the `cluster` label.
-    pub cluster: Arc<str>,
+    /// Index into `ProbeSet::labels`.
+    label: u32,
 }
 
 /// Every probed endpoint of one compiled catalog.
@@ -29,6 +29,9 @@ pub struct ProbeSet {
     pub generation: u64,
     /// By id.
     pub probed: Vec<Probed>,
+    /// The distinct `cluster` labels: the cluster(s) whose records use an address, joined
+    /// with ",".
+    labels: Vec<Arc<str>>,
     /// Longest probe interval and timeout among them.
     pub longest_interval: Duration,
     pub longest_timeout: Duration,
@@ -57,7 +60,7 @@ impl ProbeSet {
             }
         }
         // Few distinct cluster sets: one label string each.
-        let mut labels: HashMap<SmallVec<[u32; 2]>, Arc<str>> = HashMap::new();
+        let mut labels: HashMap<SmallVec<[u32; 2]>, u32, NameHasher> = HashMap::default();
         let mut set = ProbeSet {
             generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
             ..ProbeSet::default()
@@ -68,25 +71,27 @@ impl ProbeSet {
             }
             let mut cl = std::mem::take(&mut of[id]);
             cl.sort_unstable_by(|a, b| clusters[*a as usize].name.cmp(&clusters[*b as usize].name));
-            let cluster = labels
-                .entry(cl)
-                .or_insert_with_key(|cl| {
-                    let names: Vec<&str> = cl
-                        .iter()
-                        .map(|c| clusters[*c as usize].name.as_str())
-                        .collect();
-                    names.join(",").into()
-                })
-                .clone();
+            let label = *labels.entry(cl).or_insert_with_key(|cl| {
+                let names: Vec<&str> = cl
+                    .iter()
+                    .map(|c| clusters[*c as usize].name.as_str())
+                    .collect();
+                set.labels.push(names.join(",").into());
+                (set.labels.len() - 1) as u32
+            });
             set.longest_interval = set.longest_interval.max(key.probe.interval);
             set.longest_timeout = set.longest_timeout.max(key.probe.timeout);
             set.probed.push(Probed {
                 id: id as u32,
-                key: key.clone(),
-                cluster,
+                label,
             });
         }
         set
+    }
+
+    /// The `cluster` label of a probed endpoint.
+    pub fn cluster(&self, p: &Probed) -> &Arc<str> {
+        &self.labels[p.label as usize]
     }
 }
 
@@ -169,9 +174,12 @@ mod tests {
             name(vec![target(0, &[2])]),
         ];
         let set = ProbeSet::build(&endpoints, &dyns, &clusters);
-        let got: Vec<(u32, &str)> = set.probed.iter().map(|p| (p.id, &*p.cluster)).collect();
+        let got: Vec<(u32, &str)> = set
+            .probed
+            .iter()
+            .map(|p| (p.id, &**set.cluster(p)))
+            .collect();
         assert_eq!(got, vec![(0, "west"), (2, "east,west"), (3, "")]);
-        assert_eq!(set.probed[1].key, endpoints[2]);
         assert_eq!(set.longest_interval, Duration::from_millis(3000));
         assert_eq!(set.longest_timeout, Duration::from_millis(1500));
         let again = ProbeSet::build(&endpoints, &dyns, &clusters);

@@ -227,7 +227,12 @@ async fn run<F: ProbeFactory, R: Reporter>(
         };
         let assume_up = compiled.settings.health.up_until_first_result;
         let set = &compiled.probes;
-        let wanted: HashSet<&EndpointKey> = set.probed.iter().map(|p| &p.key).collect();
+        let probed = || {
+            set.probed
+                .iter()
+                .filter_map(|p| Some((p, compiled.endpoints.get(p.id as usize)?)))
+        };
+        let wanted: HashSet<&EndpointKey> = probed().map(|(_, k)| k).collect();
         // Stop what left; wait for those tasks (every await in them races the cancellation, so
         // this is prompt) so that none writes status after it is cleared.
         let gone: Vec<EndpointKey> = running
@@ -250,12 +255,11 @@ async fn run<F: ProbeFactory, R: Reporter>(
             tracing::debug!(stopped = gone.len(), "probes stopped");
         }
         let mut started = 0usize;
-        for p in &set.probed {
-            let key = &p.key;
+        for (p, key) in probed() {
             let meta = Meta {
                 generation: set.generation,
                 id: p.id,
-                cluster: p.cluster.clone(),
+                cluster: set.cluster(p).clone(),
                 assume_up,
                 limit: sem.clone(),
             };
