@@ -51,62 +51,7 @@ pub struct Zone {
     pub origin: String,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ProbeKind {
-    Http,
-    Https,
-    Tcp,
-    None,
-}
-
-impl FromStr for ProbeKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "http" => Ok(ProbeKind::Http),
-            "https" => Ok(ProbeKind::Https),
-            "tcp" => Ok(ProbeKind::Tcp),
-            "none" => Ok(ProbeKind::None),
-            o => Err(format!(
-                "unknown probe {o:?} (expected http, https, tcp or none)"
-            )),
-        }
-    }
-}
-
-/// How a record's targets are health-checked.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ProbeSpec {
-    pub kind: ProbeKind,
-    pub port: u16,
-    pub path: String,
-    pub host: Option<String>,
-    #[serde(with = "duration_ms")]
-    pub interval: Duration,
-    #[serde(with = "duration_ms")]
-    pub timeout: Duration,
-    pub rise: u32,
-    pub fall: u32,
-    /// Inclusive range of HTTP statuses that count as healthy.
-    pub expect_status: (u16, u16),
-    /// Substring the HTTP body must contain, if set.
-    pub expect_body: Option<String>,
-    /// Skip TLS certificate verification (HTTPS probes).
-    pub insecure: bool,
-    /// PEM file of the CA(s) HTTPS probes verify against instead of the system roots
-    /// (`meridian.io/probe-ca`, an absolute path on meridian's filesystem).
-    pub ca: Option<std::path::PathBuf>,
-}
-
-mod duration_ms {
-    use serde::Serializer;
-    use std::time::Duration;
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_millis() as u64)
-    }
-}
+pub use crate::health::spec::{ProbeKind, ProbeSpec};
 
 /// Behaviour from `meridian.io/*` annotations.
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -142,8 +142,6 @@ impl Default for Settings {
     }
 }
 
-pub const PROBE_KINDS: [&str; 4] = ["http", "https", "tcp", "none"];
-
 impl RawConfig {
     /// Validates; relative paths are resolved against `base` (the zones directory).
     pub fn validate(&self, base: &Path) -> Result<Settings, ConfigError> {
@@ -205,11 +203,9 @@ impl RawConfig {
             }
         }
         if let Some(p) = &h.probe {
-            if !PROBE_KINDS.contains(&p.as_str()) {
-                return Err(err(
-                    "spec.health.probe",
-                    format!("unknown probe {p:?} (expected http, https, tcp or none)"),
-                ));
+            // The probe kinds are registered in `health::probe`.
+            if let Err(e) = p.parse::<crate::health::spec::ProbeKind>() {
+                return Err(err("spec.health.probe", e));
             }
             d.probe = p.clone();
         }

@@ -1,5 +1,7 @@
-//! Health: probes, the per-target state machine and the scheduler that runs them and reports
-//! transitions to the snapshot publisher.
+//! Health: what a probe is (`spec`), the probes (`probe/`, one file per kind), the endpoints a
+//! catalog probes (`probed`), the per-endpoint state machine (`state`), the scheduler that runs
+//! probes and reports transitions by endpoint id, the publisher's bookkeeping of them
+//! (`ledger`), and the quorum of several replicas' views (`quorum`, `exchange`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -8,9 +10,12 @@ use std::time::{Duration, SystemTime};
 use crate::snapshot::compile::EndpointKey;
 
 pub mod exchange;
+pub mod ledger;
 pub mod probe;
+pub mod probed;
 pub mod quorum;
 pub mod scheduler;
+pub mod spec;
 pub mod state;
 
 /// What the admin API shows about one endpoint's probing.

@@ -1,5 +1,6 @@
-//! The scheduler: follows the served catalog, runs one task per probed endpoint, and reports
-//! state changes to the snapshot publisher.
+//! The scheduler: follows the served catalog, runs one task per probed endpoint (the catalog's
+//! `ProbeSet`, computed at compile), and reports state changes to the snapshot publisher as
+//! (catalog generation, endpoint id, up).
 //!
 //! - Probes start when an endpoint appears in a published catalog and stop when it leaves
 //!   (never on first query). Identical targets (same address and probe) are one endpoint, so
@@ -15,7 +16,9 @@
 //!   probed in lockstep.
 //! - Every result updates `HealthStatus` (admin API) and the metrics; transitions from the state
 //!   machine go to the publisher, which republishes the snapshot. The task of an endpoint is the
-//!   only sender for that endpoint, so its reports arrive in order.
+//!   only sender for that endpoint, so its reports arrive in order. A task outlives catalogs
+//!   that keep its endpoint, whose id may change: each new catalog reaches it with its new id,
+//!   and it re-reports its state under that id.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -27,28 +30,36 @@ use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::HealthStatus;
-use super::probe::{Probe, ProbeError, ProbeFactory, Probes, endpoint_label, kind_label};
+use super::probe::{Probe, ProbeError, ProbeFactory, Probes, endpoint_label};
 use super::state::Machine;
 use crate::metrics;
 use crate::snapshot::compile::{Compiled, EndpointKey};
 use crate::snapshot::publisher::{PublisherHandle, Update};
 
-/// Where transitions go: the publisher in the server, a recorder in tests.
+/// Where transitions go: the publisher in the server, a recorder in tests. `endpoint` is an id
+/// of the catalog whose `ProbeSet` has `generation`.
 pub trait Reporter: Send + Sync + 'static {
-    fn report(&self, endpoint: EndpointKey, up: bool);
+    fn report(&self, generation: u64, endpoint: u32, up: bool);
 }
 
 impl Reporter for PublisherHandle {
-    fn report(&self, endpoint: EndpointKey, up: bool) {
-        self.send(Update::Health { endpoint, up });
+    fn report(&self, generation: u64, endpoint: u32, up: bool) {
+        self.send(Update::Health {
+            generation,
+            endpoint,
+            up,
+        });
     }
 }
 
 /// What an endpoint task learns from each catalog.
 #[derive(Clone)]
 struct Meta {
+    /// The catalog's `ProbeSet` generation and the endpoint's id in it: what reports name.
+    generation: u64,
+    id: u32,
     /// Cluster(s) whose records use the address, joined with ",": the `cluster` label.
-    cluster: String,
+    cluster: Arc<str>,
     /// `health.upUntilFirstResult` of the catalog.
     assume_up: bool,
     /// Bound on probes in flight (replaced when `maxConcurrentProbes` changes).
@@ -170,9 +181,8 @@ pub fn start<F: ProbeFactory, R: Reporter>(
     let cancel = CancellationToken::new();
     // The round is this catalog's endpoints, whatever arrives before the task runs.
     let first = catalogs.borrow_and_update().clone();
-    let probed = first.endpoints.iter().filter(|k| k.probed());
-    let count = probed.clone().count();
-    let initial_timeout = probed.map(|k| k.probe.timeout).max().unwrap_or_default();
+    let count = first.probes.probed.len();
+    let initial_timeout = first.probes.longest_timeout;
     let (round_tx, initial) = watch::channel(count);
     let task = tokio::spawn(run(
         first,
@@ -215,10 +225,14 @@ async fn run<F: ProbeFactory, R: Reporter>(
                 s
             }
         };
-        let labels = cluster_labels(&compiled);
         let assume_up = compiled.settings.health.up_until_first_result;
-        let wanted: HashSet<&EndpointKey> =
-            compiled.endpoints.iter().filter(|k| k.probed()).collect();
+        let set = &compiled.probes;
+        let probed = || {
+            set.probed
+                .iter()
+                .filter_map(|p| Some((p, compiled.endpoints.get(p.id as usize)?)))
+        };
+        let wanted: HashSet<&EndpointKey> = probed().map(|(_, k)| k).collect();
         // Stop what left; wait for those tasks (every await in them races the cancellation, so
         // this is prompt) so that none writes status after it is cleared.
         let gone: Vec<EndpointKey> = running
@@ -241,16 +255,19 @@ async fn run<F: ProbeFactory, R: Reporter>(
             tracing::debug!(stopped = gone.len(), "probes stopped");
         }
         let mut started = 0usize;
-        for key in wanted {
+        for (p, key) in probed() {
             let meta = Meta {
-                cluster: labels.get(key).cloned().unwrap_or_default(),
+                generation: set.generation,
+                id: p.id,
+                cluster: set.cluster(p).clone(),
                 assume_up,
                 limit: sem.clone(),
             };
             match running.get(key) {
                 // Every catalog reaches every task, even unchanged: the task then re-reports
-                // its known state, because the publisher may have dropped it (an endpoint that
-                // left and came back between two catalogs this loop saw).
+                // its known state under the new id, because the publisher may not have it
+                // (an endpoint that left and came back between two catalogs this loop saw, or
+                // a report it dropped as made against an older catalog).
                 Some(r) => {
                     r.meta.send_replace(meta);
                 }
@@ -294,32 +311,6 @@ async fn run<F: ProbeFactory, R: Reporter>(
     }
 }
 
-/// The cluster label of every probed endpoint: the clusters whose targets use the address.
-fn cluster_labels(c: &Compiled) -> HashMap<&EndpointKey, String> {
-    let mut by_id: HashMap<u32, Vec<&str>> = HashMap::new();
-    for d in &c.dyns {
-        for t in &d.targets {
-            let Some(cl) = c.clusters.get(t.cluster as usize) else {
-                continue;
-            };
-            let ids = t.v4.iter().map(|a| a.endpoint);
-            for id in ids.chain(t.v6.iter().map(|a| a.endpoint)) {
-                let names = by_id.entry(id).or_default();
-                if !names.contains(&cl.name.as_str()) {
-                    names.push(&cl.name);
-                }
-            }
-        }
-    }
-    by_id
-        .into_iter()
-        .filter_map(|(id, mut names)| {
-            names.sort_unstable();
-            Some((c.endpoints.get(id as usize)?, names.join(",")))
-        })
-        .collect()
-}
-
 /// The `meridian_endpoint_up` series of one endpoint; it follows cluster label changes.
 struct Gauge {
     labels: [String; 3],
@@ -353,13 +344,17 @@ async fn probe_loop<F: ProbeFactory, R: Reporter>(
     cancel: CancellationToken,
 ) {
     let spec = key.probe.clone();
-    let kind = kind_label(spec.kind);
+    let kind = spec.kind.name();
     let endpoint = endpoint_label(&key);
     let mut current = meta.borrow_and_update().clone();
     let probe = factory.make(&key);
     let mut machine: Machine<SystemTime> = Machine::new(spec.rise, spec.fall, current.assume_up);
     let mut gauge = Gauge {
-        labels: [current.cluster.clone(), endpoint.clone(), kind.to_string()],
+        labels: [
+            current.cluster.to_string(),
+            endpoint.clone(),
+            kind.to_string(),
+        ],
     };
     gauge.set(&current.cluster, machine.up());
     let m = metrics::get();
@@ -386,7 +381,7 @@ async fn probe_loop<F: ProbeFactory, R: Reporter>(
                 }
                 current = meta.borrow_and_update().clone();
                 if machine.known() {
-                    reporter.report(key.clone(), machine.up());
+                    reporter.report(current.generation, current.id, machine.up());
                 }
                 gauge.set(&current.cluster, machine.up());
                 continue;
@@ -451,7 +446,7 @@ async fn probe_loop<F: ProbeFactory, R: Reporter>(
         });
         gauge.set(&current.cluster, machine.up());
         let Some(t) = transition else { continue };
-        reporter.report(key.clone(), t.up);
+        reporter.report(current.generation, current.id, t.up);
         // After the report: the round is over only once the publisher has every result.
         first.done();
         if !t.changed() {
@@ -497,8 +492,10 @@ async fn probe_loop<F: ProbeFactory, R: Reporter>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{Catalog, ProbeKind, ProbeSpec};
+    use crate::catalog::Catalog;
     use crate::config::Settings;
+    use crate::health::probed::ProbeSet;
+    use crate::health::spec::{ProbeKind, ProbeSpec};
     use std::collections::VecDeque;
     use std::net::IpAddr;
     use std::sync::Mutex;
@@ -524,7 +521,15 @@ mod tests {
         }
     }
 
+    /// Every catalog the tests made, by generation: reports name endpoints by id in one.
+    static CATALOGS: Mutex<Vec<(u64, Vec<EndpointKey>)>> = Mutex::new(Vec::new());
+
     fn compiled(endpoints: Vec<EndpointKey>, settings: Settings) -> Arc<Compiled> {
+        let probes = ProbeSet::build(&endpoints, &[], &[]);
+        CATALOGS
+            .lock()
+            .expect("lock")
+            .push((probes.generation, endpoints.clone()));
         Arc::new(Compiled {
             settings,
             catalog: Catalog::default(),
@@ -534,6 +539,7 @@ mod tests {
             dyns: vec![],
             clusters: vec![],
             endpoints,
+            probes,
             default_cluster: None,
         })
     }
@@ -621,11 +627,19 @@ mod tests {
     struct Recorder(Mutex<Vec<(IpAddr, bool, Instant)>>);
 
     impl Reporter for Recorder {
-        fn report(&self, endpoint: EndpointKey, up: bool) {
+        fn report(&self, generation: u64, endpoint: u32, up: bool) {
+            let addr = CATALOGS
+                .lock()
+                .expect("lock")
+                .iter()
+                .find(|(g, _)| *g == generation)
+                .and_then(|(_, keys)| keys.get(endpoint as usize))
+                .map(|k| k.addr)
+                .expect("a report names an endpoint of a catalog sent");
             self.0
                 .lock()
                 .expect("lock")
-                .push((endpoint.addr, up, Instant::now()));
+                .push((addr, up, Instant::now()));
         }
     }
 
@@ -753,6 +767,24 @@ mod tests {
         // Long enough for a probe in flight (5ms) to finish first.
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!(r.rec.of(1), vec![false, false]);
+        r.sched.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reports_name_the_endpoint_by_its_id_in_the_newest_catalog() {
+        let r = rig(vec![key(1, 100), key(2, 100)], Settings::default());
+        r.script.set(2, "-");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(r.rec.of(2), vec![false]);
+        // 127.0.0.2 was id 1; now it is id 0 (the recorder resolves ids in the catalog the
+        // report names, so a stale id would show as another address).
+        r.tx.send_replace(compiled(
+            vec![key(2, 100), key(3, 100)],
+            Settings::default(),
+        ));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(r.rec.of(2), vec![false, false]);
+        assert!(r.rec.of(1).iter().all(|up| *up), "{:?}", r.rec.of(1));
         r.sched.stop().await;
     }
 

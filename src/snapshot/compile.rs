@@ -219,6 +219,8 @@ pub struct Compiled {
     pub dyns: Vec<CDyn>,
     pub clusters: Vec<CCluster>,
     pub endpoints: Vec<EndpointKey>,
+    /// The probed endpoints, for the health scheduler.
+    pub probes: crate::health::probed::ProbeSet,
     /// Cluster used to place clients the GeoIP database cannot.
     pub default_cluster: Option<u32>,
 }
@@ -377,6 +379,7 @@ pub fn compile(mut catalog: Catalog, settings: Settings) -> Result<Compiled, Com
         .as_ref()
         .and_then(|n| clusters.iter().position(|c| &c.name == n))
         .map(|i| i as u32);
+    let probes = crate::health::probed::ProbeSet::build(&endpoints, &dyns, &clusters);
     Ok(Compiled {
         settings,
         catalog,
@@ -386,6 +389,7 @@ pub fn compile(mut catalog: Catalog, settings: Settings) -> Result<Compiled, Com
         dyns,
         clusters,
         endpoints,
+        probes,
         default_cluster,
     })
 }

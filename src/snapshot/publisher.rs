@@ -20,7 +20,9 @@ use crate::catalog;
 use crate::config::Settings;
 use crate::events::EventLog;
 use crate::geo::GeoDb;
-use crate::health::quorum::{self, Obs, PeerView};
+use crate::health::ledger::Ledger;
+pub use crate::health::ledger::QuorumConfig;
+use crate::health::quorum::Obs;
 use crate::metrics;
 use crate::model::Object;
 use crate::source::Located;
@@ -132,8 +134,12 @@ pub enum Update {
     Files(Box<FileInputs>, Arc<Compiled>),
     /// The Kubernetes source changed.
     Kubernetes(Box<KubeInputs>),
-    /// An endpoint's health changed.
-    Health { endpoint: EndpointKey, up: bool },
+    /// An endpoint's health changed: its id in the catalog whose `ProbeSet` has `generation`.
+    Health {
+        generation: u64,
+        endpoint: u32,
+        up: bool,
+    },
     /// Drain a cluster, or only some records' targets in it (until a time, or until
     /// undrained).
     Drain {
@@ -175,56 +181,6 @@ pub enum Update {
     Observations(oneshot::Sender<crate::health::exchange::WireView>),
     /// Every vantage point's view of every endpoint (own first), for the state document.
     Vantage(oneshot::Sender<HashMap<EndpointKey, Vec<(String, Obs)>>>),
-}
-
-/// How health is shared between replicas.
-#[derive(Debug, Clone)]
-pub struct QuorumConfig {
-    /// This replica's name as a vantage point.
-    pub name: String,
-    /// How often peers are polled.
-    pub poll: Duration,
-    /// A peer votes while heard within this many times the longer of the poll interval and the
-    /// catalog's longest probe interval.
-    pub stale_intervals: u32,
-}
-
-struct Quorum {
-    cfg: QuorumConfig,
-    /// Wire key to endpoint, for the served catalog.
-    keys: HashMap<String, EndpointKey>,
-    peers: HashMap<String, PeerView<EndpointKey>>,
-    /// Whether the last combination had no fresh peer (None before the first).
-    fallback: Option<bool>,
-    /// Why each endpoint has its combined state, for the event log.
-    verdicts: HashMap<EndpointKey, quorum::Verdict>,
-}
-
-impl Quorum {
-    fn index(&mut self, c: &Compiled) {
-        self.keys = c
-            .endpoints
-            .iter()
-            .filter(|k| k.probed())
-            .map(|k| (quorum::wire_key(k), k.clone()))
-            .collect();
-        let keys = &self.keys;
-        let live: HashSet<&EndpointKey> = keys.values().collect();
-        for p in self.peers.values_mut() {
-            p.obs.retain(|k, _| live.contains(k));
-        }
-    }
-
-    fn fresh_for(&self, c: &Compiled) -> Duration {
-        let longest = c
-            .endpoints
-            .iter()
-            .filter(|k| k.probed())
-            .map(|k| k.probe.interval)
-            .max()
-            .unwrap_or_default();
-        longest.max(self.cfg.poll) * self.cfg.stale_intervals.max(1)
-    }
 }
 
 #[derive(Clone)]
@@ -287,14 +243,8 @@ struct State {
     shared: Shared,
     compiled: Arc<Compiled>,
     geo: Option<Arc<GeoDb>>,
-    health: HashMap<EndpointKey, bool>,
-    /// This replica's own view (its state machines), with when each state began. Equals
-    /// `health` without peers.
-    own: HashMap<EndpointKey, Obs>,
-    /// Set with `--peer`: health is combined from several vantage points.
-    quorum: Option<Quorum>,
-    /// Set when the combined view needs recomputing before the next publication.
-    requorum: bool,
+    /// Health by endpoint id of `compiled`, own and (with peers) combined.
+    health: Ledger,
     /// In-process drains (the admin API without Kubernetes), by [`drain_key`].
     drains: HashMap<String, Drain>,
     /// Drains shared through Kubernetes Drain objects, by [`drain_key`].
@@ -335,10 +285,7 @@ pub fn start(shared: Shared, files: FileInputs) -> PublisherHandle {
         geo: first.geo.clone(),
         generation: first.generation,
         shared,
-        health: HashMap::new(),
-        own: HashMap::new(),
-        quorum: None,
-        requorum: false,
+        health: Ledger::new(&first.compiled),
         drains: HashMap::new(),
         shared_drains: HashMap::new(),
         scoped: None,
@@ -384,9 +331,8 @@ pub fn start(shared: Shared, files: FileInputs) -> PublisherHandle {
                 st.rebuild = false;
                 changed |= st.rebuild_catalog().await;
             }
-            if st.requorum {
-                st.requorum = false;
-                changed |= st.recombine();
+            if st.health.take_requorum() {
+                changed |= st.health.recombine(&st.compiled, &st.events);
             }
             if changed {
                 st.publish();
@@ -431,27 +377,13 @@ impl State {
                 }
                 false
             }
-            Update::Health { endpoint, up } => {
-                let now = SystemTime::now();
-                let known = self.own.get(&endpoint).map(|o| o.up);
-                if known != Some(up) {
-                    self.own.insert(endpoint.clone(), Obs { up, at: now });
-                }
-                if self.quorum.is_some() {
-                    // Health is the combined view: recomputed once per burst.
-                    self.requorum = true;
-                    return false;
-                }
-                let addr = endpoint.addr;
-                let probe = endpoint.probe.kind;
-                let before = self.health.insert(endpoint, up);
-                if before != Some(up) {
-                    let kind = if up { "up" } else { "down" };
-                    self.events
-                        .record(kind, addr.to_string(), format!("{probe:?} probe"));
-                }
-                before != Some(up)
-            }
+            Update::Health {
+                generation,
+                endpoint,
+                up,
+            } => self
+                .health
+                .report(&self.compiled, generation, endpoint, up, &self.events),
             Update::Drain {
                 cluster,
                 records,
@@ -538,100 +470,23 @@ impl State {
                 false
             }
             Update::Quorum(cfg) => {
-                let mut q = Quorum {
-                    cfg,
-                    keys: HashMap::new(),
-                    peers: HashMap::new(),
-                    fallback: None,
-                    verdicts: HashMap::new(),
-                };
-                q.index(&self.compiled);
-                self.quorum = Some(q);
-                self.requorum = true;
+                self.health.enable_quorum(cfg, &self.compiled);
                 false
             }
             Update::Peer { peer, view } => {
-                let Some(q) = &mut self.quorum else {
-                    return false;
-                };
-                // `--peers-dns` may resolve to this replica itself: its own view votes once.
-                if let Some(v) = view.filter(|v| v.name != q.cfg.name) {
-                    let obs = v
-                        .observations
-                        .into_iter()
-                        .filter_map(|(key, (up, at))| {
-                            let k = q.keys.get(&key)?.clone();
-                            Some((
-                                k,
-                                Obs {
-                                    up,
-                                    at: from_unix(at).unwrap_or(SystemTime::UNIX_EPOCH),
-                                },
-                            ))
-                        })
-                        .collect();
-                    let name = if v.name.is_empty() {
-                        peer.clone()
-                    } else {
-                        v.name
-                    };
-                    q.peers.insert(
-                        peer,
-                        PeerView {
-                            name,
-                            heard: SystemTime::now(),
-                            obs,
-                        },
-                    );
-                }
-                // Also on failure: time passed, a peer may have gone stale.
-                self.requorum = true;
+                self.health.peer(peer, view);
                 false
             }
             Update::PeerGone(peer) => {
-                if let Some(q) = &mut self.quorum {
-                    q.peers.remove(&peer);
-                    self.requorum = true;
-                }
+                self.health.peer_gone(&peer);
                 false
             }
             Update::Observations(reply) => {
-                let observations = self
-                    .own
-                    .iter()
-                    .filter(|(k, _)| k.probed())
-                    .map(|(k, o)| (quorum::wire_key(k), (o.up, to_unix(o.at))))
-                    .collect();
-                let name = self
-                    .quorum
-                    .as_ref()
-                    .map(|q| q.cfg.name.clone())
-                    .unwrap_or_default();
-                let _ = reply.send(crate::health::exchange::WireView {
-                    name,
-                    at: to_unix(SystemTime::now()),
-                    generation: self.generation,
-                    observations,
-                });
+                let _ = reply.send(self.health.observations(&self.compiled, self.generation));
                 false
             }
             Update::Vantage(reply) => {
-                let mut out: HashMap<EndpointKey, Vec<(String, Obs)>> = HashMap::new();
-                if let Some(q) = &self.quorum {
-                    for (k, o) in &self.own {
-                        out.entry(k.clone())
-                            .or_default()
-                            .push((q.cfg.name.clone(), *o));
-                    }
-                    let mut peers: Vec<&PeerView<EndpointKey>> = q.peers.values().collect();
-                    peers.sort_by(|a, b| a.name.cmp(&b.name));
-                    for p in peers {
-                        for (k, o) in &p.obs {
-                            out.entry(k.clone()).or_default().push((p.name.clone(), *o));
-                        }
-                    }
-                }
-                let _ = reply.send(out);
+                let _ = reply.send(self.health.vantage(&self.compiled));
                 false
             }
             Update::Undrain {
@@ -667,75 +522,9 @@ impl State {
         }
     }
 
-    /// Recomputes health from every vantage point's view (see `health::quorum`); returns
-    /// whether any endpoint changed.
-    fn recombine(&mut self) -> bool {
-        let Some(q) = &mut self.quorum else {
-            return false;
-        };
-        let m = metrics::get();
-        let now = SystemTime::now();
-        // `own` holds probed endpoints only: the scheduler reports nothing else.
-        let peers: Vec<&PeerView<EndpointKey>> = q.peers.values().collect();
-        let c = quorum::combine(&self.own, &peers, now, q.fresh_for(&self.compiled));
-        m.health_peers
-            .with_label_values(&["fresh"])
-            .set(c.fresh_peers as i64);
-        m.health_peers
-            .with_label_values(&["stale"])
-            .set(c.stale_peers as i64);
-        m.health_quorum_fallback.set(i64::from(c.fallback));
-        if q.fallback != Some(c.fallback) {
-            if c.fallback {
-                tracing::warn!(
-                    stale = c.stale_peers,
-                    "no fresh peer: health is this replica's own view alone (quorum fallback)"
-                );
-            } else {
-                tracing::info!(
-                    fresh = c.fresh_peers,
-                    stale = c.stale_peers,
-                    "health combined by quorum with peers"
-                );
-            }
-            q.fallback = Some(c.fallback);
-        }
-        let mut changed = false;
-        for (k, v) in &c.verdicts {
-            let before = self.health.insert(k.clone(), v.up);
-            if before != Some(v.up) {
-                changed = true;
-                let kind = if v.up { "up" } else { "down" };
-                let detail = format!(
-                    "{:?} probe, {} of {} vantage points see it down",
-                    k.probe.kind, v.down_votes, v.voters
-                );
-                if before.is_some() {
-                    if v.up {
-                        tracing::info!(endpoint = %k.addr, down = v.down_votes, voters = v.voters, "endpoint up by quorum");
-                    } else {
-                        tracing::warn!(endpoint = %k.addr, down = v.down_votes, voters = v.voters, "endpoint down by quorum");
-                    }
-                }
-                self.events.record(kind, k.addr.to_string(), detail);
-            }
-        }
-        if !c.isolated.is_empty() {
-            tracing::debug!(isolated = ?c.isolated, "vantage points left out of the vote as isolated");
-        }
-        q.verdicts = c.verdicts;
-        changed
-    }
-
     fn install(&mut self, compiled: Arc<Compiled>, geo: Option<Arc<GeoDb>>) {
-        // Forget health of endpoints that no longer exist.
-        let live: HashSet<&EndpointKey> = compiled.endpoints.iter().collect();
-        self.health.retain(|k, _| live.contains(k));
-        self.own.retain(|k, _| live.contains(k));
-        if let Some(q) = &mut self.quorum {
-            q.index(&compiled);
-            self.requorum = true;
-        }
+        // Endpoints both catalogs serve keep their state; the rest is forgotten.
+        self.health.install(&self.compiled, &compiled);
         metrics::get()
             .snapshot_names
             .set(compiled.nodes.len() as i64);
@@ -1002,18 +791,8 @@ impl State {
     fn publish(&mut self) {
         let started = Instant::now();
         let c = &self.compiled;
-        let default_up = c.settings.health.up_until_first_result;
         let health = HealthView {
-            endpoint_up: c
-                .endpoints
-                .iter()
-                .map(|k| {
-                    if !k.probed() {
-                        return true;
-                    }
-                    self.health.get(k).copied().unwrap_or(default_up)
-                })
-                .collect(),
+            endpoint_up: self.health.endpoint_up(c),
             cluster_drained: c
                 .clusters
                 .iter()
@@ -1324,8 +1103,10 @@ mod tests {
 
     #[tokio::test]
     async fn with_peers_health_is_the_quorum_of_every_vantage_point() {
-        use crate::catalog::{ProbeKind, ProbeSpec};
         use crate::health::exchange::WireView;
+        use crate::health::probed::ProbeSet;
+        use crate::health::quorum;
+        use crate::health::spec::{ProbeKind, ProbeSpec};
         let spec = Arc::new(ProbeSpec {
             kind: ProbeKind::Tcp,
             port: 80,
@@ -1345,6 +1126,9 @@ mod tests {
             probe: spec.clone(),
         };
         let (a, b) = (key(1), key(2));
+        let endpoints = vec![a.clone(), b.clone()];
+        let probes = ProbeSet::build(&endpoints, &[], &[]);
+        let generation = probes.generation;
         let compiled = Compiled {
             settings: Settings::default(),
             catalog: Catalog::default(),
@@ -1353,7 +1137,8 @@ mod tests {
             nodes: Default::default(),
             dyns: vec![],
             clusters: vec![],
-            endpoints: vec![a.clone(), b.clone()],
+            endpoints,
+            probes,
             default_cluster: None,
         };
         let shared: Shared = Arc::new(ArcSwap::from_pointee(Snapshot::new(
@@ -1369,11 +1154,13 @@ mod tests {
         let up = |i: u32| shared.load_full().health.up(i);
         // No peer heard yet: the own view (fallback).
         publisher.send(Update::Health {
-            endpoint: a.clone(),
+            generation,
+            endpoint: 0,
             up: false,
         });
         publisher.send(Update::Health {
-            endpoint: b.clone(),
+            generation,
+            endpoint: 1,
             up: true,
         });
         publisher.flush().await;

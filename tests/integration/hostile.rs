@@ -523,10 +523,11 @@ fn a_name_with_thousands_of_clusters_does_not_starve_others() {
     assert!(m.metadata.truncation && m.answers.is_empty());
 
     let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicBool::new(false));
     let big_answered = Arc::new(AtomicUsize::new(0));
     let flood = {
         let (q, server) = (s.q(), s.dns);
-        let (stop, big_answered) = (stop.clone(), big_answered.clone());
+        let (stop, sent, big_answered) = (stop.clone(), sent.clone(), big_answered.clone());
         std::thread::spawn(move || {
             let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
             sock.set_read_timeout(Some(Duration::from_secs(2)))
@@ -541,6 +542,7 @@ fn a_name_with_thousands_of_clusters_does_not_starve_others() {
                 for _ in 0..40 {
                     sock.send_to(&p, server).expect("send");
                 }
+                sent.store(true, Ordering::Release);
                 for _ in 0..40 {
                     if sock.recv_from(&mut buf).is_err() {
                         break;
@@ -550,6 +552,11 @@ fn a_name_with_thousands_of_clusters_does_not_starve_others() {
             }
         })
     };
+    // The static queries go out while the flood is in flight (on a loaded machine the flood
+    // thread could otherwise start after they are done, and send nothing).
+    wait_for(Duration::from_secs(10), "the flood's first burst", || {
+        sent.load(Ordering::Acquire).then_some(())
+    });
     let mut answered = 0;
     for _ in 0..50 {
         let p = s.q().packet("static.gslb.example.com.", RecordType::A);
