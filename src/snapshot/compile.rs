@@ -12,7 +12,8 @@ use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 use smallvec::SmallVec;
 use thiserror::Error;
 
-use crate::catalog::{Catalog, DynName, ProbeKind, ProbeSpec, RecordOptions, WireName};
+use crate::catalog::names::{NameHasher, NameMap, WireName, ZoneIndex, name_to_wire};
+use crate::catalog::{Catalog, DynName, ProbeKind, ProbeSpec, RecordOptions};
 use crate::config::Settings;
 use crate::model::{AllDown, Policy};
 
@@ -23,18 +24,9 @@ pub struct CompileError {
     pub message: String,
 }
 
-/// Hasher of the name tables, which every query probes several times (the zone walk tries each
-/// suffix of the name): foldhash, seeded per process, about ten times cheaper than std's SipHash
-/// on 20–40-byte names. Keys come from configuration and the API server, not from queries; a
-/// query only probes, so it cannot grow a collision chain.
-pub type NameHasher = foldhash::fast::RandomState;
-
-/// A table keyed by lowercased wire-form names.
-pub type NameMap<V> = HashMap<WireName, V, NameHasher>;
-
-/// Lowercased, uncompressed wire form of a name: the key of every table.
-pub fn wire_name(name: &Name) -> Result<WireName, CompileError> {
-    crate::catalog::name_to_wire(name).map_err(|message| CompileError {
+/// Lowercased wire form of a name, as a compile error when it has no wire form.
+fn wire_name(name: &Name) -> Result<WireName, CompileError> {
+    name_to_wire(name).map_err(|message| CompileError {
         what: name.to_string(),
         message,
     })
@@ -214,7 +206,7 @@ pub struct Compiled {
     pub settings: Settings,
     pub catalog: Catalog,
     pub zones: Vec<CZone>,
-    pub zone_index: NameMap<u32>,
+    pub zone_index: ZoneIndex,
     pub nodes: NameMap<Node>,
     pub dyns: Vec<CDyn>,
     pub clusters: Vec<CCluster>,
@@ -225,29 +217,15 @@ pub struct Compiled {
 
 impl Compiled {
     /// The zone holding a (lowercased, wire-form) name: longest apex that is a suffix.
+    #[inline]
     pub fn find_zone(&self, name: &[u8]) -> Option<u32> {
-        find_zone_in(&self.zone_index, name)
+        self.zone_index.find(name)
     }
-}
-
-fn find_zone_in(index: &NameMap<u32>, name: &[u8]) -> Option<u32> {
-    let mut i = 0;
-    while i < name.len() {
-        if let Some(z) = index.get(&name[i..]) {
-            return Some(*z);
-        }
-        let len = name[i] as usize;
-        if len == 0 {
-            break;
-        }
-        i += len + 1;
-    }
-    None
 }
 
 pub fn compile(mut catalog: Catalog, settings: Settings) -> Result<Compiled, CompileError> {
     let mut zones = Vec::with_capacity(catalog.zones.len());
-    let mut zone_index = NameMap::default();
+    let mut zone_index = ZoneIndex::default();
     let mut nodes: NameMap<Node> = NameMap::default();
     for (i, z) in catalog.zones.iter().enumerate() {
         let apex = wire_name(&z.apex)?;
@@ -277,7 +255,7 @@ pub fn compile(mut catalog: Catalog, settings: Settings) -> Result<Compiled, Com
     }
     for r in statics {
         let key = wire_name(&r.name)?;
-        let Some(zone) = find_zone_in(&zone_index, &key) else {
+        let Some(zone) = zone_index.find(&key) else {
             continue;
         };
         let rtype = u16::from(r.record_type());
@@ -539,18 +517,4 @@ fn compile_dyn(
             0
         },
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wire_names_are_lowercase_keys() {
-        let n = Name::from_ascii("WwW.Example.COM.").expect("name");
-        assert_eq!(
-            &*wire_name(&n).expect("wire"),
-            b"\x03www\x07example\x03com\x00"
-        );
-    }
 }

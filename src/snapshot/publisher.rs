@@ -1172,7 +1172,7 @@ mod tests {
 
     fn has(s: &Snapshot, name: &str) -> bool {
         let n = hickory_proto::rr::Name::from_ascii(name).expect("name");
-        let key = compile::wire_name(&n).expect("wire");
+        let key = crate::catalog::name_to_wire(&n).expect("wire");
         s.compiled
             .nodes
             .get(&key)

@@ -27,6 +27,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use thiserror::Error;
 use tokio::sync::{Notify, watch as tokio_watch};
 
+use crate::catalog::kubefed;
 use crate::metrics;
 use crate::model::{self, DNSEndpoint, Object};
 use crate::snapshot::publisher::{KubeInputs, PublisherHandle, Update};
@@ -410,7 +411,7 @@ impl Aggregator {
             };
             let ns = r.metadata.namespace.clone().unwrap_or_default();
             let name = r.metadata.name.clone().unwrap_or_default();
-            let object = format!("ServiceDNSRecord {ns}/{name}");
+            let object = kubefed::object_id("ServiceDNSRecord", &ns, &name);
             if let Some(uid) = &r.metadata.uid {
                 owned.insert(uid.clone());
             }
@@ -428,7 +429,6 @@ impl Aggregator {
                 r.metadata.generation,
                 &now,
             );
-            let conditions_stale = raw["conditions"] != conditions;
             let mut served = r.clone();
             // Without registered clusters there is nothing to compute: the status as written
             // (by hand, or by another controller) is served.
@@ -447,51 +447,25 @@ impl Aggregator {
                 }
                 Some(status::written_service_status(domain, &entries))
             };
-            if invalid.is_some() {
-                // Refused by the catalog: nothing is published for it, only why.
-                let mut st = serde_json::json!({ "conditions": conditions });
-                let mut stale = conditions_stale;
-                if !infos.is_empty() {
-                    st["domain"] = serde_json::Value::Null;
-                    st["dns"] = serde_json::Value::Null;
-                    stale |= !raw["domain"].is_null() || !raw["dns"].is_null();
-                }
-                if stale {
-                    plan.push(Write::Status {
-                        kind: Kind::ServiceRecord,
-                        namespace: ns.clone(),
-                        name: name.clone(),
-                        status: st,
-                    });
-                }
-                self.plan_endpoint_delete(&mut plan, &existing, &r.metadata, "service");
-            } else {
-                let changed = !infos.is_empty() && r.status != written;
-                if changed || conditions_stale {
-                    let mut st = match (&written, infos.is_empty()) {
-                        (Some(w), false) => serde_json::to_value(w).unwrap_or_default(),
-                        _ => serde_json::json!({}),
-                    };
-                    st["conditions"] = conditions;
-                    plan.push(Write::Status {
-                        kind: Kind::ServiceRecord,
-                        namespace: ns.clone(),
-                        name: name.clone(),
-                        status: st,
-                    });
-                }
-                if let (Some(w), Some(d)) = (&written, domain) {
-                    let eps = status::service_endpoints(r, d, w);
-                    self.plan_endpoint(
-                        &mut plan,
-                        &existing,
-                        "ServiceDNSRecord",
-                        &r.metadata,
-                        "service",
-                        eps,
-                    );
-                }
-            }
+            let endpoints = match (&written, domain, &invalid) {
+                (Some(w), Some(d), None) => Some(status::service_endpoints(r, d, w)),
+                _ => None,
+            };
+            self.plan_record(
+                &mut plan,
+                &existing,
+                RecordWrite {
+                    kind: Kind::ServiceRecord,
+                    meta: &r.metadata,
+                    raw: &raw,
+                    conditions,
+                    invalid: invalid.is_some(),
+                    computed: !infos.is_empty(),
+                    status_changed: r.status != written,
+                    written: written.as_ref(),
+                    endpoints,
+                },
+            );
             objects.push(Located {
                 location: loc("ServiceDNSRecord", &r.metadata),
                 value: Object::ServiceDNSRecord(served),
@@ -519,7 +493,6 @@ impl Aggregator {
                 r.metadata.generation,
                 &now,
             );
-            let conditions_stale = raw["conditions"] != conditions;
             let mut served = r.clone();
             let written = if infos.is_empty() {
                 r.status.clone()
@@ -528,54 +501,30 @@ impl Aggregator {
                     self.members.get(&c.name)?.ingress(&ns, &name)
                 });
                 for c in down {
-                    unready.insert((format!("IngressDNSRecord {ns}/{name}"), c));
+                    unready.insert((kubefed::object_id("IngressDNSRecord", &ns, &name), c));
                 }
                 served.status = Some(served_st);
                 Some(st)
             };
-            if invalid.is_some() {
-                let mut st = serde_json::json!({ "conditions": conditions });
-                let mut stale = conditions_stale;
-                if !infos.is_empty() {
-                    st["dns"] = serde_json::Value::Null;
-                    stale |= !raw["dns"].is_null();
-                }
-                if stale {
-                    plan.push(Write::Status {
-                        kind: Kind::IngressRecord,
-                        namespace: ns.clone(),
-                        name: name.clone(),
-                        status: st,
-                    });
-                }
-                self.plan_endpoint_delete(&mut plan, &existing, &r.metadata, "ingress");
-            } else {
-                let changed = !infos.is_empty() && r.status != written;
-                if changed || conditions_stale {
-                    let mut st = match (&written, infos.is_empty()) {
-                        (Some(w), false) => serde_json::to_value(w).unwrap_or_default(),
-                        _ => serde_json::json!({}),
-                    };
-                    st["conditions"] = conditions;
-                    plan.push(Write::Status {
-                        kind: Kind::IngressRecord,
-                        namespace: ns.clone(),
-                        name: name.clone(),
-                        status: st,
-                    });
-                }
-                if let Some(w) = &written {
-                    let eps = status::ingress_endpoints(r, w);
-                    self.plan_endpoint(
-                        &mut plan,
-                        &existing,
-                        "IngressDNSRecord",
-                        &r.metadata,
-                        "ingress",
-                        eps,
-                    );
-                }
-            }
+            let endpoints = match (&written, &invalid) {
+                (Some(w), None) => Some(status::ingress_endpoints(r, w)),
+                _ => None,
+            };
+            self.plan_record(
+                &mut plan,
+                &existing,
+                RecordWrite {
+                    kind: Kind::IngressRecord,
+                    meta: &r.metadata,
+                    raw: &raw,
+                    conditions,
+                    invalid: invalid.is_some(),
+                    computed: !infos.is_empty(),
+                    status_changed: r.status != written,
+                    written: written.as_ref(),
+                    endpoints,
+                },
+            );
             objects.push(Located {
                 location: loc("IngressDNSRecord", &r.metadata),
                 value: Object::IngressDNSRecord(served),
@@ -597,7 +546,7 @@ impl Aggregator {
                     .owner_references
                     .iter()
                     .flatten()
-                    .filter(|o| is_record_owner(o))
+                    .filter(|o| kubefed::is_record_owner(o))
                     .any(|o| !owned.contains(&o.uid));
                 if owner_gone && managed_by_us(e) {
                     plan.push(Write::Delete {
@@ -643,6 +592,65 @@ impl Aggregator {
         }
     }
 
+    /// Plans what KubeFed's record controllers wrote for one record: its status and its
+    /// DNSEndpoint. A record the catalog refuses gets its conditions only (the computed fields
+    /// cleared) and loses its DNSEndpoint, so nothing downstream publishes a name meridian does
+    /// not serve; a valid one gets the status computed from the members and its DNSEndpoint.
+    fn plan_record<S: serde::Serialize>(
+        &self,
+        plan: &mut Vec<Write>,
+        existing: &BTreeMap<(String, String), DNSEndpoint>,
+        w: RecordWrite<'_, S>,
+    ) {
+        let (owner_kind, prefix, computed_fields): (&str, &str, &[&str]) = match w.kind {
+            Kind::ServiceRecord => (
+                "ServiceDNSRecord",
+                kubefed::SERVICE_ENDPOINT_PREFIX,
+                &["domain", "dns"],
+            ),
+            _ => (
+                "IngressDNSRecord",
+                kubefed::INGRESS_ENDPOINT_PREFIX,
+                &["dns"],
+            ),
+        };
+        let conditions_stale = w.raw["conditions"] != w.conditions;
+        let status = if w.invalid {
+            let mut st = serde_json::json!({ "conditions": w.conditions });
+            let mut stale = conditions_stale;
+            if w.computed {
+                for f in computed_fields {
+                    st[*f] = serde_json::Value::Null;
+                    stale |= !w.raw[*f].is_null();
+                }
+            }
+            stale.then_some(st)
+        } else {
+            let changed = w.computed && w.status_changed;
+            (changed || conditions_stale).then(|| {
+                let mut st = match (w.written, w.computed) {
+                    (Some(s), true) => serde_json::to_value(s).unwrap_or_default(),
+                    _ => serde_json::json!({}),
+                };
+                st["conditions"] = w.conditions;
+                st
+            })
+        };
+        if let Some(status) = status {
+            plan.push(Write::Status {
+                kind: w.kind,
+                namespace: w.meta.namespace.clone().unwrap_or_default(),
+                name: w.meta.name.clone().unwrap_or_default(),
+                status,
+            });
+        }
+        if w.invalid {
+            self.plan_endpoint_delete(plan, existing, w.meta, prefix);
+        } else if let Some(eps) = w.endpoints {
+            self.plan_endpoint(plan, existing, owner_kind, w.meta, prefix, eps);
+        }
+    }
+
     /// DNSEndpoints of KubeFed's group by (namespace, name).
     fn existing_endpoints(&self, endpoints: &[Object]) -> BTreeMap<(String, String), DNSEndpoint> {
         endpoints
@@ -671,7 +679,7 @@ impl Aggregator {
         let (Some(ns), Some(name), Some(uid)) = (&owner.namespace, &owner.name, &owner.uid) else {
             return;
         };
-        let ep_name = status::endpoint_name(prefix, name);
+        let ep_name = kubefed::endpoint_name(prefix, name);
         if let Some(cur) = existing.get(&(ns.clone(), ep_name.clone())) {
             let owned = cur
                 .metadata
@@ -701,7 +709,7 @@ impl Aggregator {
         let (Some(ns), Some(name), Some(uid)) = (&owner.namespace, &owner.name, &owner.uid) else {
             return;
         };
-        let ep_name = status::endpoint_name(prefix, name);
+        let ep_name = kubefed::endpoint_name(prefix, name);
         let owner_ref = OwnerReference {
             api_version: model::GROUP_MULTICLUSTERDNS.to_string(),
             kind: owner_kind.to_string(),
@@ -738,6 +746,27 @@ impl Aggregator {
             body,
         });
     }
+}
+
+/// One record's part in a pass, for [`Aggregator::plan_record`].
+struct RecordWrite<'a, S> {
+    /// `ServiceRecord` or `IngressRecord`.
+    kind: Kind,
+    meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    /// The status as the API server holds it.
+    raw: &'a serde_json::Value,
+    /// The conditions it should have.
+    conditions: serde_json::Value,
+    /// The catalog refuses the record.
+    invalid: bool,
+    /// The status is computed from registered clusters (else the one written is served).
+    computed: bool,
+    /// The computed status differs from the record's.
+    status_changed: bool,
+    /// The computed status.
+    written: Option<&'a S>,
+    /// Its DNSEndpoint's endpoints, when it has one.
+    endpoints: Option<Vec<model::Endpoint>>,
 }
 
 const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
@@ -785,9 +814,4 @@ fn managed_by_us(e: &DNSEndpoint) -> bool {
         .as_ref()
         .and_then(|l| l.get(MANAGED_BY))
         .is_some_and(|v| v == leader::FIELD_MANAGER)
-}
-
-fn is_record_owner(o: &OwnerReference) -> bool {
-    o.api_version == model::GROUP_MULTICLUSTERDNS
-        && (o.kind == "ServiceDNSRecord" || o.kind == "IngressDNSRecord")
 }
