@@ -17,7 +17,6 @@ use serde::Serialize;
 use smallvec::SmallVec;
 
 use super::names::{WireName, check_label, lower_fqdn, name_to_wire, wire_join, wire_to_name};
-use super::zones::Domains;
 use super::{Builder, Cluster, DynName, Target, region_location};
 use crate::model::{self, ClusterDNS, LoadBalancerStatus};
 
@@ -165,7 +164,7 @@ fn lb_targets(
     Ok((addrs, hosts))
 }
 
-impl Builder<'_> {
+impl Builder {
     /// The cluster of a status entry; clusters not registered as KubeFedCluster are added with
     /// the entry's region and zones (located by the built-in region table, if at all).
     pub(super) fn cluster_for(&mut self, entry: &ClusterDNS) -> usize {
@@ -185,12 +184,9 @@ impl Builder<'_> {
         i
     }
 
-    pub(super) fn add_service_record(
-        &mut self,
-        loc: &str,
-        r: &model::ServiceDNSRecord,
-        domains: &Domains,
-    ) {
+    pub(super) fn add_service_record(&mut self, loc: &str, r: &model::ServiceDNSRecord) {
+        // Shared, not borrowed: errors are reported through `self` meanwhile.
+        let domains = self.domains.clone();
         let meta_ns = r.metadata.namespace.as_deref();
         let object: Arc<str> = object_id(
             "ServiceDNSRecord",
@@ -379,6 +375,7 @@ impl Builder<'_> {
         if let Some(rec) = &prefix_record
             && name_to_wire(&rec.name).is_ok_and(|w| self.dyn_index.contains_key(&w))
         {
+            self.conflicts = true;
             return self.err(
                 loc,
                 format!("spec.dnsPrefix: {} is already a served name", rec.name),

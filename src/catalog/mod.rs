@@ -14,6 +14,8 @@
 pub mod kubefed;
 pub mod names;
 pub mod options;
+pub mod patch;
+pub mod shared;
 pub mod statics;
 pub mod zones;
 
@@ -44,6 +46,7 @@ pub use zones::Zone;
 
 use names::{ZoneIndex, apex_wire, check_label, ser_name, ser_opt_name};
 use options::{OptionsEntry, ann_field, annotation};
+use shared::ChunkVec;
 use zones::Domains;
 
 #[derive(Clone, Debug, Serialize)]
@@ -159,7 +162,7 @@ impl DynName {
 pub struct Catalog {
     pub zones: Vec<Zone>,
     pub records: Vec<Record>,
-    pub dyn_names: Vec<DynName>,
+    pub dyn_names: ChunkVec<DynName>,
     pub clusters: Vec<Cluster>,
 }
 
@@ -173,10 +176,20 @@ pub struct Inputs {
     pub unready: HashSet<(String, String)>,
 }
 
-struct Builder<'a> {
-    settings: &'a Settings,
-    unready: &'a HashSet<(String, String)>,
+/// The catalog being built, with the indexes building it needs; kept after a build by a
+/// [`Patcher`] to redo single records against it.
+struct Builder {
+    settings: Settings,
+    unready: HashSet<(String, String)>,
     cat: Catalog,
+    /// Domains by name, for records' `domainRef`.
+    domains: Arc<Domains>,
+    /// Clusters below this index are registered (KubeFedCluster objects); the rest were added
+    /// for status entries naming unregistered clusters.
+    registered: usize,
+    /// Set when an object was refused over a name another object holds: which one keeps it
+    /// depends on the order of every object, so records can no longer be redone one by one.
+    conflicts: bool,
     cluster_index: HashMap<String, usize>,
     /// Wire names already used by dynamic names.
     dyn_index: HashMap<WireName, usize, foldhash::fast::RandomState>,
@@ -211,10 +224,49 @@ pub fn build_from(
     settings: &Settings,
 ) -> (Catalog, Vec<SourceError>) {
     let objects = || object_lists.iter().flat_map(|l| l.iter());
+    let b = build_with(zone_files.iter(), objects, unready, settings);
+    (b.cat, b.errors)
+}
+
+/// A built catalog kept with its indexes, to redo single records (a record's change, the
+/// common case with Kubernetes) without building everything again. Built by [`build_patchable`].
+pub struct Patcher {
+    b: Builder,
+}
+
+/// As [`build_from`], keeping what a [`Patcher`] needs. `objects` gives every object, in order,
+/// each time it is called.
+pub fn build_patchable<'o, I>(
+    zone_files: &[&ZoneFile],
+    objects: impl Fn() -> I,
+    unready: &HashSet<(String, String)>,
+    settings: &Settings,
+) -> (Catalog, Vec<SourceError>, Patcher)
+where
+    I: Iterator<Item = &'o Located<Object>>,
+{
+    let mut b = build_with(zone_files.iter().copied(), objects, unready, settings);
+    let cat = std::mem::take(&mut b.cat);
+    let errors = std::mem::take(&mut b.errors);
+    (cat, errors, Patcher { b })
+}
+
+fn build_with<'o, 'z, I>(
+    zone_files: impl Iterator<Item = &'z ZoneFile>,
+    objects: impl Fn() -> I,
+    unready: &HashSet<(String, String)>,
+    settings: &Settings,
+) -> Builder
+where
+    I: Iterator<Item = &'o Located<Object>>,
+{
     let mut b = Builder {
-        settings,
-        unready,
+        settings: settings.clone(),
+        unready: unready.clone(),
         cat: Catalog::default(),
+        domains: Arc::default(),
+        registered: 0,
+        conflicts: false,
         cluster_index: HashMap::new(),
         dyn_index: HashMap::default(),
         zone_index: ZoneIndex::default(),
@@ -249,11 +301,13 @@ pub fn build_from(
                 .push((d.metadata.namespace.clone(), name.clone(), apex_wire(&name)));
         }
     }
+    b.domains = Arc::new(domains);
     for o in objects() {
         if let Object::KubeFedCluster(c) = &o.value {
             b.add_cluster(&o.location, c);
         }
     }
+    b.registered = b.cat.clusters.len();
     if let Some(dc) = &settings.default_cluster
         && !b.cluster_index.contains_key(dc)
     {
@@ -264,7 +318,7 @@ pub fn build_from(
     }
     for o in objects() {
         match &o.value {
-            Object::ServiceDNSRecord(r) => b.add_service_record(&o.location, r, &domains),
+            Object::ServiceDNSRecord(r) => b.add_service_record(&o.location, r),
             Object::IngressDNSRecord(r) => b.add_ingress_record(&o.location, r),
             _ => {}
         }
@@ -279,10 +333,10 @@ pub fn build_from(
     b.check_cname_loops();
     // Large catalogs grow these by doubling: give back the unused half.
     b.cat.dyn_names.shrink_to_fit();
-    (b.cat, b.errors)
+    b
 }
 
-impl Builder<'_> {
+impl Builder {
     fn err(&mut self, location: &str, message: impl Into<String>) {
         self.errors.push(SourceError::new(location, message));
     }
@@ -351,6 +405,7 @@ impl Builder<'_> {
         for (i, n) in names.iter().enumerate() {
             if let Some(&j) = self.dyn_index.get(&n.name) {
                 let other = self.cat.dyn_names[j].object.clone();
+                self.conflicts = true;
                 self.err(
                     loc,
                     format!("name {} is already served for {other}", n.display_name()),
@@ -359,6 +414,7 @@ impl Builder<'_> {
             }
             // An object implies a handful of names: a scan beats a set.
             if names[..i].iter().any(|m| m.name == n.name) {
+                self.conflicts = true;
                 self.err(loc, format!("name {} is implied twice", n.display_name()));
                 return false;
             }

@@ -300,7 +300,7 @@ fn parse_status_range(v: &str) -> Result<(u16, u16), String> {
     Ok((a, b))
 }
 
-impl Builder<'_> {
+impl Builder {
     pub(super) fn options(&mut self, loc: &str, meta: &ObjectMeta) -> Option<Arc<RecordOptions>> {
         use std::hash::{BuildHasher, Hash, Hasher};
         // Fixed seed: the hash only picks a bucket of this map, whose entries are compared.

@@ -15,7 +15,7 @@ use crate::model;
 /// external-dns' default TTL for endpoints without `recordTTL`.
 pub const DEFAULT_ENDPOINT_TTL: u32 = 300;
 
-impl Builder<'_> {
+impl Builder {
     pub(super) fn add_endpoint(&mut self, loc: &str, e: &model::DNSEndpoint) {
         // DNSEndpoints that meridian itself derives from records (KubeFed's `service-<name>`)
         // repeat what the record already serves.
@@ -51,6 +51,7 @@ impl Builder<'_> {
                 continue;
             }
             if name_to_wire(&name).is_ok_and(|w| self.dyn_index.contains_key(&w)) {
+                self.conflicts = true;
                 self.err(
                     loc,
                     format!("{f}.dnsName: {name} is already served for a federated record"),

@@ -24,7 +24,7 @@ pub struct Zone {
 /// Domains by name: (namespace, apex, apex in wire form).
 pub(super) type Domains = HashMap<String, Vec<(Option<String>, Name, WireName)>>;
 
-impl Builder<'_> {
+impl Builder {
     pub(super) fn push_zone(&mut self, z: Zone) {
         self.zone_index
             .insert(apex_wire(&z.apex), self.cat.zones.len() as u32);

@@ -531,7 +531,7 @@ mod tests {
             zones: vec![],
             zone_index: Default::default(),
             nodes: Default::default(),
-            dyns: vec![],
+            dyns: Default::default(),
             clusters: vec![],
             endpoints,
             default_cluster: None,

@@ -12,7 +12,8 @@ use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 use smallvec::SmallVec;
 use thiserror::Error;
 
-use crate::catalog::names::{NameHasher, NameMap, WireName, ZoneIndex, name_to_wire};
+use crate::catalog::names::{NameHasher, WireName, ZoneIndex, name_to_wire};
+use crate::catalog::shared::{ChunkVec, NameTable};
 use crate::catalog::{Catalog, DynName, ProbeKind, ProbeSpec, RecordOptions};
 use crate::config::Settings;
 use crate::model::{AllDown, Policy};
@@ -25,7 +26,7 @@ pub struct CompileError {
 }
 
 /// Lowercased wire form of a name, as a compile error when it has no wire form.
-fn wire_name(name: &Name) -> Result<WireName, CompileError> {
+pub(crate) fn wire_name(name: &Name) -> Result<WireName, CompileError> {
     name_to_wire(name).map_err(|message| CompileError {
         what: name.to_string(),
         message,
@@ -52,7 +53,7 @@ pub struct RRset {
 }
 
 /// One name of the table. Kept small: there is one per served name (700k for 100k records).
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Node {
     pub zone: u32,
     pub rrsets: Vec<RRset>,
@@ -64,7 +65,7 @@ pub struct Node {
     pub delegation: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CZone {
     pub apex: WireName,
     pub name: Name,
@@ -81,7 +82,7 @@ pub struct Addr<T> {
     pub endpoint: u32,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CTarget {
     pub cluster: u32,
     pub v4: SmallVec<[Addr<Ipv4Addr>; 1]>,
@@ -94,7 +95,7 @@ pub struct CTarget {
     pub ready: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CDyn {
     pub ttl: u32,
     pub policy: Policy,
@@ -126,7 +127,7 @@ pub struct MergedAddr<T> {
 }
 
 /// A name's distinct addresses in first-seen target order, for multi-cluster answers.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Merged {
     pub v4: Vec<MergedAddr<Ipv4Addr>>,
     pub v6: Vec<MergedAddr<Ipv6Addr>>,
@@ -180,7 +181,7 @@ fn merge_addresses(targets: &[CTarget]) -> Merged {
     Merged { v4, v6, owners }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CCluster {
     pub name: String,
     pub unit: Option<[f64; 3]>,
@@ -200,15 +201,16 @@ impl EndpointKey {
     }
 }
 
-/// The compiled catalog: immutable, shared by every query.
-#[derive(Debug)]
+/// The compiled catalog: immutable, shared by every query. Its big tables share their
+/// unchanged chunks with the previous version after an incremental update (`incremental`).
+#[derive(Debug, Clone)]
 pub struct Compiled {
     pub settings: Settings,
     pub catalog: Catalog,
     pub zones: Vec<CZone>,
     pub zone_index: ZoneIndex,
-    pub nodes: NameMap<Node>,
-    pub dyns: Vec<CDyn>,
+    pub nodes: NameTable<Node>,
+    pub dyns: ChunkVec<CDyn>,
     pub clusters: Vec<CCluster>,
     pub endpoints: Vec<EndpointKey>,
     /// Cluster used to place clients the GeoIP database cannot.
@@ -223,10 +225,20 @@ impl Compiled {
     }
 }
 
-pub fn compile(mut catalog: Catalog, settings: Settings) -> Result<Compiled, CompileError> {
+pub fn compile(catalog: Catalog, settings: Settings) -> Result<Compiled, CompileError> {
+    compile_keeping(catalog, settings).map(|(c, _)| c)
+}
+
+/// As [`compile`], also returning the endpoint ids given, to give ids to later names
+/// (`incremental`) consistently.
+pub(crate) fn compile_keeping(
+    mut catalog: Catalog,
+    settings: Settings,
+) -> Result<(Compiled, Endpoints), CompileError> {
     let mut zones = Vec::with_capacity(catalog.zones.len());
     let mut zone_index = ZoneIndex::default();
-    let mut nodes: NameMap<Node> = NameMap::default();
+    let mut nodes: NameTable<Node> = NameTable::default();
+    nodes.reserve(catalog.records.len() + catalog.dyn_names.len());
     for (i, z) in catalog.zones.iter().enumerate() {
         let apex = wire_name(&z.apex)?;
         let soa_data = rdata_bytes(&z.apex, &z.soa.data)?;
@@ -260,7 +272,7 @@ pub fn compile(mut catalog: Catalog, settings: Settings) -> Result<Compiled, Com
         };
         let rtype = u16::from(r.record_type());
         let data = rdata_bytes(&r.name, &r.data)?;
-        let node = nodes.entry(key.clone()).or_default();
+        let node = nodes.entry_or_default(key.clone());
         node.zone = zone;
         if let RData::CNAME(c) = &r.data {
             let target = wire_name(&c.0)?;
@@ -301,18 +313,22 @@ pub fn compile(mut catalog: Catalog, settings: Settings) -> Result<Compiled, Com
         })
         .collect();
     let mut ep = Endpoints::default();
-    let mut dyns = Vec::with_capacity(catalog.dyn_names.len());
-    nodes.reserve(catalog.dyn_names.len());
-    for (i, d) in catalog.dyn_names.iter_mut().enumerate() {
+    let mut dyns = ChunkVec::default();
+    dyns.reserve(catalog.dyn_names.len());
+    for i in 0..catalog.dyn_names.len() {
+        // Fresh from the build: no chunk is shared, so this copies nothing.
+        let Some(d) = catalog.dyn_names.get_mut(i) else {
+            break;
+        };
         let cd = compile_dyn(d, i as u32, &clusters, &mut ep)?;
         // Compiled into `cd`; not kept twice.
         d.targets = Vec::new();
-        let node = nodes.entry(d.name.clone()).or_default();
+        let node = nodes.entry_or_default(d.name.clone());
         node.zone = d.zone;
         node.dynamic = Some(dyns.len() as u32);
         dyns.push(cd);
     }
-    let endpoints = ep.list;
+    let endpoints = ep.list.clone();
     // Empty non-terminals exist (NODATA, not NXDOMAIN: RFC 8020). Names share their parents,
     // so each parent is looked up once per child but allocated once.
     let mut missing: Vec<(WireName, u32)> = Vec::new();
@@ -355,23 +371,28 @@ pub fn compile(mut catalog: Catalog, settings: Settings) -> Result<Compiled, Com
         .as_ref()
         .and_then(|n| clusters.iter().position(|c| &c.name == n))
         .map(|i| i as u32);
-    Ok(Compiled {
-        settings,
-        catalog,
-        zones,
-        zone_index,
-        nodes,
-        dyns,
-        clusters,
-        endpoints,
-        default_cluster,
-    })
+    Ok((
+        Compiled {
+            settings,
+            catalog,
+            zones,
+            zone_index,
+            nodes,
+            dyns,
+            clusters,
+            endpoints,
+            default_cluster,
+        },
+        ep,
+    ))
 }
 
 /// Endpoint ids: one per (address, probe), probes interned.
 #[derive(Default)]
-struct Endpoints {
-    list: Vec<EndpointKey>,
+pub(crate) struct Endpoints {
+    pub(crate) list: Vec<EndpointKey>,
+    /// Ids no name uses any more (incremental updates), given to the next new endpoints.
+    pub(crate) free: Vec<u32>,
     ids: HashMap<(IpAddr, u32), u32, NameHasher>,
     /// Interned probes by value, and by the address of the options they came from (the names
     /// of one record share one `RecordOptions`, most records a few).
@@ -385,7 +406,7 @@ struct Endpoints {
 }
 
 impl Endpoints {
-    fn probe(&mut self, options: &Arc<RecordOptions>) -> u32 {
+    pub(crate) fn probe(&mut self, options: &Arc<RecordOptions>) -> u32 {
         // The catalog keeps every options value alive while it compiles: addresses are stable.
         let at = Arc::as_ptr(options) as usize;
         if let Some(&p) = self.by_options.get(&at) {
@@ -404,6 +425,13 @@ impl Endpoints {
         p
     }
 
+    /// Forgets the current object's ids: between incremental updates an id may be freed, and
+    /// another object's name may be allocated where the last one's was.
+    pub(crate) fn forget_recent(&mut self) {
+        self.object = 0;
+        self.recent.clear();
+    }
+
     fn start_object(&mut self, object: &Arc<str>) {
         let at = Arc::as_ptr(object) as *const u8 as usize;
         if at != self.object {
@@ -420,15 +448,31 @@ impl Endpoints {
         {
             return id;
         }
-        let list = &mut self.list;
-        let specs = &self.specs;
-        let id = *self.ids.entry((addr, probe)).or_insert_with(|| {
-            list.push(EndpointKey {
-                addr,
-                probe: specs[probe as usize].clone(),
-            });
-            (list.len() - 1) as u32
-        });
+        let id = match self.ids.get(&(addr, probe)) {
+            Some(&id) => id,
+            None => {
+                let key = EndpointKey {
+                    addr,
+                    probe: self.specs[probe as usize].clone(),
+                };
+                let id = match self.free.pop() {
+                    Some(id) => {
+                        // A freed id: the endpoint that had it is forgotten.
+                        let old = std::mem::replace(&mut self.list[id as usize], key);
+                        if let Some(p) = self.probes.get(&*old.probe) {
+                            self.ids.remove(&(old.addr, *p));
+                        }
+                        id
+                    }
+                    None => {
+                        self.list.push(key);
+                        (self.list.len() - 1) as u32
+                    }
+                };
+                self.ids.insert((addr, probe), id);
+                id
+            }
+        };
         if self.recent.len() < self.recent.inline_size() {
             self.recent.push((addr, probe, id));
         }
@@ -436,7 +480,7 @@ impl Endpoints {
     }
 }
 
-fn compile_dyn(
+pub(crate) fn compile_dyn(
     d: &DynName,
     source: u32,
     clusters: &[CCluster],

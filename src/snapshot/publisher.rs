@@ -1257,7 +1257,7 @@ mod tests {
             zones: vec![],
             zone_index: Default::default(),
             nodes: Default::default(),
-            dyns: vec![],
+            dyns: Default::default(),
             clusters: vec![],
             endpoints: vec![a.clone(), b.clone()],
             default_cluster: None,
