@@ -75,6 +75,14 @@ pub struct SourceId {
     pub location_prefix: Option<&'static str>,
 }
 
+/// The file source (the zones directory): first, so its objects keep their names on a clash;
+/// its locations are file paths.
+pub const FILE: SourceId = SourceId {
+    rank: 0,
+    name: "file",
+    location_prefix: None,
+};
+
 /// Identity of an object within its source, in the source's order (the catalog's order: on a
 /// name clash the earlier object keeps the name).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -110,6 +118,10 @@ pub enum Change {
 }
 
 impl Fragment {
+    pub fn is_empty(&self) -> bool {
+        self.zone_files.is_empty() && self.objects.is_empty() && self.unready.is_empty()
+    }
+
     /// Applies a change; returns the keys it touched (None: replaced whole).
     pub fn apply(&mut self, change: Change) -> Option<Vec<ObjectKey>> {
         match change {

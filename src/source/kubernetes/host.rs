@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 use super::watch::{self, Watch, WatchState};
 use crate::metrics;
 use crate::model::Object;
-use crate::snapshot::publisher::KUBERNETES_LOCATION;
+use super::KUBERNETES_LOCATION;
 use crate::source::typed;
 
 /// The kinds read from the host, with their API resources.

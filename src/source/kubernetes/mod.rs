@@ -30,12 +30,22 @@ use tokio::sync::{Notify, watch as tokio_watch};
 use crate::catalog::kubefed;
 use crate::metrics;
 use crate::model::{self, DNSEndpoint, Object};
-use crate::snapshot::publisher::{KubeInputs, PublisherHandle, Update};
-use crate::source::Located;
+use crate::snapshot::publisher::{PublisherHandle, Update};
+use crate::source::{Change, Fragment, Located, ObjectKey, SourceId};
 use host::{Decoder, Host, Kind};
 use leader::{LeaseOptions, Write};
 use member::{Member, MemberSpec, MemberState};
 use status::ClusterInfo;
+
+/// Prefix of the location of every object from the Kubernetes source (errors are attributed by it).
+pub const KUBERNETES_LOCATION: &str = "kubernetes";
+
+/// The Kubernetes source, after the file source: on a name clash its object is left out.
+pub const SOURCE: SourceId = SourceId {
+    rank: 1,
+    name: "kubernetes",
+    location_prefix: Some(KUBERNETES_LOCATION),
+};
 
 #[derive(Debug, Error)]
 pub enum KubeError {
@@ -160,13 +170,35 @@ struct Aggregator {
     /// Drain objects listed and applied: not ready before, so a restarted replica never
     /// answers with a cluster a Drain takes out.
     drains_ready: Arc<AtomicBool>,
-    last_sent: Option<KubeInputs>,
+    /// The fragment last handed to the publisher: the next pass sends what changed since.
+    last_sent: Option<Fragment>,
     up: Option<bool>,
     plan_tx: tokio_watch::Sender<Arc<Vec<Write>>>,
     /// When the first event of the current burst arrived, for the latency log.
     first_change: Option<Instant>,
     /// The last condition timestamp handed out (see [`condition_time`]).
     condition_clock: Option<(Instant, String)>,
+}
+
+/// The groups of the objects handed to the publisher, in the catalog's order; within a group,
+/// by namespace and name.
+const GROUP_DOMAIN: u32 = 0;
+const GROUP_CLUSTER: u32 = 1;
+const GROUP_SERVICE: u32 = 2;
+const GROUP_INGRESS: u32 = 3;
+const GROUP_ENDPOINT: u32 = 4;
+const GROUP_EXT_ENDPOINT: u32 = 5;
+
+/// Adds an object to a fragment under its key: its group, then namespace and name (NUL apart,
+/// so the order is the (namespace, name) order a list sorted by both has).
+fn keyed(objects: &mut BTreeMap<ObjectKey, Located<Object>>, group: u32, o: Located<Object>) {
+    let m = o.value.metadata();
+    let id = format!(
+        "{}\0{}",
+        m.namespace.as_deref().unwrap_or(""),
+        m.name.as_deref().unwrap_or("")
+    );
+    objects.insert(ObjectKey { group, id }, o);
 }
 
 /// A record's Domain: the `domain` of the Domain named by `domainRef`, preferring one in the
@@ -378,7 +410,7 @@ impl Aggregator {
             })
             .collect();
 
-        let mut objects: Vec<Located<Object>> = Vec::new();
+        let mut objects: BTreeMap<ObjectKey, Located<Object>> = BTreeMap::new();
         let mut unready: HashSet<(String, String)> = HashSet::new();
         let mut plan: Vec<Write> = Vec::new();
         let mut owned: HashSet<String> = HashSet::new();
@@ -394,13 +426,13 @@ impl Aggregator {
                 )
             };
         for o in &domains {
-            objects.push(Located {
+            keyed(&mut objects, GROUP_DOMAIN, Located {
                 location: loc("Domain", o.metadata()),
                 value: o.clone(),
             });
         }
         for c in &served_clusters {
-            objects.push(Located {
+            keyed(&mut objects, GROUP_CLUSTER, Located {
                 location: loc("KubeFedCluster", &c.metadata),
                 value: Object::KubeFedCluster(c.clone()),
             });
@@ -466,7 +498,7 @@ impl Aggregator {
                     endpoints,
                 },
             );
-            objects.push(Located {
+            keyed(&mut objects, GROUP_SERVICE, Located {
                 location: loc("ServiceDNSRecord", &r.metadata),
                 value: Object::ServiceDNSRecord(served),
             });
@@ -525,15 +557,15 @@ impl Aggregator {
                     endpoints,
                 },
             );
-            objects.push(Located {
+            keyed(&mut objects, GROUP_INGRESS, Located {
                 location: loc("IngressDNSRecord", &r.metadata),
                 value: Object::IngressDNSRecord(served),
             });
         }
-        for (kind, list) in [("DNSEndpoint", &endpoints), ("DNSEndpoint", &ext_endpoints)] {
+        for (group, list) in [(GROUP_ENDPOINT, &endpoints), (GROUP_EXT_ENDPOINT, &ext_endpoints)] {
             for o in list.iter() {
-                objects.push(Located {
-                    location: loc(kind, o.metadata()),
+                keyed(&mut objects, group, Located {
+                    location: loc("DNSEndpoint", o.metadata()),
                     value: o.clone(),
                 });
             }
@@ -557,19 +589,27 @@ impl Aggregator {
             }
         }
 
-        let inputs = KubeInputs { objects, unready };
-        if self.last_sent.as_ref() != Some(&inputs) {
+        let fragment = Fragment {
+            zone_files: Vec::new(),
+            objects,
+            unready,
+        };
+        // Only what changed since the last pass: the publisher redoes just those objects.
+        let change = match &self.last_sent {
+            Some(last) => Some(last.diff(&fragment)).filter(|c| !c.is_noop(last)),
+            None => Some(Change::Replace(fragment.clone())),
+        };
+        if let Some(change) = change {
             if let Some(t) = self.first_change.take() {
                 m.kubernetes_propagation.observe(t.elapsed().as_secs_f64());
                 tracing::debug!(
                     since_event_ms = t.elapsed().as_millis() as u64,
-                    objects = inputs.objects.len(),
+                    objects = fragment.objects.len(),
                     "kubernetes state handed to the publisher"
                 );
             }
-            self.publisher
-                .send(Update::Kubernetes(Box::new(inputs.clone())));
-            self.last_sent = Some(inputs);
+            self.publisher.send(Update::Source(SOURCE, Box::new(change)));
+            self.last_sent = Some(fragment);
         }
         self.first_change = None;
         self.report_up(true);
