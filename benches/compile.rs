@@ -338,12 +338,8 @@ fn bench_one_change(
     settings: &Settings,
     n: usize,
 ) {
-    let (errors, engine) = Engine::build(
-        &[],
-        || inputs.objects.iter(),
-        &Default::default(),
-        settings,
-    );
+    let (errors, engine) =
+        Engine::build(&[], || inputs.objects.iter(), &Default::default(), settings);
     assert!(errors.is_empty(), "{errors:?}");
     let mut engine = engine.expect("compile");
     let shared = arc_swap::ArcSwap::from_pointee(Snapshot::new(engine.compiled().clone(), None));

@@ -3,7 +3,6 @@
 //! it changes and shares the rest through `Arc`, so one changed object costs a few chunk copies,
 //! not a copy of 700k names.
 
-use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use super::names::{NameHasher, NameMap, WireName};
@@ -149,9 +148,10 @@ impl<T: Clone> From<Vec<T>> for ChunkVec<T> {
 /// Shards of the name table, by the top bits of the name's hash.
 const SHARD_BITS: u32 = 10;
 
-/// The name table in `Arc`'d shards: a lookup hashes the name once to pick its shard (the top
-/// bits) and again inside it; an update copies the shards it touches (~700 names each at 100k
-/// records) and shares the rest.
+/// The name table in `Arc`'d shards: a lookup picks the shard by the name's first label (a few
+/// bytes, far cheaper than hashing the name twice) and hashes the name inside it; an update
+/// copies the shards it touches (~700 names each at 100k records) and shares the rest. A
+/// record's names share their first label, so one record's change touches one or two shards.
 #[derive(Debug, Clone)]
 pub struct NameTable<V> {
     shards: Box<[Arc<NameMap<V>>]>,
@@ -173,7 +173,13 @@ impl<V> Default for NameTable<V> {
 impl<V> NameTable<V> {
     #[inline]
     fn shard(&self, key: &[u8]) -> usize {
-        (self.hasher.hash_one(key) >> (64 - SHARD_BITS)) as usize
+        // FNV-1a over the first label (its length byte included), folded to the shard bits.
+        let n = key.first().map_or(0, |l| *l as usize + 1).min(key.len());
+        let mut h: u32 = 0x811c_9dc5;
+        for b in &key[..n] {
+            h = (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
+        }
+        ((h ^ (h >> 16)) & ((1 << SHARD_BITS) - 1)) as usize
     }
 
     #[inline]

@@ -1225,8 +1225,8 @@ fn humantime_like(t: SystemTime) -> String {
 mod tests {
     use super::*;
     use crate::catalog::Catalog;
-    use crate::snapshot::compile;
     use crate::model::{DNSEndpoint, DNSEndpointSpec, Domain, Endpoint};
+    use crate::snapshot::compile;
     use arc_swap::ArcSwap;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 

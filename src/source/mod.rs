@@ -188,3 +188,61 @@ impl Change {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Domain, Object};
+
+    fn keyed(name: &str, domain: &str) -> (ObjectKey, Located<Object>) {
+        let o = Object::Domain(Domain {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            domain: domain.into(),
+            name_server: None,
+        });
+        (
+            ObjectKey {
+                group: 0,
+                id: name.into(),
+            },
+            Located {
+                location: name.into(),
+                value: o,
+            },
+        )
+    }
+
+    #[test]
+    fn a_diff_applied_gives_the_next_fragment() {
+        let before = Fragment {
+            objects: [keyed("a", "a.example"), keyed("b", "b.example")]
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        };
+        let next = Fragment {
+            objects: [keyed("a", "a.example"), keyed("c", "c.example")]
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        };
+        let change = before.diff(&next);
+        let Change::Patch {
+            upserts, removed, ..
+        } = &change
+        else {
+            panic!("a patch");
+        };
+        assert_eq!(upserts.len(), 1, "only the new object");
+        assert_eq!(removed, &[keyed("b", "").0]);
+        assert!(!change.is_noop(&before));
+        let mut applied = before.clone();
+        let touched = applied.apply(change);
+        assert_eq!(touched.map(|t| t.len()), Some(2));
+        assert_eq!(applied.objects, next.objects);
+        assert!(next.diff(&next).is_noop(&next));
+    }
+}

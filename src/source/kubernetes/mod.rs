@@ -426,16 +426,24 @@ impl Aggregator {
                 )
             };
         for o in &domains {
-            keyed(&mut objects, GROUP_DOMAIN, Located {
-                location: loc("Domain", o.metadata()),
-                value: o.clone(),
-            });
+            keyed(
+                &mut objects,
+                GROUP_DOMAIN,
+                Located {
+                    location: loc("Domain", o.metadata()),
+                    value: o.clone(),
+                },
+            );
         }
         for c in &served_clusters {
-            keyed(&mut objects, GROUP_CLUSTER, Located {
-                location: loc("KubeFedCluster", &c.metadata),
-                value: Object::KubeFedCluster(c.clone()),
-            });
+            keyed(
+                &mut objects,
+                GROUP_CLUSTER,
+                Located {
+                    location: loc("KubeFedCluster", &c.metadata),
+                    value: Object::KubeFedCluster(c.clone()),
+                },
+            );
         }
         for o in &srecords {
             let Object::ServiceDNSRecord(r) = o else {
@@ -498,10 +506,14 @@ impl Aggregator {
                     endpoints,
                 },
             );
-            keyed(&mut objects, GROUP_SERVICE, Located {
-                location: loc("ServiceDNSRecord", &r.metadata),
-                value: Object::ServiceDNSRecord(served),
-            });
+            keyed(
+                &mut objects,
+                GROUP_SERVICE,
+                Located {
+                    location: loc("ServiceDNSRecord", &r.metadata),
+                    value: Object::ServiceDNSRecord(served),
+                },
+            );
         }
         for o in &irecords {
             let Object::IngressDNSRecord(r) = o else {
@@ -557,17 +569,28 @@ impl Aggregator {
                     endpoints,
                 },
             );
-            keyed(&mut objects, GROUP_INGRESS, Located {
-                location: loc("IngressDNSRecord", &r.metadata),
-                value: Object::IngressDNSRecord(served),
-            });
+            keyed(
+                &mut objects,
+                GROUP_INGRESS,
+                Located {
+                    location: loc("IngressDNSRecord", &r.metadata),
+                    value: Object::IngressDNSRecord(served),
+                },
+            );
         }
-        for (group, list) in [(GROUP_ENDPOINT, &endpoints), (GROUP_EXT_ENDPOINT, &ext_endpoints)] {
+        for (group, list) in [
+            (GROUP_ENDPOINT, &endpoints),
+            (GROUP_EXT_ENDPOINT, &ext_endpoints),
+        ] {
             for o in list.iter() {
-                keyed(&mut objects, group, Located {
-                    location: loc("DNSEndpoint", o.metadata()),
-                    value: o.clone(),
-                });
+                keyed(
+                    &mut objects,
+                    group,
+                    Located {
+                        location: loc("DNSEndpoint", o.metadata()),
+                        value: o.clone(),
+                    },
+                );
             }
         }
         // DNSEndpoints meridian wrote for records that no longer exist.
@@ -608,7 +631,8 @@ impl Aggregator {
                     "kubernetes state handed to the publisher"
                 );
             }
-            self.publisher.send(Update::Source(SOURCE, Box::new(change)));
+            self.publisher
+                .send(Update::Source(SOURCE, Box::new(change)));
             self.last_sent = Some(fragment);
         }
         self.first_change = None;
