@@ -556,6 +556,39 @@ mod tests {
     }
 
     #[test]
+    fn a_readiness_change_is_redone() {
+        let mut objects = base();
+        objects.push(located(record(
+            "web",
+            "shop",
+            &[("a", "192.0.2.1"), ("b", "192.0.2.2")],
+        )));
+        let mut engine = full(&objects);
+        let unready = HashSet::from([("ServiceDNSRecord shop/web".to_string(), "a".to_string())]);
+        let same = ObjectChange {
+            old: Some(objects[3].clone()),
+            new: Some(objects[3].clone()),
+        };
+        let c = engine.update(&[same], &unready).expect("patched");
+        let ready: Vec<(String, bool)> = c.dyns[c
+            .nodes
+            .get(
+                &*catalog::name_to_wire(
+                    &hickory_proto::rr::Name::from_ascii("web.shop.fed.svc.gslb.example.com.")
+                        .expect("name"),
+                )
+                .expect("wire"),
+            )
+            .and_then(|n| n.dynamic)
+            .expect("dynamic") as usize]
+            .targets
+            .iter()
+            .map(|t| (c.clusters[t.cluster as usize].name.clone(), t.ready))
+            .collect();
+        assert_eq!(ready, [("a".to_string(), false), ("b".to_string(), true)]);
+    }
+
+    #[test]
     fn what_a_record_cannot_redo_alone_needs_a_full_build() {
         let mut objects = base();
         objects.push(located(record("web", "shop", &[("a", "192.0.2.1")])));

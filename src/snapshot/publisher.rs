@@ -451,11 +451,20 @@ impl State {
                 true
             }
             Update::Source(id, change) => {
-                let fragment = Arc::make_mut(self.sources.entry(id).or_default());
-                if change.is_noop(fragment) {
+                if self.sources.get(&id).is_some_and(|f| change.is_noop(f)) {
                     return false;
                 }
                 let pending = self.pending.get_or_insert_with(Pending::default);
+                if pending.unready.is_none() {
+                    // Every source's, as the last build saw them.
+                    pending.unready = Some(
+                        self.sources
+                            .values()
+                            .flat_map(|f| f.unready.iter().cloned())
+                            .collect(),
+                    );
+                }
+                let fragment = Arc::make_mut(self.sources.entry(id).or_default());
                 match &*change {
                     Change::Replace(_) => pending.whole = true,
                     Change::Patch {
@@ -1030,6 +1039,9 @@ struct Pending {
     whole: bool,
     /// Each changed object's version in the last build, by source and key.
     old: BTreeMap<(SourceId, ObjectKey), Option<Located<Object>>>,
+    /// The changed source's readiness pairs in the last build: a record whose pairs changed
+    /// is redone too.
+    unready: Option<HashSet<(String, String)>>,
 }
 
 impl Pending {
@@ -1064,17 +1076,41 @@ fn rebuild(
     if let Some(mut engine) = engine
         && !pending.whole
     {
-        let changes: Vec<ObjectChange> = pending
-            .old
-            .into_iter()
-            .filter_map(|((id, key), old)| {
-                let new = sources
-                    .iter()
-                    .find(|(s, _)| *s == id)
-                    .and_then(|(_, f)| f.objects.get(&key).cloned());
-                (old != new).then_some(ObjectChange { old, new })
-            })
+        let fragment = |id: SourceId| sources.iter().find(|(s, _)| *s == id).map(|(_, f)| f);
+        // Records whose readiness changed, though their objects did not.
+        let before = pending.unready.unwrap_or_default();
+        let flipped: HashSet<&str> = before
+            .symmetric_difference(&unready)
+            .map(|(object, _)| object.as_str())
             .collect();
+        let mut changes: Vec<ObjectChange> = Vec::new();
+        let mut seen: HashSet<(SourceId, ObjectKey)> = HashSet::new();
+        for ((id, key), old) in pending.old {
+            let new = fragment(id).and_then(|f| f.objects.get(&key).cloned());
+            let unready_changed = [&old, &new].into_iter().flatten().any(|o| {
+                crate::catalog::Patcher::object_of(&o.value)
+                    .is_some_and(|x| flipped.contains(x.as_str()))
+            });
+            if old != new || unready_changed {
+                changes.push(ObjectChange { old, new });
+            }
+            seen.insert((id, key));
+        }
+        if !flipped.is_empty() {
+            for (id, f) in sources {
+                for (key, o) in &f.objects {
+                    if !seen.contains(&(*id, key.clone()))
+                        && crate::catalog::Patcher::object_of(&o.value)
+                            .is_some_and(|x| flipped.contains(x.as_str()))
+                    {
+                        changes.push(ObjectChange {
+                            old: Some(o.clone()),
+                            new: Some(o.clone()),
+                        });
+                    }
+                }
+            }
+        }
         // On refusal the kept build is left half-patched: dropped, and built whole below.
         if let Ok(c) = engine.update(&changes, &unready) {
             return (engine.errors().to_vec(), Ok(c), Some(engine), false);
