@@ -570,17 +570,13 @@ mod tests {
             new: Some(objects[3].clone()),
         };
         let c = engine.update(&[same], &unready).expect("patched");
-        let ready: Vec<(String, bool)> = c.dyns[c
-            .nodes
-            .get(
-                &*catalog::name_to_wire(
-                    &hickory_proto::rr::Name::from_ascii("web.shop.fed.svc.gslb.example.com.")
-                        .expect("name"),
-                )
-                .expect("wire"),
-            )
-            .and_then(|n| n.dynamic)
-            .expect("dynamic") as usize]
+        let key = catalog::name_to_wire(
+            &hickory_proto::rr::Name::from_ascii("web.shop.fed.svc.gslb.example.com.")
+                .expect("name"),
+        )
+        .expect("wire");
+        let global = c.nodes.get(&key).and_then(|n| n.dynamic).expect("dynamic");
+        let ready: Vec<(String, bool)> = c.dyns[global as usize]
             .targets
             .iter()
             .map(|t| (c.clusters[t.cluster as usize].name.clone(), t.ready))
