@@ -55,8 +55,8 @@ impl<T> ChunkVec<T> {
         self.into_iter()
     }
 
-    /// Reserves room for `n` more elements in the last chunk's allocation pattern: chunks are
-    /// allocated whole, so there is nothing to grow by doubling.
+    /// Reserves room in the chunk list for `n` more elements (chunks themselves are allocated
+    /// whole, never grown by doubling).
     pub fn reserve(&mut self, n: usize) {
         self.chunks.reserve(n.div_ceil(CHUNK));
     }

@@ -106,7 +106,8 @@ pub struct CDyn {
     pub failover: SmallVec<[u32; 4]>,
     /// CNAME target (wire form) when no target is healthy.
     pub fallback: Option<WireName>,
-    /// Index into `Catalog::dyn_names`.
+    /// Index into `Catalog::dyn_names`: always its own index in `Compiled::dyns` (incremental
+    /// updates keep both in step).
     pub source: u32,
     /// The targets' addresses merged, each once (names of more than one target only): a
     /// multi-cluster answer walks this instead of comparing every address with every earlier
