@@ -8,7 +8,10 @@
 //! over: one Domain, the demo's three KubeFedClusters, and N ServiceDNSRecords, each in all three
 //! clusters with its own load-balancer address per cluster, HTTP-probed — so each record gives
 //! 7 names (global, 3 regions, 3 zones) and 3 health endpoints. "build+compile" is
-//! `catalog::build` then `snapshot::compile::compile`, the work the publisher does on a change.
+//! `catalog::build` then `snapshot::compile::compile`, the work the publisher does on a change
+//! it cannot apply incrementally; "one_change_published" is the common Kubernetes change — one
+//! record's load-balancer address moves — redone against the kept build
+//! (`snapshot::incremental`) and published (health view, snapshot swap).
 //!
 //! Memory, printed before the timings:
 //! - heap: a counting global allocator (enabled only around the measured call): the peak of
@@ -35,6 +38,8 @@ use meridian::model::{
     ServiceDNSRecordStatus,
 };
 use meridian::snapshot::compile;
+use meridian::snapshot::incremental::{Engine, ObjectChange};
+use meridian::snapshot::{HealthView, Snapshot};
 use meridian::source::Located;
 
 /// Counts live heap bytes while ENABLED; PEAK is the high-water mark of LIVE.
@@ -318,8 +323,66 @@ fn bench(c: &mut Criterion, sizes: &[usize]) {
                 BatchSize::LargeInput,
             )
         });
+        drop(cat);
+        bench_one_change(&mut g, &inputs, &settings, n);
         g.finish();
     }
+}
+
+/// One record's address moving (back and forth, so every iteration is a change), redone
+/// against the kept build and published as the publisher does: a health view over the
+/// endpoints and a snapshot swapped in.
+fn bench_one_change(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    inputs: &Inputs,
+    settings: &Settings,
+    n: usize,
+) {
+    let (errors, engine) =
+        Engine::build(&[], || inputs.objects.iter(), &Default::default(), settings);
+    assert!(errors.is_empty(), "{errors:?}");
+    let mut engine = engine.expect("compile");
+    let shared = arc_swap::ArcSwap::from_pointee(Snapshot::new(engine.compiled().clone(), None));
+    // The middle record, in two versions.
+    let at = 4 + n / 2;
+    let a = inputs.objects[at].clone();
+    let mut b = a.clone();
+    if let Object::ServiceDNSRecord(r) = &mut b.value
+        && let Some(st) = &mut r.status
+    {
+        st.dns[1].load_balancer.ingress[0].ip = Some("127.250.0.1".to_string());
+    }
+    let mut flip = false;
+    let mut step = |engine: &mut Engine| {
+        let (old, new) = if flip { (&b, &a) } else { (&a, &b) };
+        flip = !flip;
+        let c = engine
+            .update(
+                &[ObjectChange {
+                    old: Some(old.clone()),
+                    new: Some(new.clone()),
+                }],
+                &Default::default(),
+            )
+            .expect("incremental");
+        // Health by endpoint id (ids of unchanged endpoints are kept): the served view,
+        // extended to new ids.
+        let mut endpoint_up = shared.load().health.endpoint_up.clone();
+        endpoint_up.resize(c.endpoints.len(), true);
+        let health = HealthView {
+            endpoint_up,
+            cluster_drained: vec![false; c.clusters.len()],
+            scoped_drains: Default::default(),
+        };
+        let mut snap = Snapshot::new(c, None);
+        snap.health = std::sync::Arc::new(health);
+        shared.swap(std::sync::Arc::new(snap))
+    };
+    // The first update indexes the kept build (once per full build): not what is measured.
+    drop(step(&mut engine));
+    g.bench_function(BenchmarkId::new("one_change_published", n), |bench| {
+        bench.iter_with_large_drop(|| step(&mut engine))
+    });
 }
 
 fn config() -> Criterion {

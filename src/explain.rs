@@ -9,13 +9,12 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::NameScope;
+use crate::catalog::{NameScope, name_to_wire};
 use crate::dns::answer::{self, Transport};
 use crate::geo::LocationKind;
 use crate::model::Policy;
 use crate::routing::{self, Candidate, Decision, Family, Reason, Selection};
 use crate::snapshot::Snapshot;
-use crate::snapshot::compile::wire_name;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Explanation {
@@ -87,7 +86,7 @@ pub fn explain(
             .as_ref()
             .map(|db| format!("{} ({})", db.path().display(), db.database_type())),
     };
-    let key = wire_name(&qname).map_err(|e| ExplainError::Name(name.into(), e.to_string()))?;
+    let key = name_to_wire(&qname).map_err(|e| ExplainError::Name(name.into(), e))?;
     let zone = c
         .find_zone(&key)
         .map(|z| c.zones[z as usize].name.to_string());

@@ -17,9 +17,10 @@ use std::time::{Duration, SystemTime};
 
 use super::exchange::WireView;
 use super::quorum::{self, Obs, PeerView};
+use crate::catalog::names::NameHasher;
 use crate::events::EventLog;
 use crate::metrics;
-use crate::snapshot::compile::{Compiled, EndpointKey, NameHasher};
+use crate::snapshot::compile::{Compiled, EndpointKey};
 
 /// An old id whose endpoint the served catalog does not have.
 const GONE: u32 = u32::MAX;
@@ -474,7 +475,7 @@ mod tests {
             zones: vec![],
             zone_index: Default::default(),
             nodes: Default::default(),
-            dyns: vec![],
+            dyns: Default::default(),
             clusters: vec![],
             probes: ProbeSet::build(&endpoints, &[], &[]),
             endpoints,

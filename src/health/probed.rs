@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use smallvec::SmallVec;
 
-use crate::snapshot::compile::{CCluster, CDyn, EndpointKey, NameHasher};
+use crate::catalog::names::NameHasher;
+use crate::snapshot::compile::{CCluster, CDyn, EndpointKey};
 
 /// One probed endpoint of a compiled catalog. Eight bytes: a large catalog has hundreds of
 /// thousands (its address and probe are `Compiled::endpoints[id]`).
@@ -21,7 +22,7 @@ pub struct Probed {
 }
 
 /// Every probed endpoint of one compiled catalog.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct ProbeSet {
     /// Which compile numbered these ids (a process-wide count, not the snapshot generation):
     /// a health report names it, so that one made against an earlier catalog's ids is never
@@ -41,7 +42,11 @@ static GENERATIONS: AtomicU64 = AtomicU64::new(1);
 
 impl ProbeSet {
     /// From the compiled endpoint table (`endpoints[id]`) and the names that use the ids.
-    pub fn build(endpoints: &[EndpointKey], dyns: &[CDyn], clusters: &[CCluster]) -> ProbeSet {
+    pub fn build<'a>(
+        endpoints: &[EndpointKey],
+        dyns: impl IntoIterator<Item = &'a CDyn>,
+        clusters: &[CCluster],
+    ) -> ProbeSet {
         // Clusters of each id, deduplicated (most addresses belong to one cluster).
         let mut of: Vec<SmallVec<[u32; 2]>> = vec![SmallVec::new(); endpoints.len()];
         for d in dyns {

@@ -536,7 +536,7 @@ mod tests {
             zones: vec![],
             zone_index: Default::default(),
             nodes: Default::default(),
-            dyns: vec![],
+            dyns: Default::default(),
             clusters: vec![],
             endpoints,
             probes,

@@ -12,7 +12,9 @@ use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 use smallvec::SmallVec;
 use thiserror::Error;
 
-use crate::catalog::{Catalog, DynName, ProbeKind, ProbeSpec, RecordOptions, WireName};
+use crate::catalog::names::{NameHasher, WireName, ZoneIndex, name_to_wire};
+use crate::catalog::shared::{ChunkVec, NameTable};
+use crate::catalog::{Catalog, DynName, ProbeKind, ProbeSpec, RecordOptions};
 use crate::config::Settings;
 use crate::model::{AllDown, Policy};
 
@@ -23,18 +25,9 @@ pub struct CompileError {
     pub message: String,
 }
 
-/// Hasher of the name tables, which every query probes several times (the zone walk tries each
-/// suffix of the name): foldhash, seeded per process, about ten times cheaper than std's SipHash
-/// on 20–40-byte names. Keys come from configuration and the API server, not from queries; a
-/// query only probes, so it cannot grow a collision chain.
-pub type NameHasher = foldhash::fast::RandomState;
-
-/// A table keyed by lowercased wire-form names.
-pub type NameMap<V> = HashMap<WireName, V, NameHasher>;
-
-/// Lowercased, uncompressed wire form of a name: the key of every table.
-pub fn wire_name(name: &Name) -> Result<WireName, CompileError> {
-    crate::catalog::name_to_wire(name).map_err(|message| CompileError {
+/// Lowercased wire form of a name, as a compile error when it has no wire form.
+pub(crate) fn wire_name(name: &Name) -> Result<WireName, CompileError> {
+    name_to_wire(name).map_err(|message| CompileError {
         what: name.to_string(),
         message,
     })
@@ -60,7 +53,7 @@ pub struct RRset {
 }
 
 /// One name of the table. Kept small: there is one per served name (700k for 100k records).
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Node {
     pub zone: u32,
     pub rrsets: Vec<RRset>,
@@ -72,7 +65,7 @@ pub struct Node {
     pub delegation: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CZone {
     pub apex: WireName,
     pub name: Name,
@@ -89,7 +82,7 @@ pub struct Addr<T> {
     pub endpoint: u32,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CTarget {
     pub cluster: u32,
     pub v4: SmallVec<[Addr<Ipv4Addr>; 1]>,
@@ -102,7 +95,7 @@ pub struct CTarget {
     pub ready: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CDyn {
     pub ttl: u32,
     pub policy: Policy,
@@ -113,7 +106,8 @@ pub struct CDyn {
     pub failover: SmallVec<[u32; 4]>,
     /// CNAME target (wire form) when no target is healthy.
     pub fallback: Option<WireName>,
-    /// Index into `Catalog::dyn_names`.
+    /// Index into `Catalog::dyn_names`: always its own index in `Compiled::dyns` (incremental
+    /// updates keep both in step).
     pub source: u32,
     /// The targets' addresses merged, each once (names of more than one target only): a
     /// multi-cluster answer walks this instead of comparing every address with every earlier
@@ -134,7 +128,7 @@ pub struct MergedAddr<T> {
 }
 
 /// A name's distinct addresses in first-seen target order, for multi-cluster answers.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Merged {
     pub v4: Vec<MergedAddr<Ipv4Addr>>,
     pub v6: Vec<MergedAddr<Ipv6Addr>>,
@@ -188,7 +182,7 @@ fn merge_addresses(targets: &[CTarget]) -> Merged {
     Merged { v4, v6, owners }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CCluster {
     pub name: String,
     pub unit: Option<[f64; 3]>,
@@ -208,15 +202,16 @@ impl EndpointKey {
     }
 }
 
-/// The compiled catalog: immutable, shared by every query.
-#[derive(Debug)]
+/// The compiled catalog: immutable, shared by every query. Its big tables share their
+/// unchanged chunks with the previous version after an incremental update (`incremental`).
+#[derive(Debug, Clone)]
 pub struct Compiled {
     pub settings: Settings,
     pub catalog: Catalog,
     pub zones: Vec<CZone>,
-    pub zone_index: NameMap<u32>,
-    pub nodes: NameMap<Node>,
-    pub dyns: Vec<CDyn>,
+    pub zone_index: ZoneIndex,
+    pub nodes: NameTable<Node>,
+    pub dyns: ChunkVec<CDyn>,
     pub clusters: Vec<CCluster>,
     pub endpoints: Vec<EndpointKey>,
     /// The probed endpoints, for the health scheduler.
@@ -227,30 +222,26 @@ pub struct Compiled {
 
 impl Compiled {
     /// The zone holding a (lowercased, wire-form) name: longest apex that is a suffix.
+    #[inline]
     pub fn find_zone(&self, name: &[u8]) -> Option<u32> {
-        find_zone_in(&self.zone_index, name)
+        self.zone_index.find(name)
     }
 }
 
-fn find_zone_in(index: &NameMap<u32>, name: &[u8]) -> Option<u32> {
-    let mut i = 0;
-    while i < name.len() {
-        if let Some(z) = index.get(&name[i..]) {
-            return Some(*z);
-        }
-        let len = name[i] as usize;
-        if len == 0 {
-            break;
-        }
-        i += len + 1;
-    }
-    None
+pub fn compile(catalog: Catalog, settings: Settings) -> Result<Compiled, CompileError> {
+    compile_keeping(catalog, settings).map(|(c, _)| c)
 }
 
-pub fn compile(mut catalog: Catalog, settings: Settings) -> Result<Compiled, CompileError> {
+/// As [`compile`], also returning the endpoint ids given, to give ids to later names
+/// (`incremental`) consistently.
+pub(crate) fn compile_keeping(
+    mut catalog: Catalog,
+    settings: Settings,
+) -> Result<(Compiled, Endpoints), CompileError> {
     let mut zones = Vec::with_capacity(catalog.zones.len());
-    let mut zone_index = NameMap::default();
-    let mut nodes: NameMap<Node> = NameMap::default();
+    let mut zone_index = ZoneIndex::default();
+    let mut nodes: NameTable<Node> = NameTable::default();
+    nodes.reserve(catalog.records.len() + catalog.dyn_names.len());
     for (i, z) in catalog.zones.iter().enumerate() {
         let apex = wire_name(&z.apex)?;
         let soa_data = rdata_bytes(&z.apex, &z.soa.data)?;
@@ -279,12 +270,12 @@ pub fn compile(mut catalog: Catalog, settings: Settings) -> Result<Compiled, Com
     }
     for r in statics {
         let key = wire_name(&r.name)?;
-        let Some(zone) = find_zone_in(&zone_index, &key) else {
+        let Some(zone) = zone_index.find(&key) else {
             continue;
         };
         let rtype = u16::from(r.record_type());
         let data = rdata_bytes(&r.name, &r.data)?;
-        let node = nodes.entry(key.clone()).or_default();
+        let node = nodes.entry_or_default(key.clone());
         node.zone = zone;
         if let RData::CNAME(c) = &r.data {
             let target = wire_name(&c.0)?;
@@ -325,18 +316,22 @@ pub fn compile(mut catalog: Catalog, settings: Settings) -> Result<Compiled, Com
         })
         .collect();
     let mut ep = Endpoints::default();
-    let mut dyns = Vec::with_capacity(catalog.dyn_names.len());
-    nodes.reserve(catalog.dyn_names.len());
-    for (i, d) in catalog.dyn_names.iter_mut().enumerate() {
+    let mut dyns = ChunkVec::default();
+    dyns.reserve(catalog.dyn_names.len());
+    for i in 0..catalog.dyn_names.len() {
+        // Fresh from the build: no chunk is shared, so this copies nothing.
+        let Some(d) = catalog.dyn_names.get_mut(i) else {
+            break;
+        };
         let cd = compile_dyn(d, i as u32, &clusters, &mut ep)?;
         // Compiled into `cd`; not kept twice.
         d.targets = Vec::new();
-        let node = nodes.entry(d.name.clone()).or_default();
+        let node = nodes.entry_or_default(d.name.clone());
         node.zone = d.zone;
         node.dynamic = Some(dyns.len() as u32);
         dyns.push(cd);
     }
-    let endpoints = ep.list;
+    let endpoints = ep.list.clone();
     // Empty non-terminals exist (NODATA, not NXDOMAIN: RFC 8020). Names share their parents,
     // so each parent is looked up once per child but allocated once.
     let mut missing: Vec<(WireName, u32)> = Vec::new();
@@ -380,24 +375,29 @@ pub fn compile(mut catalog: Catalog, settings: Settings) -> Result<Compiled, Com
         .and_then(|n| clusters.iter().position(|c| &c.name == n))
         .map(|i| i as u32);
     let probes = crate::health::probed::ProbeSet::build(&endpoints, &dyns, &clusters);
-    Ok(Compiled {
-        settings,
-        catalog,
-        zones,
-        zone_index,
-        nodes,
-        dyns,
-        clusters,
-        endpoints,
-        probes,
-        default_cluster,
-    })
+    Ok((
+        Compiled {
+            settings,
+            catalog,
+            zones,
+            zone_index,
+            nodes,
+            dyns,
+            clusters,
+            endpoints,
+            probes,
+            default_cluster,
+        },
+        ep,
+    ))
 }
 
 /// Endpoint ids: one per (address, probe), probes interned.
 #[derive(Default)]
-struct Endpoints {
-    list: Vec<EndpointKey>,
+pub(crate) struct Endpoints {
+    pub(crate) list: Vec<EndpointKey>,
+    /// Ids no name uses any more (incremental updates), given to the next new endpoints.
+    pub(crate) free: Vec<u32>,
     ids: HashMap<(IpAddr, u32), u32, NameHasher>,
     /// Interned probes by value, and by the address of the options they came from (the names
     /// of one record share one `RecordOptions`, most records a few).
@@ -411,7 +411,7 @@ struct Endpoints {
 }
 
 impl Endpoints {
-    fn probe(&mut self, options: &Arc<RecordOptions>) -> u32 {
+    pub(crate) fn probe(&mut self, options: &Arc<RecordOptions>) -> u32 {
         // The catalog keeps every options value alive while it compiles: addresses are stable.
         let at = Arc::as_ptr(options) as usize;
         if let Some(&p) = self.by_options.get(&at) {
@@ -430,6 +430,13 @@ impl Endpoints {
         p
     }
 
+    /// Forgets the current object's ids: between incremental updates an id may be freed, and
+    /// another object's name may be allocated where the last one's was.
+    pub(crate) fn forget_recent(&mut self) {
+        self.object = 0;
+        self.recent.clear();
+    }
+
     fn start_object(&mut self, object: &Arc<str>) {
         let at = Arc::as_ptr(object) as *const u8 as usize;
         if at != self.object {
@@ -446,15 +453,31 @@ impl Endpoints {
         {
             return id;
         }
-        let list = &mut self.list;
-        let specs = &self.specs;
-        let id = *self.ids.entry((addr, probe)).or_insert_with(|| {
-            list.push(EndpointKey {
-                addr,
-                probe: specs[probe as usize].clone(),
-            });
-            (list.len() - 1) as u32
-        });
+        let id = match self.ids.get(&(addr, probe)) {
+            Some(&id) => id,
+            None => {
+                let key = EndpointKey {
+                    addr,
+                    probe: self.specs[probe as usize].clone(),
+                };
+                let id = match self.free.pop() {
+                    Some(id) => {
+                        // A freed id: the endpoint that had it is forgotten.
+                        let old = std::mem::replace(&mut self.list[id as usize], key);
+                        if let Some(p) = self.probes.get(&*old.probe) {
+                            self.ids.remove(&(old.addr, *p));
+                        }
+                        id
+                    }
+                    None => {
+                        self.list.push(key);
+                        (self.list.len() - 1) as u32
+                    }
+                };
+                self.ids.insert((addr, probe), id);
+                id
+            }
+        };
         if self.recent.len() < self.recent.inline_size() {
             self.recent.push((addr, probe, id));
         }
@@ -462,7 +485,7 @@ impl Endpoints {
     }
 }
 
-fn compile_dyn(
+pub(crate) fn compile_dyn(
     d: &DynName,
     source: u32,
     clusters: &[CCluster],
@@ -543,18 +566,4 @@ fn compile_dyn(
             0
         },
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wire_names_are_lowercase_keys() {
-        let n = Name::from_ascii("WwW.Example.COM.").expect("name");
-        assert_eq!(
-            &*wire_name(&n).expect("wire"),
-            b"\x03www\x07example\x03com\x00"
-        );
-    }
 }

@@ -2,6 +2,7 @@
 //! published with a single `ArcSwap::store` by the publisher (the only writer).
 
 pub mod compile;
+pub mod incremental;
 pub mod publisher;
 pub mod reaper;
 

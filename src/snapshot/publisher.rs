@@ -2,21 +2,24 @@
 //! them and stores one new snapshot per burst (debounced), so queries always see catalog and
 //! health from the same moment.
 //!
-//! Sources replace by origin: the file source hands over its whole validated fragment (zone
-//! files, objects, settings, GeoIP), the Kubernetes source its current objects. On a change the
-//! publisher merges the fragments, rebuilds the catalog and compiles it; a Kubernetes object the
-//! catalog rejects is logged and counted once, left out, and the rest is served.
+//! Sources hand over fragments by source id (`source::Fragment`): the whole of it, or the
+//! objects that changed. The publisher knows no source by name: it keeps each source's
+//! fragment, and on a change redoes only the changed objects against the kept build
+//! (`incremental`), or merges every fragment and builds and compiles the catalog whole when an
+//! update needs it. An object the catalog rejects is logged and counted once (by the source it
+//! came from), left out, and the rest is served. The configuration (settings, GeoIP) comes with
+//! the file source's fragment (`Update::Files`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::compile::{self, Compiled, EndpointKey};
+use super::compile::{Compiled, EndpointKey};
+use super::incremental::{Engine, ObjectChange};
 use super::{HealthView, Shared, Snapshot};
-use crate::catalog;
 use crate::config::Settings;
 use crate::events::EventLog;
 use crate::geo::GeoDb;
@@ -25,8 +28,8 @@ pub use crate::health::ledger::QuorumConfig;
 use crate::health::quorum::Obs;
 use crate::metrics;
 use crate::model::Object;
-use crate::source::Located;
 use crate::source::file::ZoneFile;
+use crate::source::{self, Change, Fragment, Located, ObjectKey, SourceId};
 
 // Heavy work and freeing replaced catalogs happen off the query path, in the reaper's threads.
 use super::reaper::{Retired, off_path, retire};
@@ -112,28 +115,13 @@ pub struct FileInputs {
     pub geo: Option<Arc<GeoDb>>,
 }
 
-/// The Kubernetes source's fragment: every object it serves, locations starting with
-/// [`KUBERNETES_LOCATION`], and the (record, cluster) pairs whose cluster has no ready endpoints.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct KubeInputs {
-    pub objects: Vec<Located<Object>>,
-    pub unready: HashSet<(String, String)>,
-}
-
-/// Prefix of the location of every object from the Kubernetes source (errors are attributed by it).
-pub const KUBERNETES_LOCATION: &str = "kubernetes";
-
 pub enum Update {
-    /// A newly compiled catalog (and GeoIP database), replacing every source's fragment.
-    Catalog {
-        compiled: Arc<Compiled>,
-        geo: Option<Arc<GeoDb>>,
-    },
-    /// The file source changed (SIGHUP reload), with the catalog compiled from the files alone
-    /// (served as it is while no other source contributes: no second compile).
+    /// The configuration and the file source changed (SIGHUP reload), with the catalog
+    /// compiled from the files alone (served as it is while no other source contributes: no
+    /// second compile).
     Files(Box<FileInputs>, Arc<Compiled>),
-    /// The Kubernetes source changed.
-    Kubernetes(Box<KubeInputs>),
+    /// A source's fragment changed.
+    Source(SourceId, Box<Change>),
     /// An endpoint's health changed: its id in the catalog whose `ProbeSet` has `generation`.
     Health {
         generation: u64,
@@ -259,12 +247,17 @@ struct State {
     events: EventLog,
     catalogs_tx: watch::Sender<Arc<Compiled>>,
     generation: u64,
-    /// Shared with the rebuild thread, never copied: at 100k records a copy is a quarter of a
-    /// gigabyte, made on a runtime thread the UDP workers share cores with.
-    files: Arc<FileInputs>,
-    kube: Option<Arc<KubeInputs>>,
+    /// The configuration's settings and GeoIP database (with the file source).
+    settings: Settings,
+    config_geo: Option<Arc<GeoDb>>,
+    /// Each source's fragment. Shared with the rebuild thread, never copied: at 100k records a
+    /// copy is a quarter of a gigabyte, made on a runtime thread the UDP workers share cores
+    /// with.
+    sources: BTreeMap<SourceId, Arc<Fragment>>,
+    /// The last build, kept to redo single objects (None: the next rebuild is whole).
+    engine: Option<Box<Engine>>,
     /// Set when a fragment changed: the catalog is rebuilt before the next publication.
-    rebuild: bool,
+    pending: Option<Pending>,
     /// Kubernetes-attributed catalog errors already reported, so each is logged and counted once.
     reported: HashSet<String>,
     /// Flushes to answer after this burst is published.
@@ -292,9 +285,11 @@ pub fn start(shared: Shared, files: FileInputs) -> PublisherHandle {
         drains_tx,
         drains_file: None,
         drains_file_failed: false,
-        files: Arc::new(files),
-        kube: None,
-        rebuild: false,
+        settings: files.settings.clone(),
+        config_geo: files.geo.clone(),
+        sources: BTreeMap::from([(source::FILE, Arc::new(file_fragment(files)))]),
+        engine: None,
+        pending: None,
         reported: HashSet::new(),
         flushed: Vec::new(),
     };
@@ -327,9 +322,8 @@ pub fn start(shared: Shared, files: FileInputs) -> PublisherHandle {
                     changed |= st.apply(u);
                 }
             }
-            if st.rebuild {
-                st.rebuild = false;
-                changed |= st.rebuild_catalog().await;
+            if let Some(p) = st.pending.take() {
+                changed |= st.rebuild_catalog(p).await;
             }
             if st.health.take_requorum() {
                 changed |= st.health.recombine(&st.compiled, &st.events);
@@ -354,27 +348,52 @@ impl State {
     fn apply(&mut self, u: Update) -> bool {
         let m = metrics::get();
         match u {
-            Update::Catalog { compiled, geo } => {
-                self.kube = None;
-                self.install(compiled, geo);
-                true
-            }
             Update::Files(f, compiled) => {
-                self.files = Arc::new(*f);
-                if self.kube.is_some() {
-                    self.rebuild = true;
+                self.settings = f.settings.clone();
+                self.config_geo = f.geo.clone();
+                self.sources
+                    .insert(source::FILE, Arc::new(file_fragment(*f)));
+                // The kept build is of the old files and settings.
+                self.engine = None;
+                if self.sources.values().skip(1).any(|f| !f.is_empty()) {
+                    self.pending = Some(Pending::whole());
                     return false;
                 }
-                self.rebuild = false;
-                let geo = self.files.geo.clone();
+                self.pending = None;
+                let geo = self.config_geo.clone();
                 self.install(compiled, geo);
                 true
             }
-            Update::Kubernetes(k) => {
-                if self.kube.as_deref() != Some(&*k) {
-                    self.kube = Some(Arc::new(*k));
-                    self.rebuild = true;
+            Update::Source(id, change) => {
+                if self.sources.get(&id).is_some_and(|f| change.is_noop(f)) {
+                    return false;
                 }
+                let pending = self.pending.get_or_insert_with(Pending::default);
+                if pending.unready.is_none() {
+                    // Every source's, as the last build saw them.
+                    pending.unready = Some(
+                        self.sources
+                            .values()
+                            .flat_map(|f| f.unready.iter().cloned())
+                            .collect(),
+                    );
+                }
+                let fragment = Arc::make_mut(self.sources.entry(id).or_default());
+                match &*change {
+                    Change::Replace(_) => pending.whole = true,
+                    Change::Patch {
+                        upserts, removed, ..
+                    } => {
+                        // The version before the burst: what the kept build holds.
+                        for key in upserts.iter().map(|(k, _)| k).chain(removed) {
+                            pending
+                                .old
+                                .entry((id, key.clone()))
+                                .or_insert_with(|| fragment.objects.get(key).cloned());
+                        }
+                    }
+                }
+                fragment.apply(*change);
                 false
             }
             Update::Health {
@@ -536,39 +555,33 @@ impl State {
         retire(Retired::Compiled(old));
     }
 
-    /// Merges the fragments and compiles them, off the query path's core time (see
-    /// [`off_path`]); on failure the served catalog stays. Updates arriving meanwhile wait in
-    /// the channel: this is still the only writer.
-    async fn rebuild_catalog(&mut self) -> bool {
+    /// Redoes the changed objects against the kept build, or merges the fragments and builds
+    /// and compiles them whole, off the query path's core time (see [`off_path`]); on failure
+    /// the served catalog stays. Updates arriving meanwhile wait in the channel: this is still
+    /// the only writer.
+    async fn rebuild_catalog(&mut self, pending: Pending) -> bool {
         let started = Instant::now();
-        let files = self.files.clone();
-        let kube = self.kube.clone();
-        let Some((errors, result)) = off_path("meridian-compile", move || {
-            let none = HashSet::new();
-            // File objects come first: on a name clash the Kubernetes object is the one left out.
-            let (lists, unready): (Vec<&[Located<Object>]>, _) = match &kube {
-                Some(k) => (vec![&files.objects, &k.objects], &k.unready),
-                None => (vec![&files.objects], &none),
-            };
-            let (cat, errors) =
-                catalog::build_from(&files.zone_files, &lists, unready, &files.settings);
-            (errors, compile::compile(cat, files.settings.clone()))
+        let sources: Vec<(SourceId, Arc<Fragment>)> = self
+            .sources
+            .iter()
+            .map(|(id, f)| (*id, f.clone()))
+            .collect();
+        let settings = self.settings.clone();
+        let engine = self.engine.take();
+        let Some((errors, result, engine, whole)) = off_path("meridian-compile", move || {
+            rebuild(&sources, &settings, engine, pending)
         })
         .await
         else {
             tracing::error!("catalog build thread failed; still serving the previous catalog");
             return false;
         };
+        self.engine = engine;
         let m = metrics::get();
         let mut now_reported = HashSet::new();
         for e in &errors {
             let text = e.to_string();
-            let source = if e.location.starts_with(KUBERNETES_LOCATION) {
-                "kubernetes"
-            } else {
-                // The file fragment validated on its own: a clash with Kubernetes objects.
-                "file"
-            };
+            let source = self.source_of(&e.location);
             if !self.reported.contains(&text) {
                 tracing::warn!(source, error = %text, "object left out of the catalog");
                 m.source_errors.with_label_values(&[source]).inc();
@@ -578,14 +591,15 @@ impl State {
         self.reported = now_reported;
         match result {
             Ok(c) => {
-                let geo = self.files.geo.clone();
+                let geo = self.config_geo.clone();
                 tracing::debug!(
                     names = c.dyns.len(),
                     zones = c.zones.len(),
+                    whole,
                     elapsed_us = started.elapsed().as_micros() as u64,
                     "catalog rebuilt"
                 );
-                self.install(Arc::new(c), geo);
+                self.install(c, geo);
                 true
             }
             Err(e) => {
@@ -593,6 +607,17 @@ impl State {
                 false
             }
         }
+    }
+
+    /// The source an error is attributed to: the one whose objects' locations it starts
+    /// with, else the first (the file source validated its fragment on its own: the error is
+    /// a clash with another source's objects).
+    fn source_of(&self, location: &str) -> &'static str {
+        self.sources
+            .keys()
+            .find(|id| id.location_prefix.is_some_and(|p| location.starts_with(p)))
+            .or_else(|| self.sources.keys().next())
+            .map_or(source::FILE.name, |id| id.name)
     }
 
     fn expire_drains(&mut self) -> bool {
@@ -824,6 +849,122 @@ impl State {
     }
 }
 
+/// The file source's objects as a fragment, in file order.
+fn file_fragment(f: FileInputs) -> Fragment {
+    Fragment {
+        zone_files: f.zone_files,
+        objects: f
+            .objects
+            .into_iter()
+            .enumerate()
+            .map(|(i, o)| {
+                (
+                    ObjectKey {
+                        group: i as u32,
+                        id: String::new(),
+                    },
+                    o,
+                )
+            })
+            .collect(),
+        unready: HashSet::new(),
+    }
+}
+
+/// What changed since the last build.
+#[derive(Default)]
+struct Pending {
+    /// A fragment was replaced whole (or the configuration changed): build everything.
+    whole: bool,
+    /// Each changed object's version in the last build, by source and key.
+    old: BTreeMap<(SourceId, ObjectKey), Option<Located<Object>>>,
+    /// The changed source's readiness pairs in the last build: a record whose pairs changed
+    /// is redone too.
+    unready: Option<HashSet<(String, String)>>,
+}
+
+impl Pending {
+    fn whole() -> Pending {
+        Pending {
+            whole: true,
+            ..Default::default()
+        }
+    }
+}
+
+type Rebuilt = (
+    Vec<crate::source::SourceError>,
+    Result<Arc<Compiled>, super::compile::CompileError>,
+    Option<Box<Engine>>,
+    bool,
+);
+
+/// The rebuild proper (on the build thread): the changed objects redone against `engine`
+/// when it can, else a whole build. Returns the catalog's errors, the compiled catalog, the
+/// build to keep, and whether it was whole.
+fn rebuild(
+    sources: &[(SourceId, Arc<Fragment>)],
+    settings: &Settings,
+    engine: Option<Box<Engine>>,
+    pending: Pending,
+) -> Rebuilt {
+    let mut unready: HashSet<(String, String)> = HashSet::new();
+    for (_, f) in sources {
+        unready.extend(f.unready.iter().cloned());
+    }
+    if let Some(mut engine) = engine
+        && !pending.whole
+    {
+        let fragment = |id: SourceId| sources.iter().find(|(s, _)| *s == id).map(|(_, f)| f);
+        // Records whose readiness changed, though their objects did not.
+        let before = pending.unready.unwrap_or_default();
+        let flipped: HashSet<&str> = before
+            .symmetric_difference(&unready)
+            .map(|(object, _)| object.as_str())
+            .collect();
+        let mut changes: Vec<ObjectChange> = Vec::new();
+        let mut seen: HashSet<(SourceId, ObjectKey)> = HashSet::new();
+        for ((id, key), old) in pending.old {
+            let new = fragment(id).and_then(|f| f.objects.get(&key).cloned());
+            let unready_changed = [&old, &new].into_iter().flatten().any(|o| {
+                crate::catalog::Patcher::object_of(&o.value)
+                    .is_some_and(|x| flipped.contains(x.as_str()))
+            });
+            if old != new || unready_changed {
+                changes.push(ObjectChange { old, new });
+            }
+            seen.insert((id, key));
+        }
+        if !flipped.is_empty() {
+            for (id, f) in sources {
+                for (key, o) in &f.objects {
+                    if !seen.contains(&(*id, key.clone()))
+                        && crate::catalog::Patcher::object_of(&o.value)
+                            .is_some_and(|x| flipped.contains(x.as_str()))
+                    {
+                        changes.push(ObjectChange {
+                            old: Some(o.clone()),
+                            new: Some(o.clone()),
+                        });
+                    }
+                }
+            }
+        }
+        // On refusal the kept build is left half-patched: dropped, and built whole below.
+        if let Ok(c) = engine.update(&changes, &unready) {
+            return (engine.errors().to_vec(), Ok(c), Some(engine), false);
+        }
+    }
+    let zone_files: Vec<&ZoneFile> = sources.iter().flat_map(|(_, f)| &f.zone_files).collect();
+    // In source order: on a name clash the later source's object is the one left out.
+    let objects = || sources.iter().flat_map(|(_, f)| f.objects.values());
+    let (errors, built) = Engine::build(&zone_files, objects, &unready, settings);
+    match built {
+        Ok(e) => (errors, Ok(e.compiled().clone()), Some(Box::new(e)), true),
+        Err(e) => (errors, Err(e), None, true),
+    }
+}
+
 /// One drain as the drains file keeps it (times in Unix seconds).
 #[derive(serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -980,6 +1121,7 @@ mod tests {
     use super::*;
     use crate::catalog::Catalog;
     use crate::model::{DNSEndpoint, DNSEndpointSpec, Domain, Endpoint};
+    use crate::snapshot::compile;
     use arc_swap::ArcSwap;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -992,16 +1134,28 @@ mod tests {
     }
 
     fn kube(objects: Vec<Object>) -> Update {
-        Update::Kubernetes(Box::new(KubeInputs {
-            objects: objects
-                .into_iter()
-                .map(|o| Located {
-                    location: format!("{KUBERNETES_LOCATION} ({})", o.display_name()),
-                    value: o,
-                })
-                .collect(),
-            unready: HashSet::new(),
-        }))
+        use crate::source::kubernetes::{KUBERNETES_LOCATION, SOURCE};
+        Update::Source(
+            SOURCE,
+            Box::new(Change::Replace(Fragment {
+                objects: objects
+                    .into_iter()
+                    .map(|o| {
+                        (
+                            ObjectKey {
+                                group: 0,
+                                id: o.display_name(),
+                            },
+                            Located {
+                                location: format!("{KUBERNETES_LOCATION} ({})", o.display_name()),
+                                value: o,
+                            },
+                        )
+                    })
+                    .collect(),
+                ..Default::default()
+            })),
+        )
     }
 
     fn endpoint(name: &str, dns_name: &str) -> Object {
@@ -1031,7 +1185,7 @@ mod tests {
 
     fn has(s: &Snapshot, name: &str) -> bool {
         let n = hickory_proto::rr::Name::from_ascii(name).expect("name");
-        let key = compile::wire_name(&n).expect("wire");
+        let key = crate::catalog::name_to_wire(&n).expect("wire");
         s.compiled
             .nodes
             .get(&key)
@@ -1135,7 +1289,7 @@ mod tests {
             zones: vec![],
             zone_index: Default::default(),
             nodes: Default::default(),
-            dyns: vec![],
+            dyns: Default::default(),
             clusters: vec![],
             endpoints,
             probes,
@@ -1319,6 +1473,29 @@ mod tests {
         let s = next(&shared, s.generation).await;
         assert!(has(&s, "b.k.example.org."));
         assert!(!has(&s, "a.k.example.org."));
+        assert_eq!(errors(), e0 + 1);
+        // A patch names the changed objects only; the rest stays.
+        let key = |name: &str| ObjectKey {
+            group: 0,
+            id: endpoint(name, "").display_name(),
+        };
+        publisher.send(Update::Source(
+            crate::source::kubernetes::SOURCE,
+            Box::new(Change::Patch {
+                upserts: vec![(
+                    key("good"),
+                    Located {
+                        location: "kubernetes (DNSEndpoint ns/good)".into(),
+                        value: endpoint("good", "c.k.example.org"),
+                    },
+                )],
+                removed: vec![key("bad")],
+                unready: HashSet::new(),
+            }),
+        ));
+        let s = next(&shared, s.generation).await;
+        assert!(has(&s, "c.k.example.org."));
+        assert!(!has(&s, "b.k.example.org."));
         assert_eq!(errors(), e0 + 1);
         // An empty fragment takes the Kubernetes names away.
         let generation = s.generation;

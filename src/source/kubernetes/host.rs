@@ -10,10 +10,10 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::watcher;
 use tokio::sync::Notify;
 
+use super::KUBERNETES_LOCATION;
 use super::watch::{self, Watch, WatchState};
 use crate::metrics;
 use crate::model::Object;
-use crate::snapshot::publisher::KUBERNETES_LOCATION;
 use crate::source::typed;
 
 /// The kinds read from the host, with their API resources.

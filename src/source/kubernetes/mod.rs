@@ -27,14 +27,25 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use thiserror::Error;
 use tokio::sync::{Notify, watch as tokio_watch};
 
+use crate::catalog::kubefed;
 use crate::metrics;
 use crate::model::{self, DNSEndpoint, Object};
-use crate::snapshot::publisher::{KubeInputs, PublisherHandle, Update};
-use crate::source::Located;
+use crate::snapshot::publisher::{PublisherHandle, Update};
+use crate::source::{Change, Fragment, Located, ObjectKey, SourceId};
 use host::{Decoder, Host, Kind};
 use leader::{LeaseOptions, Write};
 use member::{Member, MemberSpec, MemberState};
 use status::ClusterInfo;
+
+/// Prefix of the location of every object from the Kubernetes source (errors are attributed by it).
+pub const KUBERNETES_LOCATION: &str = "kubernetes";
+
+/// The Kubernetes source, after the file source: on a name clash its object is left out.
+pub const SOURCE: SourceId = SourceId {
+    rank: 1,
+    name: "kubernetes",
+    location_prefix: Some(KUBERNETES_LOCATION),
+};
 
 #[derive(Debug, Error)]
 pub enum KubeError {
@@ -161,13 +172,35 @@ struct Aggregator {
     /// Drain objects listed and applied: not ready before, so a restarted replica never
     /// answers with a cluster a Drain takes out.
     drains_ready: Arc<AtomicBool>,
-    last_sent: Option<KubeInputs>,
+    /// The fragment last handed to the publisher: the next pass sends what changed since.
+    last_sent: Option<Fragment>,
     up: Option<bool>,
     plan_tx: tokio_watch::Sender<Arc<Vec<Write>>>,
     /// When the first event of the current burst arrived, for the latency log.
     first_change: Option<Instant>,
     /// The last condition timestamp handed out (see [`condition_time`]).
     condition_clock: Option<(Instant, String)>,
+}
+
+/// The groups of the objects handed to the publisher, in the catalog's order; within a group,
+/// by namespace and name.
+const GROUP_DOMAIN: u32 = 0;
+const GROUP_CLUSTER: u32 = 1;
+const GROUP_SERVICE: u32 = 2;
+const GROUP_INGRESS: u32 = 3;
+const GROUP_ENDPOINT: u32 = 4;
+const GROUP_EXT_ENDPOINT: u32 = 5;
+
+/// Adds an object to a fragment under its key: its group, then namespace and name (NUL apart,
+/// so the order is the (namespace, name) order a list sorted by both has).
+fn keyed(objects: &mut BTreeMap<ObjectKey, Located<Object>>, group: u32, o: Located<Object>) {
+    let m = o.value.metadata();
+    let id = format!(
+        "{}\0{}",
+        m.namespace.as_deref().unwrap_or(""),
+        m.name.as_deref().unwrap_or("")
+    );
+    objects.insert(ObjectKey { group, id }, o);
 }
 
 /// A record's Domain: the `domain` of the Domain named by `domainRef`, preferring one in the
@@ -379,7 +412,7 @@ impl Aggregator {
             })
             .collect();
 
-        let mut objects: Vec<Located<Object>> = Vec::new();
+        let mut objects: BTreeMap<ObjectKey, Located<Object>> = BTreeMap::new();
         let mut unready: HashSet<(String, String)> = HashSet::new();
         let mut plan: Vec<Write> = Vec::new();
         let mut owned: HashSet<String> = HashSet::new();
@@ -395,16 +428,24 @@ impl Aggregator {
                 )
             };
         for o in &domains {
-            objects.push(Located {
-                location: loc("Domain", o.metadata()),
-                value: o.clone(),
-            });
+            keyed(
+                &mut objects,
+                GROUP_DOMAIN,
+                Located {
+                    location: loc("Domain", o.metadata()),
+                    value: o.clone(),
+                },
+            );
         }
         for c in &served_clusters {
-            objects.push(Located {
-                location: loc("KubeFedCluster", &c.metadata),
-                value: Object::KubeFedCluster(c.clone()),
-            });
+            keyed(
+                &mut objects,
+                GROUP_CLUSTER,
+                Located {
+                    location: loc("KubeFedCluster", &c.metadata),
+                    value: Object::KubeFedCluster(c.clone()),
+                },
+            );
         }
         for o in &srecords {
             let Object::ServiceDNSRecord(r) = o else {
@@ -412,7 +453,7 @@ impl Aggregator {
             };
             let ns = r.metadata.namespace.clone().unwrap_or_default();
             let name = r.metadata.name.clone().unwrap_or_default();
-            let object = format!("ServiceDNSRecord {ns}/{name}");
+            let object = kubefed::object_id("ServiceDNSRecord", &ns, &name);
             if let Some(uid) = &r.metadata.uid {
                 owned.insert(uid.clone());
             }
@@ -430,7 +471,6 @@ impl Aggregator {
                 r.metadata.generation,
                 &now,
             );
-            let conditions_stale = raw["conditions"] != conditions;
             let mut served = r.clone();
             // Without registered clusters there is nothing to compute: the status as written
             // (by hand, or by another controller) is served.
@@ -449,55 +489,33 @@ impl Aggregator {
                 }
                 Some(status::written_service_status(domain, &entries))
             };
-            if invalid.is_some() {
-                // Refused by the catalog: nothing is published for it, only why.
-                let mut st = serde_json::json!({ "conditions": conditions });
-                let mut stale = conditions_stale;
-                if !infos.is_empty() {
-                    st["domain"] = serde_json::Value::Null;
-                    st["dns"] = serde_json::Value::Null;
-                    stale |= !raw["domain"].is_null() || !raw["dns"].is_null();
-                }
-                if stale {
-                    plan.push(Write::Status {
-                        kind: Kind::ServiceRecord,
-                        namespace: ns.clone(),
-                        name: name.clone(),
-                        status: st,
-                    });
-                }
-                self.plan_endpoint_delete(&mut plan, &existing, &r.metadata, "service");
-            } else {
-                let changed = !infos.is_empty() && r.status != written;
-                if changed || conditions_stale {
-                    let mut st = match (&written, infos.is_empty()) {
-                        (Some(w), false) => serde_json::to_value(w).unwrap_or_default(),
-                        _ => serde_json::json!({}),
-                    };
-                    st["conditions"] = conditions;
-                    plan.push(Write::Status {
-                        kind: Kind::ServiceRecord,
-                        namespace: ns.clone(),
-                        name: name.clone(),
-                        status: st,
-                    });
-                }
-                if let (Some(w), Some(d)) = (&written, domain) {
-                    let eps = status::service_endpoints(r, d, w);
-                    self.plan_endpoint(
-                        &mut plan,
-                        &existing,
-                        "ServiceDNSRecord",
-                        &r.metadata,
-                        "service",
-                        eps,
-                    );
-                }
-            }
-            objects.push(Located {
-                location: loc("ServiceDNSRecord", &r.metadata),
-                value: Object::ServiceDNSRecord(served),
-            });
+            let endpoints = match (&written, domain, &invalid) {
+                (Some(w), Some(d), None) => Some(status::service_endpoints(r, d, w)),
+                _ => None,
+            };
+            self.plan_record(
+                &mut plan,
+                &existing,
+                RecordWrite {
+                    kind: Kind::ServiceRecord,
+                    meta: &r.metadata,
+                    raw: &raw,
+                    conditions,
+                    invalid: invalid.is_some(),
+                    computed: !infos.is_empty(),
+                    status_changed: r.status != written,
+                    written: written.as_ref(),
+                    endpoints,
+                },
+            );
+            keyed(
+                &mut objects,
+                GROUP_SERVICE,
+                Located {
+                    location: loc("ServiceDNSRecord", &r.metadata),
+                    value: Object::ServiceDNSRecord(served),
+                },
+            );
         }
         for o in &irecords {
             let Object::IngressDNSRecord(r) = o else {
@@ -521,7 +539,6 @@ impl Aggregator {
                 r.metadata.generation,
                 &now,
             );
-            let conditions_stale = raw["conditions"] != conditions;
             let mut served = r.clone();
             let written = if infos.is_empty() {
                 r.status.clone()
@@ -530,65 +547,52 @@ impl Aggregator {
                     self.members.get(&c.name)?.ingress(&ns, &name)
                 });
                 for c in down {
-                    unready.insert((format!("IngressDNSRecord {ns}/{name}"), c));
+                    unready.insert((kubefed::object_id("IngressDNSRecord", &ns, &name), c));
                 }
                 served.status = Some(served_st);
                 Some(st)
             };
-            if invalid.is_some() {
-                let mut st = serde_json::json!({ "conditions": conditions });
-                let mut stale = conditions_stale;
-                if !infos.is_empty() {
-                    st["dns"] = serde_json::Value::Null;
-                    stale |= !raw["dns"].is_null();
-                }
-                if stale {
-                    plan.push(Write::Status {
-                        kind: Kind::IngressRecord,
-                        namespace: ns.clone(),
-                        name: name.clone(),
-                        status: st,
-                    });
-                }
-                self.plan_endpoint_delete(&mut plan, &existing, &r.metadata, "ingress");
-            } else {
-                let changed = !infos.is_empty() && r.status != written;
-                if changed || conditions_stale {
-                    let mut st = match (&written, infos.is_empty()) {
-                        (Some(w), false) => serde_json::to_value(w).unwrap_or_default(),
-                        _ => serde_json::json!({}),
-                    };
-                    st["conditions"] = conditions;
-                    plan.push(Write::Status {
-                        kind: Kind::IngressRecord,
-                        namespace: ns.clone(),
-                        name: name.clone(),
-                        status: st,
-                    });
-                }
-                if let Some(w) = &written {
-                    let eps = status::ingress_endpoints(r, w);
-                    self.plan_endpoint(
-                        &mut plan,
-                        &existing,
-                        "IngressDNSRecord",
-                        &r.metadata,
-                        "ingress",
-                        eps,
-                    );
-                }
-            }
-            objects.push(Located {
-                location: loc("IngressDNSRecord", &r.metadata),
-                value: Object::IngressDNSRecord(served),
-            });
+            let endpoints = match (&written, &invalid) {
+                (Some(w), None) => Some(status::ingress_endpoints(r, w)),
+                _ => None,
+            };
+            self.plan_record(
+                &mut plan,
+                &existing,
+                RecordWrite {
+                    kind: Kind::IngressRecord,
+                    meta: &r.metadata,
+                    raw: &raw,
+                    conditions,
+                    invalid: invalid.is_some(),
+                    computed: !infos.is_empty(),
+                    status_changed: r.status != written,
+                    written: written.as_ref(),
+                    endpoints,
+                },
+            );
+            keyed(
+                &mut objects,
+                GROUP_INGRESS,
+                Located {
+                    location: loc("IngressDNSRecord", &r.metadata),
+                    value: Object::IngressDNSRecord(served),
+                },
+            );
         }
-        for (kind, list) in [("DNSEndpoint", &endpoints), ("DNSEndpoint", &ext_endpoints)] {
+        for (group, list) in [
+            (GROUP_ENDPOINT, &endpoints),
+            (GROUP_EXT_ENDPOINT, &ext_endpoints),
+        ] {
             for o in list.iter() {
-                objects.push(Located {
-                    location: loc(kind, o.metadata()),
-                    value: o.clone(),
-                });
+                keyed(
+                    &mut objects,
+                    group,
+                    Located {
+                        location: loc("DNSEndpoint", o.metadata()),
+                        value: o.clone(),
+                    },
+                );
             }
         }
         // DNSEndpoints meridian wrote for records that no longer exist.
@@ -599,7 +603,7 @@ impl Aggregator {
                     .owner_references
                     .iter()
                     .flatten()
-                    .filter(|o| is_record_owner(o))
+                    .filter(|o| kubefed::is_record_owner(o))
                     .any(|o| !owned.contains(&o.uid));
                 if owner_gone && managed_by_us(e) {
                     plan.push(Write::Delete {
@@ -610,19 +614,28 @@ impl Aggregator {
             }
         }
 
-        let inputs = KubeInputs { objects, unready };
-        if self.last_sent.as_ref() != Some(&inputs) {
+        let fragment = Fragment {
+            zone_files: Vec::new(),
+            objects,
+            unready,
+        };
+        // Only what changed since the last pass: the publisher redoes just those objects.
+        let change = match &self.last_sent {
+            Some(last) => Some(last.diff(&fragment)).filter(|c| !c.is_noop(last)),
+            None => Some(Change::Replace(fragment.clone())),
+        };
+        if let Some(change) = change {
             if let Some(t) = self.first_change.take() {
                 m.kubernetes_propagation.observe(t.elapsed().as_secs_f64());
                 tracing::debug!(
                     since_event_ms = t.elapsed().as_millis() as u64,
-                    objects = inputs.objects.len(),
+                    objects = fragment.objects.len(),
                     "kubernetes state handed to the publisher"
                 );
             }
             self.publisher
-                .send(Update::Kubernetes(Box::new(inputs.clone())));
-            self.last_sent = Some(inputs);
+                .send(Update::Source(SOURCE, Box::new(change)));
+            self.last_sent = Some(fragment);
         }
         self.first_change = None;
         self.report_up(true);
@@ -642,6 +655,65 @@ impl Aggregator {
         // Sent again while not empty, so the writer retries what failed.
         if self.plan_tx.borrow().as_slice() != plan.as_slice() || !plan.is_empty() {
             self.plan_tx.send_replace(Arc::new(plan));
+        }
+    }
+
+    /// Plans what KubeFed's record controllers wrote for one record: its status and its
+    /// DNSEndpoint. A record the catalog refuses gets its conditions only (the computed fields
+    /// cleared) and loses its DNSEndpoint, so nothing downstream publishes a name meridian does
+    /// not serve; a valid one gets the status computed from the members and its DNSEndpoint.
+    fn plan_record<S: serde::Serialize>(
+        &self,
+        plan: &mut Vec<Write>,
+        existing: &BTreeMap<(String, String), DNSEndpoint>,
+        w: RecordWrite<'_, S>,
+    ) {
+        let (owner_kind, prefix, computed_fields): (&str, &str, &[&str]) = match w.kind {
+            Kind::ServiceRecord => (
+                "ServiceDNSRecord",
+                kubefed::SERVICE_ENDPOINT_PREFIX,
+                &["domain", "dns"],
+            ),
+            _ => (
+                "IngressDNSRecord",
+                kubefed::INGRESS_ENDPOINT_PREFIX,
+                &["dns"],
+            ),
+        };
+        let conditions_stale = w.raw["conditions"] != w.conditions;
+        let status = if w.invalid {
+            let mut st = serde_json::json!({ "conditions": w.conditions });
+            let mut stale = conditions_stale;
+            if w.computed {
+                for f in computed_fields {
+                    st[*f] = serde_json::Value::Null;
+                    stale |= !w.raw[*f].is_null();
+                }
+            }
+            stale.then_some(st)
+        } else {
+            let changed = w.computed && w.status_changed;
+            (changed || conditions_stale).then(|| {
+                let mut st = match (w.written, w.computed) {
+                    (Some(s), true) => serde_json::to_value(s).unwrap_or_default(),
+                    _ => serde_json::json!({}),
+                };
+                st["conditions"] = w.conditions;
+                st
+            })
+        };
+        if let Some(status) = status {
+            plan.push(Write::Status {
+                kind: w.kind,
+                namespace: w.meta.namespace.clone().unwrap_or_default(),
+                name: w.meta.name.clone().unwrap_or_default(),
+                status,
+            });
+        }
+        if w.invalid {
+            self.plan_endpoint_delete(plan, existing, w.meta, prefix);
+        } else if let Some(eps) = w.endpoints {
+            self.plan_endpoint(plan, existing, owner_kind, w.meta, prefix, eps);
         }
     }
 
@@ -673,7 +745,7 @@ impl Aggregator {
         let (Some(ns), Some(name), Some(uid)) = (&owner.namespace, &owner.name, &owner.uid) else {
             return;
         };
-        let ep_name = status::endpoint_name(prefix, name);
+        let ep_name = kubefed::endpoint_name(prefix, name);
         if let Some(cur) = existing.get(&(ns.clone(), ep_name.clone())) {
             let owned = cur
                 .metadata
@@ -703,7 +775,7 @@ impl Aggregator {
         let (Some(ns), Some(name), Some(uid)) = (&owner.namespace, &owner.name, &owner.uid) else {
             return;
         };
-        let ep_name = status::endpoint_name(prefix, name);
+        let ep_name = kubefed::endpoint_name(prefix, name);
         let owner_ref = OwnerReference {
             api_version: model::GROUP_MULTICLUSTERDNS.to_string(),
             kind: owner_kind.to_string(),
@@ -740,6 +812,27 @@ impl Aggregator {
             body,
         });
     }
+}
+
+/// One record's part in a pass, for [`Aggregator::plan_record`].
+struct RecordWrite<'a, S> {
+    /// `ServiceRecord` or `IngressRecord`.
+    kind: Kind,
+    meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    /// The status as the API server holds it.
+    raw: &'a serde_json::Value,
+    /// The conditions it should have.
+    conditions: serde_json::Value,
+    /// The catalog refuses the record.
+    invalid: bool,
+    /// The status is computed from registered clusters (else the one written is served).
+    computed: bool,
+    /// The computed status differs from the record's.
+    status_changed: bool,
+    /// The computed status.
+    written: Option<&'a S>,
+    /// Its DNSEndpoint's endpoints, when it has one.
+    endpoints: Option<Vec<model::Endpoint>>,
 }
 
 const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
@@ -787,9 +880,4 @@ fn managed_by_us(e: &DNSEndpoint) -> bool {
         .as_ref()
         .and_then(|l| l.get(MANAGED_BY))
         .is_some_and(|v| v == leader::FIELD_MANAGER)
-}
-
-fn is_record_owner(o: &OwnerReference) -> bool {
-    o.api_version == model::GROUP_MULTICLUSTERDNS
-        && (o.kind == "ServiceDNSRecord" || o.kind == "IngressDNSRecord")
 }

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use crate::catalog::DEFAULT_RECORD_TTL;
+use crate::catalog::kubefed::{Level, ServiceNames, prefix_name, record_ttl};
 use crate::model::{
     ClusterDNS, ClusterIngressDNS, Endpoint, IngressDNSRecord, IngressDNSRecordStatus,
     LoadBalancerIngress, LoadBalancerStatus, ServiceDNSRecord, ServiceDNSRecordStatus,
@@ -240,11 +240,6 @@ pub fn with_valid_condition(
     serde_json::Value::Array(out)
 }
 
-/// KubeFed's name for the DNSEndpoint of a record.
-pub fn endpoint_name(prefix: &str, record: &str) -> String {
-    format!("{prefix}-{record}")
-}
-
 /// A level's targets as endpoints: A and AAAA for addresses; a CNAME to the first hostname when
 /// there is no address (a name holds a CNAME or addresses, never both).
 fn level(dns_name: &str, lbs: &[&LoadBalancerStatus], ttl: u32) -> Vec<Endpoint> {
@@ -306,18 +301,9 @@ pub fn service_endpoints(
     domain: &str,
     status: &ServiceDNSRecordStatus,
 ) -> Vec<Endpoint> {
-    let ttl = record.spec.record_ttl.unwrap_or(DEFAULT_RECORD_TTL);
-    let ns = record.metadata.namespace.as_deref().unwrap_or("default");
-    let svc = record
-        .spec
-        .external_name
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .or(record.metadata.name.as_deref())
-        .unwrap_or_default();
-    let domain = domain.trim_end_matches('.');
-    let base = format!("{svc}.{ns}.{}.svc", record.spec.domain_ref);
-    let global = format!("{base}.{domain}");
+    let ttl = record_ttl(record.spec.record_ttl);
+    let names = ServiceNames::of(record);
+    let global = names.text(Level::Global, domain);
     let mut out = level(
         &global,
         &status
@@ -333,7 +319,7 @@ pub fn service_endpoints(
         .filter_map(|e| e.region.as_deref())
         .collect();
     for r in &regions {
-        let name = format!("{base}.{r}.{domain}");
+        let name = names.text(Level::Region(r), domain);
         let lbs: Vec<&LoadBalancerStatus> = status
             .dns
             .iter()
@@ -354,7 +340,7 @@ pub fn service_endpoints(
         .flat_map(|(r, zs)| zs.iter().map(move |z| (r, z.as_str())))
         .collect();
     for (r, z) in &zones {
-        let name = format!("{base}.{z}.{r}.{domain}");
+        let name = names.text(Level::Zone { region: r, zone: z }, domain);
         let lbs: Vec<&LoadBalancerStatus> = status
             .dns
             .iter()
@@ -363,13 +349,14 @@ pub fn service_endpoints(
             .collect();
         let eps = level(&name, &lbs, ttl);
         if eps.is_empty() {
-            out.push(cname(&name, &format!("{base}.{r}.{domain}"), ttl));
+            out.push(cname(&name, &names.text(Level::Region(r), domain), ttl));
         } else {
             out.extend(eps);
         }
     }
     if let Some(p) = record.spec.dns_prefix.as_deref().filter(|p| !p.is_empty()) {
-        out.push(cname(&format!("{p}.{domain}"), &global, ttl));
+        let domain = domain.trim_end_matches('.');
+        out.push(cname(&prefix_name(p, domain), &global, ttl));
     }
     out
 }
@@ -379,7 +366,7 @@ pub fn ingress_endpoints(
     record: &IngressDNSRecord,
     status: &IngressDNSRecordStatus,
 ) -> Vec<Endpoint> {
-    let ttl = record.spec.record_ttl.unwrap_or(DEFAULT_RECORD_TTL);
+    let ttl = record_ttl(record.spec.record_ttl);
     let lbs: Vec<&LoadBalancerStatus> = status.dns.iter().map(|e| &e.load_balancer).collect();
     record
         .spec
@@ -566,6 +553,12 @@ mod tests {
             ]
         );
         assert!(eps.iter().all(|e| e.record_ttl == Some(60)));
-        assert_eq!(endpoint_name("service", "web"), "service-web");
+        assert_eq!(
+            crate::catalog::kubefed::endpoint_name(
+                crate::catalog::kubefed::SERVICE_ENDPOINT_PREFIX,
+                "web"
+            ),
+            "service-web"
+        );
     }
 }
