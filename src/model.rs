@@ -351,6 +351,21 @@ pub fn parse_duration_within(
 }
 
 /// Formats a duration the way `parse_duration` reads it.
+/// Unix seconds (the drains file, the peers' observations); 0 before the epoch.
+pub fn to_unix(t: std::time::SystemTime) -> f64 {
+    t.duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Back from Unix seconds; None for a negative, non-finite or out-of-range value.
+pub fn from_unix(s: f64) -> Option<std::time::SystemTime> {
+    if !s.is_finite() || s < 0.0 {
+        return None;
+    }
+    std::time::SystemTime::UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(s).ok()?)
+}
+
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if !ms.is_multiple_of(1000) {

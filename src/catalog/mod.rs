@@ -387,20 +387,8 @@ fn region_location(region: Option<&str>) -> (Option<GeoPoint>, Option<String>) {
 mod tests {
     use super::*;
     use crate::model::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-    fn meta(name: &str, ns: &str, ann: &[(&str, &str)]) -> ObjectMeta {
-        ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some(ns.into()),
-            annotations: (!ann.is_empty()).then(|| {
-                ann.iter()
-                    .map(|(k, v)| (format!("meridian.io/{k}"), v.to_string()))
-                    .collect()
-            }),
-            ..Default::default()
-        }
-    }
+    use super::options::tests::meta;
 
     fn located(o: Object) -> Located<Object> {
         Located {

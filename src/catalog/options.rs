@@ -347,10 +347,10 @@ impl Builder {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn meta(name: &str, ns: &str, ann: &[(&str, &str)]) -> ObjectMeta {
+    pub(in crate::catalog) fn meta(name: &str, ns: &str, ann: &[(&str, &str)]) -> ObjectMeta {
         ObjectMeta {
             name: Some(name.into()),
             namespace: Some(ns.into()),

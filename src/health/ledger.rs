@@ -12,6 +12,7 @@
 //! Observations cross replicas keyed by the stable wire key (`quorum::wire_key`); only this
 //! replica's bookkeeping goes by id.
 
+use crate::model::{from_unix, to_unix};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, SystemTime};
 
@@ -417,19 +418,6 @@ fn remap(old: &[EndpointKey], new: &[EndpointKey]) -> Vec<u32> {
         }
     }
     map
-}
-
-fn to_unix(t: SystemTime) -> f64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
-fn from_unix(s: f64) -> Option<SystemTime> {
-    if !s.is_finite() || s < 0.0 {
-        return None;
-    }
-    SystemTime::UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(s).ok()?)
 }
 
 #[cfg(test)]

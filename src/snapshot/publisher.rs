@@ -10,6 +10,7 @@
 //! came from), left out, and the rest is served. The configuration (settings, GeoIP) comes with
 //! the file source's fragment (`Update::Files`).
 
+use crate::model::{from_unix, to_unix};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -985,19 +986,6 @@ struct StoredDrain {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct DrainsFileBody {
     drains: std::collections::BTreeMap<String, StoredDrain>,
-}
-
-fn to_unix(t: SystemTime) -> f64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
-fn from_unix(s: f64) -> Option<SystemTime> {
-    if !s.is_finite() || s < 0.0 {
-        return None;
-    }
-    SystemTime::UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(s).ok()?)
 }
 
 /// The unexpired drains a drains file holds, and whether any entry was dropped (expired or
